@@ -1,0 +1,62 @@
+-- complete.lua — a worker reports how attempts ended (running → succeeded |
+-- scheduled (retry) | dead | cancelled | queued (handed back)).
+-- KEYS[1] deadlines zset     KEYS[2] scheduled zset     KEYS[3] counts hash
+-- KEYS[4] worker hash        KEYS[5] events stream      KEYS[6] intake stream
+-- ARGV[1] key prefix         ARGV[2] worker id          ARGV[3] result TTL ms
+-- ARGV[4] signed events envelope naming the tasks      ARGV[5] events MAXLEN
+-- ARGV[6] signed intake envelope for handed-back tasks, with the versions they
+--         will have once queued ('' if none)
+-- ARGV[7..] 6 per task: id, epoch, fence, outcome ('ok' | 'fail' |
+--           'cancelled' | 'release'), result JSON or error text, retry delay ms
+-- Reply: flat array, one per task: the new state ('succeeded', 'scheduled',
+--        'dead', 'cancelled', 'queued') or 'stale' when the caller no longer
+--        holds the lease (wrong state, worker, epoch or fence): a zombie
+--        worker's late completion changes nothing.
+-- 'release' hands a task back without charging an attempt (graceful
+-- shutdown); it is queued again and announced on the intake stream.
+local prefix, wid, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local now = now_ms()
+local reply, deltas, changed, released, done = {}, {}, 0, 0, {}
+for i = 7, #ARGV, 6 do
+  local id, epoch, fence, outcome, payload, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  local key = task_key(prefix, id)
+  local t = redis.call('HMGET', key, 'state', 'w', 'e', 'f', 'v', 'att')
+  if t[1] ~= 'running' or t[2] ~= wid or t[3] ~= epoch or t[4] ~= fence then
+    reply[#reply + 1] = 'stale'
+  else
+    local v = tonumber(t[5]) + 1
+    local state
+    done[#done + 1] = id
+    bump(deltas, 'running', -1)
+    if outcome == 'ok' then
+      redis.call('HSET', key, 'res', payload)
+      finish(key, 'succeeded', now, ttl, v)
+      state = 'succeeded'
+    elseif outcome == 'cancelled' then
+      finish(key, 'cancelled', now, ttl, v)
+      state = 'cancelled'
+    elseif outcome == 'release' then
+      redis.call('HSET', key, 'state', 'queued', 'v', v, 'att', tonumber(t[6]) - 1, 'ut', now)
+      redis.call('HDEL', key, 'w')
+      bump(deltas, 'queued', 1)
+      released = released + 1
+      state = 'queued'
+    else
+      redis.call('HSET', key, 'err', payload)
+      state = settle_failure(key, id, now, delay, ttl, v, deltas, KEYS[2])
+    end
+    changed = changed + 1
+    reply[#reply + 1] = state
+  end
+end
+if changed > 0 then
+  redis.call('ZREM', KEYS[1], unpack(done))
+  local k = KEYS[4]
+  if redis.call('EXISTS', k) == 1 then
+    if tonumber(redis.call('HINCRBY', k, 'used', -changed)) < 0 then redis.call('HSET', k, 'used', 0) end
+  end
+  flush_counts(KEYS[3], deltas)
+  append(KEYS[5], ARGV[4], ARGV[5])
+  if released > 0 then append(KEYS[6], ARGV[6]) end
+end
+return reply

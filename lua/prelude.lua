@@ -1,0 +1,77 @@
+-- prelude.lua — helpers shared by every drover script.
+-- Not a script of its own: src/store/scripts.rs prepends it to each script
+-- below, so every transition uses the same key names, clock and bookkeeping.
+-- KEYS/ARGV: none (it only defines local functions).
+-- Reply: none.
+
+-- Times come from Redis, never from the roles' clocks.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Key templates, mirrored by src/store/keys.rs. Every key shares the
+-- prefix's hash tag, so a script only ever touches one cluster slot.
+local function task_key(prefix, id) return prefix .. 't:' .. id end
+local function worker_key(prefix, wid) return prefix .. 'w:' .. wid end
+
+-- Backlog counters: collect deltas per state, write each once.
+local function bump(deltas, state, n)
+  deltas[state] = (deltas[state] or 0) + n
+end
+local function flush_counts(counts_key, deltas)
+  for state, n in pairs(deltas) do
+    if n ~= 0 then redis.call('HINCRBY', counts_key, state, n) end
+  end
+end
+
+-- Gives a worker back the slot a task held. A worker forgotten by the
+-- janitor has no hash any more; HINCRBY must not bring it back.
+local function release_slot(prefix, wid)
+  if not wid or wid == '' then return end
+  local k = worker_key(prefix, wid)
+  if redis.call('EXISTS', k) == 1 then
+    if tonumber(redis.call('HINCRBY', k, 'used', -1)) < 0 then
+      redis.call('HSET', k, 'used', 0)
+    end
+  end
+end
+
+-- Ends a task: terminal state, finish time, result kept for a TTL.
+local function finish(key, state, now, ttl_ms, v)
+  redis.call('HSET', key, 'state', state, 'v', v, 'fin', now, 'ut', now)
+  redis.call('HDEL', key, 'w')
+  redis.call('PEXPIRE', key, ttl_ms)
+end
+
+-- Appends one signed envelope (bytes made in Rust) to a stream.
+local function append(stream, envelope, maxlen)
+  if envelope == nil or envelope == '' then return end
+  if maxlen and tonumber(maxlen) > 0 then
+    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'm', envelope)
+  else
+    redis.call('XADD', stream, '*', 'm', envelope)
+  end
+end
+
+-- What happens to a task whose attempt ended without success: cancelled if
+-- a cancel was requested, retried after `delay_ms` while attempts remain,
+-- else dead. Returns the new state. The caller has already checked
+-- version/fence and removed the deadline.
+local function settle_failure(key, id, now, delay_ms, ttl_ms, v, deltas, scheduled_key)
+  local f = redis.call('HMGET', key, 'cr', 'att', 'max')
+  if f[1] == '1' then
+    finish(key, 'cancelled', now, ttl_ms, v)
+    return 'cancelled'
+  end
+  if tonumber(f[2] or '0') < tonumber(f[3] or '1') then
+    local run_at = now + tonumber(delay_ms)
+    redis.call('HSET', key, 'state', 'scheduled', 'v', v, 'run_at', run_at, 'ut', now)
+    redis.call('HDEL', key, 'w')
+    redis.call('ZADD', scheduled_key, run_at, id)
+    bump(deltas, 'scheduled', 1)
+    return 'scheduled'
+  end
+  finish(key, 'dead', now, ttl_ms, v)
+  return 'dead'
+end

@@ -1,0 +1,58 @@
+-- reap.lua — the leader moves on tasks whose deadline passed (assigned →
+-- queued without using an attempt; running → lease expired: retry, dead or
+-- cancelled).
+-- KEYS[1] deadlines zset     KEYS[2] scheduled zset     KEYS[3] counts hash
+-- KEYS[4] intake stream      KEYS[5] events stream
+-- ARGV[1] key prefix         ARGV[2] result TTL ms
+-- ARGV[3] signed intake envelope for the tasks expected to be queued again,
+--         with the versions they will have ('' if none)
+-- ARGV[4] signed events envelope naming the tasks   ARGV[5] events MAXLEN
+-- ARGV[6..] 3 per task: id, expected version, retry delay ms
+-- Reply: flat array, 2 per task: id, outcome ('queued' | 'scheduled' | 'dead'
+--        | 'cancelled' | 'renewed' (deadline moved since it was read) |
+--        'conflict' | 'gone' (no task: the member is dropped))
+local prefix, ttl = ARGV[1], tonumber(ARGV[2])
+local now = now_ms()
+local reply, deltas, requeued, changed, dropped = {}, {}, 0, 0, {}
+for i = 6, #ARGV, 3 do
+  local id, expected, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local key = task_key(prefix, id)
+  local t = redis.call('HMGET', key, 'state', 'v', 'w')
+  local due = tonumber(redis.call('ZSCORE', KEYS[1], id) or '-1')
+  local outcome
+  if not t[1] then
+    outcome = 'gone'
+    dropped[#dropped + 1] = id
+  elseif due < 0 or due > now then
+    outcome = 'renewed'
+  elseif t[2] ~= expected then
+    outcome = 'conflict'
+  else
+    local v = tonumber(t[2]) + 1
+    dropped[#dropped + 1] = id
+    release_slot(prefix, t[3])
+    bump(deltas, t[1], -1)
+    if t[1] == 'assigned' then
+      redis.call('HSET', key, 'state', 'queued', 'v', v, 'ut', now)
+      redis.call('HDEL', key, 'w')
+      bump(deltas, 'queued', 1)
+      requeued = requeued + 1
+      outcome = 'queued'
+    elseif t[1] == 'running' then
+      redis.call('HSET', key, 'err', 'lease expired')
+      outcome = settle_failure(key, id, now, delay, ttl, v, deltas, KEYS[2])
+    else
+      -- A deadline on any other state is a leftover; drop it.
+      bump(deltas, t[1], 1)
+      outcome = 'conflict'
+    end
+    changed = changed + 1
+  end
+  reply[#reply + 1] = id
+  reply[#reply + 1] = outcome
+end
+if #dropped > 0 then redis.call('ZREM', KEYS[1], unpack(dropped)) end
+flush_counts(KEYS[3], deltas)
+if requeued > 0 then append(KEYS[4], ARGV[3]) end
+if changed > 0 then append(KEYS[5], ARGV[4], ARGV[5]) end
+return reply

@@ -1,0 +1,51 @@
+-- submit.lua — accept a batch of new tasks (transition: → queued | scheduled).
+-- KEYS[1] intake stream      KEYS[2] scheduled zset     KEYS[3] counts hash
+-- ARGV[1] key prefix         ARGV[2] signed intake envelope listing the tasks
+--                                    the caller expects to be queued now ('' if none)
+-- ARGV[3] idempotency TTL ms
+-- ARGV[4..] 9 per task: id, handler, input JSON, tags JSON, priority,
+--           max attempts, timeout ms, run_at ms (0 = now), idempotency key ('' = none)
+-- Reply: flat array, 2 per task: id (the existing one for a duplicate),
+--        status: 'queued' | 'scheduled' | 'duplicate'
+-- A task whose run_at Redis deems in the future is scheduled even if the
+-- caller listed it in the envelope; that entry then fails the distributor's
+-- state check and is dropped as stale. The envelope is appended only if at
+-- least one task was queued.
+local prefix, envelope, idem_ttl = ARGV[1], ARGV[2], ARGV[3]
+local now = now_ms()
+local reply, deltas, queued = {}, {}, 0
+for i = 4, #ARGV, 9 do
+  local id, handler, input, tags, prio = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local max, timeout, run_at, idem = ARGV[i + 5], ARGV[i + 6], tonumber(ARGV[i + 7]), ARGV[i + 8]
+  local existing = false
+  if idem ~= '' then
+    local idem_key = prefix .. 'idem:' .. idem
+    local prior = redis.call('GET', idem_key)
+    if prior and redis.call('EXISTS', task_key(prefix, prior)) == 1 then
+      reply[#reply + 1] = prior
+      reply[#reply + 1] = 'duplicate'
+      existing = true
+    else
+      redis.call('SET', idem_key, id, 'PX', idem_ttl)
+    end
+  end
+  if not existing then
+    local state = 'queued'
+    if run_at > now then state = 'scheduled' end
+    local key = task_key(prefix, id)
+    redis.call('HSET', key, 'state', state, 'v', 1, 'h', handler, 'in', input, 'tags', tags,
+      'prio', prio, 'max', max, 'att', 0, 'f', 0, 'to', timeout, 'run_at', run_at, 'ct', now, 'ut', now)
+    if idem ~= '' then redis.call('HSET', key, 'idem', idem) end
+    if state == 'scheduled' then
+      redis.call('ZADD', KEYS[2], run_at, id)
+    else
+      queued = queued + 1
+    end
+    bump(deltas, state, 1)
+    reply[#reply + 1] = id
+    reply[#reply + 1] = state
+  end
+end
+flush_counts(KEYS[3], deltas)
+if queued > 0 then append(KEYS[1], envelope) end
+return reply

@@ -1,0 +1,636 @@
+//! The coordinator's HTTP API (DESIGN §6): submit (single and batch, with
+//! `Idempotency-Key`), get, wait, cancel, list, workers, and the OpenAPI
+//! document generated from these handlers, so it cannot drift. Requests are
+//! authenticated by bearer token and scope, bodies are size-limited, and
+//! every error is JSON with a stable code; nothing is written for a request
+//! that fails validation.
+
+pub mod auth;
+pub mod error;
+pub mod waiters;
+
+use crate::config::is_valid_tag;
+use crate::handlers::parse_duration;
+use crate::roles::Context;
+use crate::store::{CancelOutcome, WorkerView};
+use crate::task::{NewTask, TaskId, TaskState, TaskView};
+use auth::Scope;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use error::{ApiError, ErrorBody};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use utoipa::{OpenApi, ToSchema};
+use waiters::Waiters;
+
+/// Shared state of the API handlers.
+pub struct ApiState {
+    pub ctx: Context,
+    pub waiters: Arc<Waiters>,
+    /// False once shutdown began: submits get 503 while open requests finish.
+    pub accepting: AtomicBool,
+    handlers: Mutex<(Option<Instant>, HashSet<String>)>,
+}
+
+impl ApiState {
+    pub fn new(ctx: Context, waiters: Arc<Waiters>) -> Self {
+        ApiState {
+            ctx,
+            waiters,
+            accepting: AtomicBool::new(true),
+            handlers: Mutex::new((None, HashSet::new())),
+        }
+    }
+
+    fn authorize(&self, headers: &HeaderMap, scope: Scope) -> Result<(), ApiError> {
+        let token = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(ApiError::Unauthorized)?;
+        let tokens = self
+            .ctx
+            .settings
+            .api_tokens
+            .as_ref()
+            .ok_or(ApiError::Unauthorized)?;
+        let grants = tokens.grants(token.trim()).ok_or(ApiError::Unauthorized)?;
+        if grants.allows(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(scope.as_str()))
+        }
+    }
+
+    /// Handler names a task may use: those some worker profile offers (as
+    /// its heartbeats registered them) plus the configured extras. Cached
+    /// for two seconds; a miss refreshes at once so a new worker's handler
+    /// is accepted without delay.
+    async fn handler_known(&self, name: &str) -> Result<bool, ApiError> {
+        if self
+            .ctx
+            .settings
+            .coordinator
+            .handlers
+            .iter()
+            .any(|h| h == name)
+        {
+            return Ok(true);
+        }
+        {
+            let cache = self.handlers.lock().expect("handler cache lock");
+            let fresh = cache
+                .0
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(2));
+            if cache.1.contains(name) && fresh {
+                return Ok(true);
+            }
+        }
+        let known = self.ctx.store.known_handlers().await?;
+        let mut cache = self.handlers.lock().expect("handler cache lock");
+        *cache = (Some(Instant::now()), known.into_keys().collect());
+        Ok(cache.1.contains(name))
+    }
+
+    fn check_accepting(&self) -> Result<(), ApiError> {
+        if self.accepting.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(ApiError::Unavailable(
+                "the coordinator is shutting down".into(),
+            ))
+        }
+    }
+}
+
+/// A task to run.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// A handler some worker profile offers.
+    pub handler: String,
+    /// Any JSON value; handed to the handler as is.
+    #[serde(default)]
+    pub input: serde_json::Value,
+    /// Tags a worker must all have to take the task.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Higher runs first among tasks waiting for the same workers.
+    #[serde(default)]
+    pub priority: i32,
+    /// Attempts before the task is dead (default from the coordinator).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Time limit of one attempt, e.g. "30s" (default from the coordinator).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Run no earlier than this time, in unix milliseconds.
+    #[serde(default)]
+    pub run_at_ms: Option<u64>,
+    /// Run no earlier than this long from now, e.g. "5m".
+    #[serde(default)]
+    pub delay: Option<String>,
+    /// For batch items: the same as the `Idempotency-Key` header.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub tasks: Vec<SubmitRequest>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Submitted {
+    pub id: String,
+    pub state: TaskState,
+    /// True when an earlier submission with the same idempotency key stands.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchResponse {
+    pub tasks: Vec<Submitted>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskList {
+    pub tasks: Vec<TaskView>,
+    /// Pass back as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WorkerList {
+    pub workers: Vec<WorkerView>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CancelResponse {
+    pub id: String,
+    /// `cancelled`, or `running` with `cancel_requested` while the worker stops it.
+    pub state: TaskState,
+    pub cancel_requested: bool,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only tasks in this state.
+    pub state: Option<String>,
+    /// From the previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    /// Longest wait, e.g. "30s" (capped by the coordinator's wait_max).
+    pub timeout: Option<String>,
+}
+
+fn body_json<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let bytes = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(limit)
+        } else {
+            ApiError::Malformed(r.body_text())
+        }
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::Malformed(format!("invalid JSON body: {e}")))
+}
+
+fn parse_id(id: &str) -> Result<TaskId, ApiError> {
+    TaskId::parse(id).ok_or_else(|| ApiError::NotFound(format!("no task {id:?}")))
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+impl ApiState {
+    /// Turns a request into a task, or says exactly what is wrong with it.
+    async fn validate(
+        &self,
+        req: SubmitRequest,
+        header_key: Option<String>,
+        now_ms: u64,
+    ) -> Result<NewTask, ApiError> {
+        let c = &self.ctx.settings.coordinator;
+        if !valid_name(&req.handler) {
+            return Err(ApiError::Invalid(
+                "handler: must be 1-64 characters of A-Z a-z 0-9 - _ .".into(),
+            ));
+        }
+        if !self.handler_known(&req.handler).await? {
+            return Err(ApiError::UnknownHandler(format!(
+                "handler {:?} is not offered by any worker profile",
+                req.handler
+            )));
+        }
+        if req.tags.len() > 32 {
+            return Err(ApiError::Invalid("tags: at most 32".into()));
+        }
+        if let Some(bad) = req.tags.iter().find(|t| !is_valid_tag(t)) {
+            return Err(ApiError::Invalid(format!(
+                "tags: {bad:?} must be 1-64 characters of A-Z a-z 0-9 - _ . : /"
+            )));
+        }
+        let max_attempts = req.max_attempts.unwrap_or(c.max_attempts);
+        if !(1..=1000).contains(&max_attempts) {
+            return Err(ApiError::Invalid(
+                "max_attempts: must be from 1 to 1000".into(),
+            ));
+        }
+        let timeout = match &req.timeout {
+            None => c.timeout,
+            Some(t) => parse_duration(t)
+                .filter(|d| !d.is_zero() && *d <= Duration::from_secs(7 * 24 * 3600))
+                .ok_or_else(|| {
+                    ApiError::Invalid(format!(
+                        "timeout: {t:?} is not a duration from 1ms to 7d (e.g. 30s)"
+                    ))
+                })?,
+        };
+        let run_at_ms = match (&req.run_at_ms, &req.delay) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::Invalid(
+                    "give run_at_ms or delay, not both".into(),
+                ))
+            }
+            (Some(at), None) => Some(*at),
+            (None, Some(d)) => {
+                let d = parse_duration(d)
+                    .filter(|d| *d <= Duration::from_secs(365 * 24 * 3600))
+                    .ok_or_else(|| {
+                        ApiError::Invalid(format!(
+                            "delay: {d:?} is not a duration up to a year (e.g. 5m)"
+                        ))
+                    })?;
+                Some(now_ms + d.as_millis() as u64)
+            }
+            (None, None) => None,
+        }
+        .filter(|at| *at > now_ms);
+        let idempotency_key = match (header_key, req.idempotency_key) {
+            (Some(h), _) => Some(h),
+            (None, k) => k,
+        };
+        if let Some(k) = &idempotency_key {
+            if k.is_empty() || k.len() > 200 || !k.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(ApiError::Invalid(
+                    "idempotency key: 1-200 printable ASCII characters".into(),
+                ));
+            }
+        }
+        Ok(NewTask {
+            id: TaskId::generate(),
+            handler: req.handler,
+            input: serde_json::to_string(&req.input).expect("a parsed JSON value serializes"),
+            tags: req.tags,
+            priority: req.priority,
+            max_attempts,
+            timeout_ms: timeout.as_millis() as u64,
+            run_at_ms,
+            idempotency_key,
+        })
+    }
+
+    async fn submit_all(&self, tasks: Vec<NewTask>) -> Result<Vec<Submitted>, ApiError> {
+        let replies = self.ctx.store.submit(&tasks).await?;
+        let mut out = Vec::with_capacity(replies.len());
+        for (id, status) in replies {
+            let duplicate = status == "duplicate";
+            let state = if duplicate {
+                let existing = self.ctx.store.get_task(&parse_id(&id)?).await?;
+                existing.map(|t| t.state).unwrap_or(TaskState::Queued)
+            } else {
+                TaskState::parse(&status).unwrap_or(TaskState::Queued)
+            };
+            out.push(Submitted {
+                id,
+                state,
+                duplicate,
+            });
+        }
+        let created = out.iter().filter(|s| !s.duplicate).count();
+        metrics::counter!("drover_tasks_submitted_total").increment(created as u64);
+        for s in out.iter().filter(|s| !s.duplicate) {
+            tracing::debug!(task_id = %s.id, state = %s.state, "submitted");
+        }
+        Ok(out)
+    }
+}
+
+/// Submit one task.
+#[utoipa::path(post, path = "/v1/tasks", request_body = SubmitRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe submission: the same key returns the first task")),
+    responses(
+        (status = 202, description = "Accepted", body = Submitted),
+        (status = 200, description = "Duplicate of an earlier submission with the same key", body = Submitted),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn submit(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    s.authorize(&headers, Scope::Submit)?;
+    s.check_accepting()?;
+    let req: SubmitRequest = body_json(body, s.ctx.settings.coordinator.max_body)?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::Invalid("Idempotency-Key: printable ASCII only".into()))?
+                .to_string(),
+        ),
+    };
+    let task = s.validate(req, key, s.ctx.store.clock().now_ms()).await?;
+    let mut out = s.submit_all(vec![task]).await?;
+    let one = out
+        .pop()
+        .ok_or_else(|| ApiError::Internal("submit returned nothing".into()))?;
+    let status = if one.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(one)).into_response())
+}
+
+/// Submit many tasks at once; all are validated before any is written.
+#[utoipa::path(post, path = "/v1/tasks/batch", request_body = BatchRequest,
+    responses((status = 202, body = BatchResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn submit_batch(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    s.authorize(&headers, Scope::Submit)?;
+    s.check_accepting()?;
+    let req: BatchRequest = body_json(body, s.ctx.settings.coordinator.max_body)?;
+    let max = s.ctx.settings.coordinator.max_batch;
+    if req.tasks.is_empty() || req.tasks.len() > max {
+        return Err(ApiError::Invalid(format!("tasks: 1 to {max} per batch")));
+    }
+    let now = s.ctx.store.clock().now_ms();
+    let mut tasks = Vec::with_capacity(req.tasks.len());
+    for (i, t) in req.tasks.into_iter().enumerate() {
+        tasks.push(s.validate(t, None, now).await.map_err(|e| match e {
+            ApiError::Invalid(m) => ApiError::Invalid(format!("tasks[{i}]: {m}")),
+            ApiError::UnknownHandler(m) => ApiError::UnknownHandler(format!("tasks[{i}]: {m}")),
+            other => other,
+        })?);
+    }
+    let out = s.submit_all(tasks).await?;
+    Ok((StatusCode::ACCEPTED, Json(BatchResponse { tasks: out })).into_response())
+}
+
+/// A task's current record.
+#[utoipa::path(get, path = "/v1/tasks/{id}", params(("id" = String, Path, description = "Task id")),
+    responses((status = 200, body = TaskView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn get_task(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
+    s.authorize(&headers, Scope::Read)?;
+    let id = parse_id(&id)?;
+    let task = s.ctx.store.get_task(&id).await?;
+    task.map(Json).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no task {id} (unknown, or expired after finishing)"
+        ))
+    })
+}
+
+/// Waits until the task reaches a terminal state or the timeout passes,
+/// then returns the record either way.
+#[utoipa::path(get, path = "/v1/tasks/{id}/wait", params(("id" = String, Path, description = "Task id"), WaitQuery),
+    responses((status = 200, body = TaskView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn wait_task(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<TaskView>, ApiError> {
+    s.authorize(&headers, Scope::Read)?;
+    let Query(q) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
+    let id = parse_id(&id)?;
+    let max = s.ctx.settings.coordinator.wait_max;
+    let timeout = match q.timeout.as_deref() {
+        None => max,
+        Some(t) => parse_duration(t)
+            .ok_or_else(|| {
+                ApiError::Malformed(format!("timeout: {t:?} is not a duration (e.g. 30s)"))
+            })?
+            .min(max),
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        // Register before reading, so a change between the read and the
+        // wait still wakes us.
+        let notify = s.waiters.register(id.as_str());
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let task = s.ctx.store.get_task(&id).await;
+        let task = match task {
+            Ok(t) => t,
+            Err(e) => {
+                s.waiters.release(id.as_str());
+                return Err(e.into());
+            }
+        };
+        let Some(task) = task else {
+            s.waiters.release(id.as_str());
+            return Err(ApiError::NotFound(format!("no task {id}")));
+        };
+        if task.state.is_terminal()
+            || tokio::time::Instant::now() >= deadline
+            || !s.accepting.load(Ordering::SeqCst)
+        {
+            s.waiters.release(id.as_str());
+            return Ok(Json(task));
+        }
+        // The events stream wakes us; the one-second cap covers an event
+        // lost to trimming or a Redis restart.
+        let until = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
+        let _ = tokio::time::timeout_at(until, notified).await;
+        s.waiters.release(id.as_str());
+    }
+}
+
+/// Cancels a task: at once unless it is running, in which case its worker
+/// is told to stop and the state follows.
+#[utoipa::path(post, path = "/v1/tasks/{id}/cancel", params(("id" = String, Path, description = "Task id")),
+    responses((status = 200, body = CancelResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "Already finished", body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn cancel_task(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<CancelResponse>, ApiError> {
+    s.authorize(&headers, Scope::Submit)?;
+    let id = parse_id(&id)?;
+    let (state, cancel_requested) = match s.ctx.store.cancel(&id).await? {
+        CancelOutcome::Cancelled => (TaskState::Cancelled, false),
+        CancelOutcome::Requested => (TaskState::Running, true),
+        CancelOutcome::Missing => return Err(ApiError::NotFound(format!("no task {id}"))),
+        CancelOutcome::AlreadyFinished(st) => {
+            return Err(ApiError::Conflict(format!(
+                "task {id} already finished: {st}"
+            )))
+        }
+    };
+    tracing::debug!(task_id = %id, %state, "cancel");
+    Ok(Json(CancelResponse {
+        id: id.to_string(),
+        state,
+        cancel_requested,
+    }))
+}
+
+/// Lists tasks, optionally in one state, a page at a time.
+#[utoipa::path(get, path = "/v1/tasks", params(ListQuery),
+    responses((status = 200, body = TaskList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn list_tasks(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<TaskList>, ApiError> {
+    s.authorize(&headers, Scope::Read)?;
+    let Query(q) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
+    let state = match q.state.as_deref() {
+        None | Some("") => None,
+        Some(st) => Some(TaskState::parse(st).ok_or_else(|| {
+            ApiError::Malformed(format!(
+                "state: {st:?} is not one of queued, scheduled, assigned, running, succeeded, dead, cancelled"
+            ))
+        })?),
+    };
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::Malformed("limit: from 1 to 1000".into()));
+    }
+    let cursor = q.cursor.unwrap_or_else(|| "0".into());
+    if cursor.parse::<u64>().is_err() {
+        return Err(ApiError::Malformed(
+            "cursor: use the next_cursor of the previous page".into(),
+        ));
+    }
+    let (tasks, next) = s.ctx.store.list_tasks(state, &cursor, limit).await?;
+    Ok(Json(TaskList {
+        tasks,
+        next_cursor: (next != "0").then_some(next),
+    }))
+}
+
+/// Live workers with their handlers, tags, capacity and load.
+#[utoipa::path(get, path = "/v1/workers",
+    responses((status = 200, body = WorkerList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn list_workers(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> Result<Json<WorkerList>, ApiError> {
+    s.authorize(&headers, Scope::Read)?;
+    let workers = s
+        .ctx
+        .store
+        .workers(s.ctx.settings.timing.worker_ttl)
+        .await?;
+    Ok(Json(WorkerList { workers }))
+}
+
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "drover", description = "Distributed task system: coordinator API"),
+    paths(submit, submit_batch, get_task, wait_task, cancel_task, list_tasks, list_workers),
+    components(schemas(SubmitRequest, BatchRequest, Submitted, BatchResponse, TaskView, TaskState, TaskList,
+        WorkerList, WorkerView, CancelResponse, ErrorBody, error::ErrorDetail)),
+    modifiers(&BearerScheme)
+)]
+pub struct ApiDoc;
+
+async fn openapi_json() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+/// Counts requests by matched route and status.
+async fn count_requests(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let resp = next.run(req).await;
+    metrics::counter!("drover_http_requests_total", "route" => route, "status" => resp.status().as_u16().to_string()).increment(1);
+    resp
+}
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    let limit = state.ctx.settings.coordinator.max_body;
+    Router::new()
+        .route("/v1/tasks", post(submit).get(list_tasks))
+        .route("/v1/tasks/batch", post(submit_batch))
+        .route("/v1/tasks/{id}", get(get_task))
+        .route("/v1/tasks/{id}/wait", get(wait_task))
+        .route("/v1/tasks/{id}/cancel", post(cancel_task))
+        .route("/v1/workers", get(list_workers))
+        .route("/v1/openapi.json", get(openapi_json))
+        .fallback(not_found)
+        .method_not_allowed_fallback(|| async { (StatusCode::METHOD_NOT_ALLOWED, Json(serde_json::json!({"error": {"code": "method_not_allowed", "message": "method not allowed on this route"}}))) })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(count_requests))
+        .with_state(state)
+}

@@ -1,0 +1,325 @@
+//! The CLI's HTTP client: `submit`, `status`, `cancel`, `tasks`, `workers`
+//! against `DROVER_API` with `DROVER_API_TOKEN`. Output is a short text for
+//! people, or the API's JSON with `--json` for scripts. API errors are shown
+//! with their code and message and make the command exit non-zero.
+
+use crate::api::{
+    BatchRequest, BatchResponse, CancelResponse, SubmitRequest, Submitted, TaskList, WorkerList,
+};
+use crate::task::{TaskState, TaskView};
+use anyhow::{bail, Context as _};
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Tasks per batch request.
+const BATCH: usize = 500;
+/// Long-polls in flight at once while waiting.
+const WAITERS: usize = 64;
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Client> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Client {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        let resp = rb
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the drover API at {}", self.base))?;
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        if !status.is_success() {
+            let msg = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| {
+                    let e = v.get("error")?;
+                    Some(format!(
+                        "{} ({})",
+                        e.get("message")?.as_str()?,
+                        e.get("code")?.as_str()?
+                    ))
+                })
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            bail!("API error {}: {msg}", status.as_u16());
+        }
+        serde_json::from_slice(&body).context("the API answered with unexpected JSON")
+    }
+
+    pub async fn submit_one(&self, req: &SubmitRequest) -> anyhow::Result<Submitted> {
+        let mut rb = self.req(reqwest::Method::POST, "/v1/tasks").json(req);
+        if let Some(k) = &req.idempotency_key {
+            rb = rb.header("Idempotency-Key", k);
+        }
+        self.send(rb).await
+    }
+
+    pub async fn submit_batch(&self, tasks: Vec<SubmitRequest>) -> anyhow::Result<BatchResponse> {
+        self.send(
+            self.req(reqwest::Method::POST, "/v1/tasks/batch")
+                .json(&BatchRequest { tasks }),
+        )
+        .await
+    }
+
+    pub async fn get(&self, id: &str) -> anyhow::Result<TaskView> {
+        self.send(self.req(reqwest::Method::GET, &format!("/v1/tasks/{id}")))
+            .await
+    }
+
+    pub async fn wait(&self, id: &str, timeout: Duration) -> anyhow::Result<TaskView> {
+        let path = format!("/v1/tasks/{id}/wait?timeout={}ms", timeout.as_millis());
+        self.send(self.req(reqwest::Method::GET, &path)).await
+    }
+
+    pub async fn cancel(&self, id: &str) -> anyhow::Result<CancelResponse> {
+        self.send(self.req(reqwest::Method::POST, &format!("/v1/tasks/{id}/cancel")))
+            .await
+    }
+
+    pub async fn list(
+        &self,
+        state: Option<&str>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> anyhow::Result<TaskList> {
+        let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+        if let Some(s) = state {
+            q.push(("state", s.to_string()));
+        }
+        if let Some(c) = cursor {
+            q.push(("cursor", c.to_string()));
+        }
+        self.send(self.req(reqwest::Method::GET, "/v1/tasks").query(&q))
+            .await
+    }
+
+    pub async fn workers(&self) -> anyhow::Result<WorkerList> {
+        self.send(self.req(reqwest::Method::GET, "/v1/workers"))
+            .await
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Submits `count` copies of `req` (batched), and with `wait` waits for all
+/// of them and reports how many succeeded, died, were cancelled or are
+/// still pending. Exits non-zero unless every task succeeded.
+pub async fn submit(
+    client: &Client,
+    req: SubmitRequest,
+    count: usize,
+    wait: Option<Duration>,
+    json: bool,
+) -> anyhow::Result<()> {
+    if count == 0 {
+        bail!("--count: must be at least 1");
+    }
+    if count > 1 && req.idempotency_key.is_some() {
+        bail!("--idempotency-key: only with a single task (--count 1)");
+    }
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(count);
+    if count == 1 {
+        ids.push(client.submit_one(&req).await?.id);
+    } else {
+        let mut left = count;
+        while left > 0 {
+            let n = left.min(BATCH);
+            let resp = client.submit_batch(vec![req.clone(); n]).await?;
+            ids.extend(resp.tasks.into_iter().map(|t| t.id));
+            left -= n;
+        }
+    }
+    let submit_secs = started.elapsed().as_secs_f64();
+    let Some(timeout) = wait else {
+        if json {
+            return print_json(&serde_json::json!({ "submitted": ids.len(), "ids": ids }));
+        }
+        if ids.len() == 1 {
+            println!("{}", ids[0]);
+        } else {
+            println!("submitted {} tasks in {submit_secs:.2}s", ids.len());
+        }
+        return Ok(());
+    };
+    let states = wait_all(client, &ids, timeout).await?;
+    let mut tally: HashMap<&str, usize> = HashMap::new();
+    for s in states.values() {
+        *tally
+            .entry(if s.is_terminal() {
+                s.as_str()
+            } else {
+                "pending"
+            })
+            .or_default() += 1;
+    }
+    let pending = ids.len() - states.values().filter(|s| s.is_terminal()).count();
+    let succeeded = tally.get("succeeded").copied().unwrap_or(0);
+    let total_secs = started.elapsed().as_secs_f64();
+    if json {
+        print_json(&serde_json::json!({
+            "submitted": ids.len(),
+            "succeeded": succeeded,
+            "dead": tally.get("dead").copied().unwrap_or(0),
+            "cancelled": tally.get("cancelled").copied().unwrap_or(0),
+            "pending": pending,
+            "submit_seconds": submit_secs,
+            "total_seconds": total_secs,
+        }))?;
+    } else {
+        println!(
+            "{} submitted: {succeeded} succeeded, {} dead, {} cancelled, {pending} pending ({total_secs:.2}s, {:.0} tasks/s)",
+            ids.len(),
+            tally.get("dead").copied().unwrap_or(0),
+            tally.get("cancelled").copied().unwrap_or(0),
+            ids.len() as f64 / total_secs.max(0.001)
+        );
+    }
+    if succeeded != ids.len() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Long-polls every task until it ends or `timeout` passes; returns the
+/// last state seen of each.
+async fn wait_all(
+    client: &Client,
+    ids: &[String],
+    timeout: Duration,
+) -> anyhow::Result<HashMap<String, TaskState>> {
+    let deadline = Instant::now() + timeout;
+    let states = Arc::new(tokio::sync::Mutex::new(HashMap::new()));
+    let queue = Arc::new(tokio::sync::Mutex::new(ids.to_vec()));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..WAITERS.min(ids.len()) {
+        let (client, states, queue) = (client.clone(), states.clone(), queue.clone());
+        set.spawn(async move {
+            loop {
+                let Some(id) = queue.lock().await.pop() else {
+                    return Ok(());
+                };
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let task = client.wait(&id, left.min(Duration::from_secs(30))).await?;
+                    let done = task.state.is_terminal();
+                    states.lock().await.insert(id.clone(), task.state);
+                    if done || left.is_zero() {
+                        break;
+                    }
+                }
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.map_err(anyhow::Error::from)
+            .and_then(|r: anyhow::Result<()>| r)?;
+    }
+    let states = states.lock().await.clone();
+    Ok(states)
+}
+
+pub async fn status(client: &Client, id: &str, json: bool) -> anyhow::Result<()> {
+    let t = client.get(id).await?;
+    if json {
+        return print_json(&t);
+    }
+    println!(
+        "{}  {}  handler={}  attempts={}/{}",
+        t.id, t.state, t.handler, t.attempts, t.max_attempts
+    );
+    if let Some(r) = &t.result {
+        println!("result: {r}");
+    }
+    if let Some(e) = &t.error {
+        println!("error: {e}");
+    }
+    Ok(())
+}
+
+pub async fn cancel(client: &Client, id: &str, json: bool) -> anyhow::Result<()> {
+    let r = client.cancel(id).await?;
+    if json {
+        return print_json(&r);
+    }
+    if r.cancel_requested {
+        println!("{}: cancel requested; the worker is stopping it", r.id);
+    } else {
+        println!("{}: {}", r.id, r.state);
+    }
+    Ok(())
+}
+
+pub async fn tasks(
+    client: &Client,
+    state: Option<&str>,
+    limit: usize,
+    cursor: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let page = client.list(state, limit, cursor).await?;
+    if json {
+        return print_json(&page);
+    }
+    for t in &page.tasks {
+        println!(
+            "{}  {:<9}  {}  attempts={}/{}",
+            t.id,
+            t.state.as_str(),
+            t.handler,
+            t.attempts,
+            t.max_attempts
+        );
+    }
+    if let Some(c) = page.next_cursor {
+        println!("# more: --cursor {c}");
+    }
+    Ok(())
+}
+
+pub async fn workers(client: &Client, json: bool) -> anyhow::Result<()> {
+    let list = client.workers().await?;
+    if json {
+        return print_json(&list);
+    }
+    for w in &list.workers {
+        println!(
+            "{}  slots {}/{}  handlers={}  tags={}{}",
+            w.id,
+            w.used,
+            w.capacity,
+            w.handlers.join(","),
+            w.tags.join(","),
+            if w.draining { "  (draining)" } else { "" }
+        );
+    }
+    Ok(())
+}

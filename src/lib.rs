@@ -1,0 +1,34 @@
+//! drover — a distributed task system. One binary runs as coordinator,
+//! distributor or worker; the roles talk only through Redis, with signed
+//! messages on streams and task state changed only by Lua scripts.
+//!
+//! Module map:
+//! - [`cli`]: the command line; turns a subcommand into a role or a client call.
+//! - [`config`]: layered settings (defaults < file < env < flags), validated once.
+//! - [`roles`]: `coordinator`, `distributor`, `worker`, `dev`, each `run(ctx, …, shutdown)`.
+//! - [`store`]: the one door to Redis — key names, embedded scripts, typed replies.
+//! - [`envelope`]: HMAC-signed stream messages and the keyring.
+//! - [`messages`]: what the signed bodies say.
+//! - [`task`]: task ids, states, submissions and views.
+//! - [`handlers`]: what a worker runs — builtin, exec, http.
+//! - [`api`]: the coordinator's HTTP API, auth and OpenAPI document.
+//! - [`admin`]: `/health`, `/ready`, `/metrics` on every role.
+//! - [`client`]: the CLI's HTTP client.
+//! - [`telemetry`]: logs and metrics setup.
+//! - [`clock`]: Redis time as seen from this process.
+//! - [`redis_server`]: a `redis-server` child, for `drover dev` and tests.
+
+pub mod admin;
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod envelope;
+pub mod handlers;
+pub mod messages;
+pub mod redis_server;
+pub mod roles;
+pub mod store;
+pub mod task;
+pub mod telemetry;

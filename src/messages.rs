@@ -1,0 +1,62 @@
+//! Bodies of the signed stream messages (DESIGN §3). The envelope module
+//! signs and verifies bytes; this module says what those bytes mean. Every
+//! message names the task version it was issued for, so a replayed or
+//! stale message is refused by the script it reaches.
+
+use serde::{Deserialize, Serialize};
+
+/// Message types; each is accepted only on the stream it belongs to.
+pub const SUBMIT: &str = "submit";
+pub const ASSIGN: &str = "assign";
+pub const CANCEL: &str = "cancel";
+pub const EVENT: &str = "event";
+
+/// One task announced on the intake stream: what the distributor needs to
+/// place it without reading the task record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntakeTask {
+    pub id: String,
+    /// The version the task has while queued.
+    pub v: u64,
+    pub h: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prio: i32,
+}
+
+fn is_zero(p: &i32) -> bool {
+    *p == 0
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntakeBody {
+    pub tasks: Vec<IntakeTask>,
+}
+
+/// A task placed on a worker, with the version it has once assigned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub id: String,
+    pub v: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssignBody {
+    pub tasks: Vec<Assignment>,
+}
+
+/// Tells a worker to stop the attempt holding this fence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelBody {
+    pub id: String,
+    pub epoch: u64,
+    pub fence: u64,
+}
+
+/// Tasks whose state changed; readers re-read the records (the events
+/// stream is informational, the task hash is the truth).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventBody {
+    pub ids: Vec<String>,
+}

@@ -1,0 +1,193 @@
+//! A `redis-server` child process on a free loopback port in its own temp
+//! directory: what `drover dev` runs when no Redis URL is given, and what
+//! every integration test starts for itself (so tests run in parallel and
+//! can kill or restart "their" Redis).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The one-line answer when redis-server is missing.
+pub const INSTALL_HINT: &str = "redis-server is not installed; install it with: sudo apt-get install -y redis-server (or pass --redis-url)";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// Nothing on disk: a restart comes back empty.
+    None,
+    /// AOF with `appendfsync always`.
+    AofAlways,
+    /// AOF with `appendfsync everysec`.
+    AofEverySec,
+}
+
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    persistence: Persistence,
+}
+
+/// True when a `redis-server` binary is on PATH.
+pub fn available() -> bool {
+    Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl RedisServer {
+    /// Starts a server and waits until it answers PING.
+    pub fn start(persistence: Persistence) -> anyhow::Result<RedisServer> {
+        if !available() {
+            anyhow::bail!(INSTALL_HINT);
+        }
+        let mut server = RedisServer {
+            child: None,
+            port: 0,
+            dir: tempfile::Builder::new().prefix("drover-redis-").tempdir()?,
+            persistence,
+        };
+        // A port is free when chosen but may be taken before redis binds
+        // it; try a few.
+        let mut last_err = None;
+        for _ in 0..5 {
+            server.port = free_port()?;
+            match server.spawn() {
+                Ok(()) => return Ok(server),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.expect("at least one attempt was made"))
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--save")
+            .arg("")
+            .arg("--maxmemory-policy")
+            .arg("noeviction")
+            .arg("--logfile")
+            .arg(self.dir.path().join("redis.log"));
+        match self.persistence {
+            Persistence::None => {
+                cmd.arg("--appendonly").arg("no");
+            }
+            Persistence::AofAlways => {
+                cmd.arg("--appendonly")
+                    .arg("yes")
+                    .arg("--appendfsync")
+                    .arg("always");
+            }
+            Persistence::AofEverySec => {
+                cmd.arg("--appendonly")
+                    .arg("yes")
+                    .arg("--appendfsync")
+                    .arg("everysec");
+            }
+        }
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let child = cmd.spawn()?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.ping() {
+                return Ok(());
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                anyhow::bail!(
+                    "redis-server exited at start ({status}); see {}",
+                    self.dir.path().join("redis.log").display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        anyhow::bail!(
+            "redis-server did not answer on port {} within 10s",
+            self.port
+        )
+    }
+
+    /// True when the server answers PING.
+    pub fn ping(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect_timeout(
+            &([127, 0, 0, 1], self.port).into(),
+            Duration::from_millis(200),
+        ) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        if s.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 16];
+        matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// kill -9: no chance to write anything more to disk.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and directory (so AOF data,
+    /// if any, is loaded back).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.spawn() {
+                Ok(()) => return Ok(()),
+                // The old socket can linger for a moment after a kill.
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "redis restart retry");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,245 @@
+//! The coordinator: the HTTP API, the events reader that wakes waiters, and
+//! — in the one coordinator holding the leader lease — the reaper (expired
+//! assignments and leases), the scheduler (delayed tasks and retries) and
+//! the janitor (workers silent too long). Any number of coordinators can
+//! serve the API; when the leader dies its lease runs out and another takes
+//! over within `timing.leader_ttl`.
+
+use super::{pause, retry_backoff_ms, Context, RetryDelay};
+use crate::api::waiters::Waiters;
+use crate::api::{self, ApiState};
+use crate::messages::{EventBody, EVENT};
+use crate::task::TaskState;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Runs until `shutdown`: then stops accepting (503), finishes open
+/// requests, gives up the leader lease and returns.
+pub async fn run(
+    ctx: Context,
+    listener: TcpListener,
+    id: String,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    if ctx.settings.api_tokens.is_none() {
+        anyhow::bail!("config: api_tokens: the API needs tokens: set DROVER_API_TOKENS or DROVER_API_TOKENS_FILE (e.g. \"$(drover keygen --token):admin\")");
+    }
+    ctx.health.role_starting();
+    let waiters = Arc::new(Waiters::default());
+    let state = Arc::new(ApiState::new(ctx.clone(), waiters.clone()));
+    let events = tokio::spawn(read_events(ctx.clone(), waiters.clone(), shutdown.clone()));
+    let leader = tokio::spawn(lead(ctx.clone(), id.clone(), shutdown.clone()));
+    let gauges = tokio::spawn(publish_backlog(ctx.clone(), shutdown.clone()));
+    tracing::info!(addr = %listener.local_addr()?, coordinator = %id, "API listening");
+    ctx.health.role_started();
+
+    let drain = {
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            state.accepting.store(false, Ordering::SeqCst);
+            state.ctx.health.set_draining();
+            state.waiters.wake_all();
+            tracing::info!("coordinator draining: new submissions get 503, open requests finish");
+        }
+    };
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(drain)
+        .await?;
+    for t in [events, leader, gauges] {
+        let _ = t.await;
+    }
+    tracing::info!("coordinator stopped");
+    Ok(())
+}
+
+/// Follows the events stream and wakes waiters of the tasks it names.
+async fn read_events(ctx: Context, waiters: Arc<Waiters>, shutdown: CancellationToken) {
+    let stream = ctx.store.keys.events();
+    let mut last = None;
+    let mut retry = RetryDelay::default();
+    while !shutdown.is_cancelled() {
+        let from = match &last {
+            Some(id) => id,
+            None => match ctx.store.last_event_id().await {
+                Ok(id) => {
+                    last = Some(id);
+                    continue;
+                }
+                Err(e) => {
+                    retry
+                        .failed("reading the events stream", &e, &shutdown)
+                        .await;
+                    continue;
+                }
+            },
+        };
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = ctx.store.read_events(from, Duration::from_secs(1)) => r,
+        };
+        match read {
+            Ok(entries) => {
+                retry.success();
+                for entry in &entries {
+                    metrics::counter!("drover_messages_received_total", "stream" => "events")
+                        .increment(1);
+                    let Ok(verified) = ctx.store.open(&stream, entry) else {
+                        continue;
+                    };
+                    if verified.msg_type() != EVENT {
+                        ctx.store.reject(&stream, &entry.id, "malformed");
+                        continue;
+                    }
+                    match verified.parse::<EventBody>() {
+                        Ok(body) => waiters.wake(&body.ids),
+                        Err(r) => ctx.store.reject(&stream, &entry.id, r.reason()),
+                    }
+                }
+                if let Some(e) = entries.last() {
+                    last = Some(e.id.clone());
+                }
+            }
+            Err(e) => {
+                // Events may have been missed: every waiter re-reads.
+                waiters.wake_all();
+                last = None;
+                retry
+                    .failed("reading the events stream", &e, &shutdown)
+                    .await;
+            }
+        }
+    }
+}
+
+/// Competes for the leader lease and, while holding it, runs the reaper,
+/// the scheduler, the janitor and stream trimming.
+async fn lead(ctx: Context, id: String, shutdown: CancellationToken) {
+    let t = ctx.settings.timing.clone();
+    let mut held_until: Option<Instant> = None;
+    let mut last_renew: Option<Instant> = None;
+    let mut last_janitor = Instant::now();
+    let mut retry = RetryDelay::default();
+    while !shutdown.is_cancelled() {
+        if last_renew.is_none_or(|r| r.elapsed() >= t.leader_ttl / 3) {
+            let asked = Instant::now();
+            match ctx.store.lead(&id, t.leader_ttl).await {
+                Ok(true) => {
+                    if held_until.is_none() {
+                        tracing::info!(coordinator = %id, "took the leader lease: running reaper and scheduler");
+                    }
+                    // Count the lease from before the request, so this
+                    // process stops leading before Redis lets it expire.
+                    held_until = Some(asked + t.leader_ttl * 2 / 3);
+                    last_renew = Some(asked);
+                }
+                Ok(false) => {
+                    if held_until.take().is_some() {
+                        tracing::warn!(coordinator = %id, "lost the leader lease");
+                    }
+                    last_renew = Some(asked);
+                }
+                Err(e) => {
+                    held_until = held_until.filter(|h| *h > Instant::now());
+                    metrics::gauge!("drover_leader").set(if held_until.is_some() {
+                        1.0
+                    } else {
+                        0.0
+                    });
+                    retry
+                        .failed("renewing the leader lease", &e, &shutdown)
+                        .await;
+                    continue;
+                }
+            }
+        }
+        let leading = held_until.is_some_and(|h| h > Instant::now());
+        metrics::gauge!("drover_leader").set(if leading { 1.0 } else { 0.0 });
+        if leading {
+            match leader_pass(&ctx, last_janitor.elapsed() >= Duration::from_secs(5)).await {
+                Ok(janitor_ran) => {
+                    retry.success();
+                    if janitor_ran {
+                        last_janitor = Instant::now();
+                    }
+                }
+                Err(e) => {
+                    retry
+                        .failed("the reaper/scheduler pass", &e, &shutdown)
+                        .await;
+                    continue;
+                }
+            }
+        }
+        if !pause(t.tick, &shutdown).await {
+            break;
+        }
+    }
+    if held_until.is_some() {
+        let _ = ctx.store.lead(&id, Duration::ZERO).await;
+        tracing::info!(coordinator = %id, "gave up the leader lease");
+    }
+    metrics::gauge!("drover_leader").set(0.0);
+}
+
+/// One pass of the leader's duties; returns whether the janitor ran.
+async fn leader_pass(ctx: &Context, janitor: bool) -> Result<bool, crate::store::StoreError> {
+    let t = &ctx.settings.timing;
+    metrics::counter!("drover_reaper_runs_total").increment(1);
+    // Drain what is due in bounded batches, so one pass never blocks Redis long.
+    for _ in 0..10 {
+        let stats = ctx
+            .store
+            .reap(500, |attempt| {
+                retry_backoff_ms(attempt, t.backoff_base, t.backoff_max)
+            })
+            .await?;
+        metrics::counter!("drover_lease_expired_total").increment(stats.lease_expired);
+        metrics::counter!("drover_retries_total").increment(stats.retried);
+        if stats.lease_expired > 0 || stats.requeued > 0 {
+            tracing::info!(
+                requeued = stats.requeued,
+                lease_expired = stats.lease_expired,
+                retried = stats.retried,
+                dead = stats.dead,
+                "reaper moved tasks on"
+            );
+        }
+        if stats.requeued + stats.lease_expired < 500 {
+            break;
+        }
+    }
+    for _ in 0..10 {
+        if ctx.store.promote(500).await? < 500 {
+            break;
+        }
+    }
+    if janitor {
+        let gone = ctx.store.forget_workers(t.forget_worker_after).await?;
+        if !gone.is_empty() {
+            tracing::info!(workers = ?gone, "forgot workers silent for too long");
+        }
+    }
+    Ok(janitor)
+}
+
+/// Publishes backlog and worker gauges every second.
+async fn publish_backlog(ctx: Context, shutdown: CancellationToken) {
+    while pause(Duration::from_secs(1), &shutdown).await {
+        if let Ok(counts) = ctx.store.counts().await {
+            for st in TaskState::LIVE {
+                let n = counts.get(st.as_str()).copied().unwrap_or(0).max(0);
+                metrics::gauge!("drover_backlog", "state" => st.as_str()).set(n as f64);
+            }
+        }
+        if let Ok(workers) = ctx.store.workers(ctx.settings.timing.worker_ttl).await {
+            metrics::gauge!("drover_workers").set(workers.len() as f64);
+            metrics::gauge!("drover_worker_capacity")
+                .set(workers.iter().map(|w| w.capacity as f64).sum::<f64>());
+        }
+    }
+}

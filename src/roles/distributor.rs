@@ -1,0 +1,304 @@
+//! The distributor: reads the intake stream in a consumer group (replicas
+//! share the load), keeps a live view of workers from their heartbeats, and
+//! assigns each task to a worker that has its handler and all its tags,
+//! preferring the one with the most free slots. The free-slot check that
+//! counts is the one inside the assign script; the view here only aims.
+//!
+//! A task no worker can take now waits here, and its intake entry stays
+//! pending until every task in it is settled, so a distributor that dies
+//! loses nothing: another claims its entries once they sit idle, or it
+//! re-reads them itself after a restart.
+
+use super::{Context, RetryDelay};
+use crate::messages::{IntakeBody, IntakeTask, SUBMIT};
+use crate::store::keys::DISTRIBUTORS_GROUP;
+use crate::store::{StoreError, WorkerView};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Entries idle this long in another consumer's hands are taken over.
+const CLAIM_AFTER: Duration = Duration::from_secs(30);
+/// How often held entries are touched, claimed entries looked for, and the
+/// intake stream trimmed.
+const HOUSEKEEPING: Duration = Duration::from_secs(5);
+
+struct Waiting {
+    entry: String,
+    task: IntakeTask,
+}
+
+struct Distributor {
+    ctx: Context,
+    id: String,
+    stream: String,
+    waiting: Vec<Waiting>,
+    /// Tasks of each held entry not yet settled.
+    open: HashMap<String, usize>,
+    workers: Vec<WorkerView>,
+    unplaceable_logged: HashSet<String>,
+}
+
+pub async fn run(ctx: Context, id: String, shutdown: CancellationToken) -> anyhow::Result<()> {
+    ctx.health.role_starting();
+    let stream = ctx.store.keys.intake();
+    let mut d = Distributor {
+        ctx: ctx.clone(),
+        id,
+        stream,
+        waiting: Vec::new(),
+        open: HashMap::new(),
+        workers: Vec::new(),
+        unplaceable_logged: HashSet::new(),
+    };
+    let mut retry = RetryDelay::default();
+    // Wait for Redis, then take back what this consumer held before a restart.
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let setup = async {
+            d.ctx
+                .store
+                .ensure_group(&d.stream, DISTRIBUTORS_GROUP)
+                .await?;
+            let mine = d
+                .ctx
+                .store
+                .read_group(&d.stream, DISTRIBUTORS_GROUP, &d.id, 10_000, None, true)
+                .await?;
+            Ok::<_, StoreError>(mine)
+        };
+        match setup.await {
+            Ok(mine) => {
+                if !mine.is_empty() {
+                    tracing::info!(
+                        entries = mine.len(),
+                        "re-reading intake entries held before a restart"
+                    );
+                }
+                d.take(mine).await;
+                break;
+            }
+            Err(e) => retry.failed("distributor setup", &e, &shutdown).await,
+        }
+    }
+    ctx.health.role_started();
+    tracing::info!(distributor = %d.id, "distributor placing tasks");
+    let mut last_housekeeping = Instant::now();
+    while !shutdown.is_cancelled() {
+        let step = async {
+            // With tasks waiting for free slots, look again soon: slots
+            // free up as fast as workers finish.
+            let block = if d.waiting.is_empty() {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_millis(5)
+            };
+            let batch = d.ctx.settings.distributor.batch;
+            let entries = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                r = d.ctx.store.read_group(&d.stream, DISTRIBUTORS_GROUP, &d.id, batch, Some(block), false) => r?,
+            };
+            d.take(entries).await;
+            d.place().await?;
+            if last_housekeeping.elapsed() >= HOUSEKEEPING {
+                d.housekeeping().await?;
+                last_housekeeping = Instant::now();
+            }
+            Ok::<_, StoreError>(())
+        };
+        match step.await {
+            Ok(()) => retry.success(),
+            Err(e) => retry.failed("placing tasks", &e, &shutdown).await,
+        }
+    }
+    // Held entries stay pending: the next distributor (or this one after a
+    // restart) takes them over; nothing is lost by stopping here.
+    tracing::info!(
+        waiting = d.waiting.len(),
+        "distributor stopped; unplaced tasks stay pending for another distributor"
+    );
+    Ok(())
+}
+
+impl Distributor {
+    /// Verifies entries and queues their tasks for placement.
+    async fn take(&mut self, entries: Vec<crate::store::Entry>) {
+        let mut refused = Vec::new();
+        for entry in entries {
+            metrics::counter!("drover_messages_received_total", "stream" => "intake").increment(1);
+            let tasks = match self.ctx.store.open(&self.stream, &entry) {
+                Ok(v) if v.msg_type() == SUBMIT => match v.parse::<IntakeBody>() {
+                    Ok(body) => body.tasks,
+                    Err(r) => {
+                        self.ctx.store.reject(&self.stream, &entry.id, r.reason());
+                        Vec::new()
+                    }
+                },
+                Ok(_) => {
+                    self.ctx.store.reject(&self.stream, &entry.id, "malformed");
+                    Vec::new()
+                }
+                Err(_) => Vec::new(),
+            };
+            if tasks.is_empty() {
+                refused.push(entry.id);
+                continue;
+            }
+            if self.open.contains_key(&entry.id) {
+                continue; // already held (claimed twice)
+            }
+            self.open.insert(entry.id.clone(), tasks.len());
+            for task in tasks {
+                tracing::debug!(task_id = %task.id, entry = %entry.id, "received for placement");
+                self.waiting.push(Waiting {
+                    entry: entry.id.clone(),
+                    task,
+                });
+            }
+        }
+        if let Err(e) = self
+            .ctx
+            .store
+            .ack(&self.stream, DISTRIBUTORS_GROUP, &refused)
+            .await
+        {
+            tracing::warn!(error = %e, "could not acknowledge refused intake entries; they will be refused again");
+        }
+    }
+
+    /// Assigns what it can; what no worker can take now keeps waiting.
+    async fn place(&mut self) -> Result<(), StoreError> {
+        if self.waiting.is_empty() {
+            return Ok(());
+        }
+        // Slots free up as fast as workers finish: place from a fresh view
+        // (one read of the live workers per round, not per task).
+        self.workers = self
+            .ctx
+            .store
+            .workers(self.ctx.settings.timing.worker_ttl)
+            .await?;
+        // Highest priority first; the sort is stable, so arrival order
+        // holds within a priority.
+        self.waiting.sort_by(|a, b| b.task.prio.cmp(&a.task.prio));
+        let mut free: HashMap<&str, i64> = self
+            .workers
+            .iter()
+            .filter(|w| !w.draining)
+            .map(|w| (w.id.as_str(), w.capacity as i64 - w.used as i64))
+            .collect();
+        let mut plan: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut unplaceable = 0u64;
+        for (i, waiting) in self.waiting.iter().enumerate() {
+            let t = &waiting.task;
+            let candidates = self.workers.iter().filter(|w| {
+                !w.draining
+                    && w.handlers.contains(&t.h)
+                    && t.tags.iter().all(|tag| w.tags.contains(tag))
+            });
+            let mut any = false;
+            let mut best: Option<(&str, i64)> = None;
+            for w in candidates {
+                any = true;
+                let f = free.get(w.id.as_str()).copied().unwrap_or(0);
+                if f > 0 && best.is_none_or(|(_, bf)| f > bf) {
+                    best = Some((w.id.as_str(), f));
+                }
+            }
+            if !any {
+                unplaceable += 1;
+                if self.unplaceable_logged.insert(t.h.clone()) {
+                    tracing::warn!(handler = %t.h, tags = ?t.tags, "no live worker offers this handler with these tags; tasks wait");
+                }
+            }
+            if let Some((wid, _)) = best {
+                *free.get_mut(wid).expect("candidate is in the free map") -= 1;
+                plan.entry(wid.to_string()).or_default().push(i);
+            }
+        }
+        metrics::gauge!("drover_unplaceable_tasks").set(unplaceable as f64);
+        if plan.is_empty() {
+            return Ok(());
+        }
+        let mut settled = vec![false; self.waiting.len()];
+        let assign_ttl = self.ctx.settings.timing.assign_ttl;
+        for (wid, idx) in plan {
+            let tasks: Vec<IntakeTask> =
+                idx.iter().map(|&i| self.waiting[i].task.clone()).collect();
+            let replies = self.ctx.store.assign(&wid, &tasks, assign_ttl).await?;
+            metrics::counter!("drover_messages_sent_total", "stream" => "worker").increment(1);
+            for (&i, status) in idx.iter().zip(&replies) {
+                match status.as_str() {
+                    "ok" => {
+                        tracing::debug!(task_id = %self.waiting[i].task.id, worker = %wid, "assigned");
+                        settled[i] = true;
+                    }
+                    "full" | "gone" => {} // the view was behind; next round retries
+                    other => {
+                        // Cancelled, already moved on, or a replay: stale.
+                        tracing::debug!(task_id = %self.waiting[i].task.id, status = other, "not assigned: stale");
+                        if other == "conflict" {
+                            metrics::counter!("drover_state_conflicts_total", "op" => "assign")
+                                .increment(1);
+                        }
+                        self.ctx
+                            .store
+                            .reject(&self.stream, &self.waiting[i].entry, "stale");
+                        settled[i] = true;
+                    }
+                }
+            }
+        }
+        let mut done_entries = Vec::new();
+        let mut keep = Vec::with_capacity(self.waiting.len());
+        for (w, s) in std::mem::take(&mut self.waiting).into_iter().zip(settled) {
+            if !s {
+                keep.push(w);
+                continue;
+            }
+            if let Some(n) = self.open.get_mut(&w.entry) {
+                *n -= 1;
+                if *n == 0 {
+                    self.open.remove(&w.entry);
+                    done_entries.push(w.entry);
+                }
+            }
+        }
+        self.waiting = keep;
+        self.ctx
+            .store
+            .ack(&self.stream, DISTRIBUTORS_GROUP, &done_entries)
+            .await
+    }
+
+    /// Keeps held entries ours, takes over entries of dead distributors,
+    /// and drops acknowledged entries from the stream.
+    async fn housekeeping(&mut self) -> Result<(), StoreError> {
+        let held: Vec<String> = self.open.keys().cloned().collect();
+        for chunk in held.chunks(500) {
+            self.ctx
+                .store
+                .touch(&self.stream, DISTRIBUTORS_GROUP, &self.id, chunk)
+                .await?;
+        }
+        let claimed = self
+            .ctx
+            .store
+            .claim_idle(&self.stream, DISTRIBUTORS_GROUP, &self.id, CLAIM_AFTER, 500)
+            .await?;
+        if !claimed.is_empty() {
+            tracing::info!(
+                entries = claimed.len(),
+                "took over intake entries left by another distributor"
+            );
+            self.take(claimed).await;
+        }
+        self.ctx
+            .store
+            .trim(&self.stream, DISTRIBUTORS_GROUP)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,565 @@
+//! The worker: reads its own stream, takes the lease on each assigned task
+//! (the fence rises), runs the handler, renews the lease while it runs, and
+//! completes with the fencing token. It sends heartbeats with its handlers,
+//! tags, capacity and load. A cancel message or a renew that reports the
+//! lease lost stops the handler; a worker cut off from Redis for longer than
+//! its lease stops its handlers on its own clock, because by then another
+//! worker may own them.
+//!
+//! On shutdown it stops taking work, lets running tasks finish within the
+//! grace period, and hands back the rest without charging an attempt.
+
+use super::{pause, retry_backoff_ms, Context, RetryDelay};
+use crate::handlers::{HandlerError, Registry, TaskContext};
+use crate::messages::{AssignBody, CancelBody, ASSIGN, CANCEL};
+use crate::store::keys::WORKER_GROUP;
+use crate::store::{
+    Completion, Entry, Heartbeat, Outcome, RenewStatus, StartReply, StartedTask, StoreError,
+};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// What one worker offers.
+#[derive(Clone)]
+pub struct WorkerSpec {
+    pub id: String,
+    pub capacity: u32,
+    pub tags: Vec<String>,
+    pub grace: Duration,
+    pub registry: Registry,
+}
+
+/// Why a running handler was told to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// A cancel was requested: report the task cancelled.
+    Cancelled,
+    /// The lease is no longer ours: report nothing, it would be refused.
+    Lost,
+    /// Shutdown: hand the task back without using an attempt.
+    Released,
+}
+
+struct Running {
+    task: StartedTask,
+    cancel: CancellationToken,
+    stop: Arc<Mutex<Option<Stop>>>,
+}
+
+impl Running {
+    fn stop(&self, why: Stop) {
+        let mut s = self.stop.lock().expect("stop lock");
+        if s.is_none() {
+            *s = Some(why);
+        }
+        self.cancel.cancel();
+    }
+}
+
+struct Worker {
+    ctx: Context,
+    spec: WorkerSpec,
+    stream: String,
+    running: Mutex<HashMap<String, Running>>,
+    completions: mpsc::UnboundedSender<Completion>,
+    draining: AtomicBool,
+}
+
+pub async fn run(
+    ctx: Context,
+    spec: WorkerSpec,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    if spec.registry.names().is_empty() {
+        anyhow::bail!("config: handlers: worker {} offers no handlers; add a [handlers] section to its profile", spec.id);
+    }
+    ctx.health.role_starting();
+    let stream = ctx.store.keys.worker_stream(&spec.id);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let w = Arc::new(Worker {
+        ctx: ctx.clone(),
+        spec,
+        stream,
+        running: Mutex::new(HashMap::new()),
+        completions: tx,
+        draining: AtomicBool::new(false),
+    });
+    // Background loops stop on `stopped`, after the drain, not on shutdown.
+    let stopped = CancellationToken::new();
+    let mut retry = RetryDelay::default();
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let setup = async {
+            w.ctx.store.ensure_group(&w.stream, WORKER_GROUP).await?;
+            w.heartbeat().await
+        };
+        match setup.await {
+            Ok(()) => break,
+            Err(e) => retry.failed("worker setup", &e, &shutdown).await,
+        }
+    }
+    let heartbeat = tokio::spawn(w.clone().heartbeat_loop(stopped.clone()));
+    let renew = tokio::spawn(w.clone().renew_loop(stopped.clone()));
+    let completer = tokio::spawn(w.clone().complete_loop(rx, stopped.clone()));
+    tracing::info!(worker = %w.spec.id, capacity = w.spec.capacity, handlers = ?w.spec.registry.names(), tags = ?w.spec.tags, "worker taking tasks");
+    ctx.health.role_started();
+
+    // Entries read before a restart and not yet started come first.
+    let mut pending = true;
+    let mut last_trim = Instant::now();
+    while !shutdown.is_cancelled() {
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = w.ctx.store.read_group(&w.stream, WORKER_GROUP, &w.spec.id, w.spec.capacity as usize, Some(Duration::from_secs(1)), pending) => r,
+        };
+        match read {
+            Ok(entries) => {
+                retry.success();
+                if pending && entries.is_empty() {
+                    pending = false;
+                }
+                for entry in entries {
+                    if let Err(e) = w.clone().handle(entry).await {
+                        retry.failed("starting tasks", &e, &shutdown).await;
+                    }
+                }
+                if last_trim.elapsed() > Duration::from_secs(5) {
+                    let _ = w.ctx.store.trim(&w.stream, WORKER_GROUP).await;
+                    last_trim = Instant::now();
+                }
+            }
+            Err(e) => {
+                retry
+                    .failed("reading the worker stream", &e, &shutdown)
+                    .await
+            }
+        }
+    }
+
+    w.drain().await;
+    stopped.cancel();
+    for t in [heartbeat, renew, completer] {
+        let _ = t.await;
+    }
+    tracing::info!(worker = %w.spec.id, "worker stopped");
+    Ok(())
+}
+
+impl Worker {
+    async fn heartbeat(&self) -> Result<(), StoreError> {
+        let in_flight = self.running.lock().expect("running lock").len() as u32;
+        metrics::gauge!("drover_worker_in_flight").set(in_flight as f64);
+        self.ctx
+            .store
+            .heartbeat(&Heartbeat {
+                worker_id: &self.spec.id,
+                capacity: self.spec.capacity,
+                handlers: &self.spec.registry.names(),
+                tags: &self.spec.tags,
+                in_flight,
+                draining: self.draining.load(Ordering::SeqCst),
+            })
+            .await
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>, stopped: CancellationToken) {
+        let mut retry = RetryDelay::default();
+        while pause(self.ctx.settings.timing.heartbeat, &stopped).await {
+            match self.heartbeat().await {
+                Ok(()) => retry.success(),
+                Err(e) => retry.failed("heartbeat", &e, &stopped).await,
+            }
+        }
+    }
+
+    /// One stream entry: an assignment to start, or a cancel to obey.
+    async fn handle(self: Arc<Self>, entry: Entry) -> Result<(), StoreError> {
+        metrics::counter!("drover_messages_received_total", "stream" => "worker").increment(1);
+        let verified = match self.ctx.store.open(&self.stream, &entry) {
+            Ok(v) => v,
+            Err(_) => {
+                return self
+                    .ctx
+                    .store
+                    .ack(&self.stream, WORKER_GROUP, &[entry.id])
+                    .await
+            }
+        };
+        match verified.msg_type() {
+            ASSIGN => {
+                let body: AssignBody = match verified.parse() {
+                    Ok(b) => b,
+                    Err(r) => {
+                        self.ctx.store.reject(&self.stream, &entry.id, r.reason());
+                        return self
+                            .ctx
+                            .store
+                            .ack(&self.stream, WORKER_GROUP, &[entry.id])
+                            .await;
+                    }
+                };
+                if self.draining.load(Ordering::SeqCst) {
+                    return self.hand_back(&entry.id, &body).await;
+                }
+                let lease = self.ctx.settings.timing.lease_ttl;
+                let replies = self
+                    .ctx
+                    .store
+                    .start(&self.spec.id, &entry.id, &body.tasks, lease)
+                    .await?;
+                for (reply, a) in replies.into_iter().zip(&body.tasks) {
+                    match reply {
+                        StartReply::Started(task) => self.clone().launch(*task),
+                        StartReply::Refused(why) => {
+                            tracing::debug!(task_id = %a.id, why = %why, "assignment refused: stale");
+                            if why == "conflict" {
+                                metrics::counter!("drover_state_conflicts_total", "op" => "start")
+                                    .increment(1);
+                            }
+                            self.ctx.store.reject(&self.stream, &entry.id, "stale");
+                        }
+                    }
+                }
+                Ok(())
+            }
+            CANCEL => {
+                match verified.parse::<CancelBody>() {
+                    Ok(c) => {
+                        let running = self.running.lock().expect("running lock");
+                        match running.get(&c.id) {
+                            Some(r)
+                                if r.task.token.epoch == c.epoch
+                                    && r.task.token.fence == c.fence =>
+                            {
+                                tracing::info!(task_id = %c.id, "cancel requested: stopping the handler");
+                                r.stop(Stop::Cancelled);
+                            }
+                            _ => {
+                                tracing::debug!(task_id = %c.id, "cancel for an attempt not running here")
+                            }
+                        }
+                    }
+                    Err(r) => self.ctx.store.reject(&self.stream, &entry.id, r.reason()),
+                }
+                self.ctx
+                    .store
+                    .ack(&self.stream, WORKER_GROUP, &[entry.id])
+                    .await
+            }
+            _ => {
+                self.ctx.store.reject(&self.stream, &entry.id, "malformed");
+                self.ctx
+                    .store
+                    .ack(&self.stream, WORKER_GROUP, &[entry.id])
+                    .await
+            }
+        }
+    }
+
+    /// While draining, an assignment still arriving is started and handed
+    /// straight back, so it is queued again without waiting for the reaper
+    /// and without using an attempt.
+    async fn hand_back(&self, entry_id: &str, body: &AssignBody) -> Result<(), StoreError> {
+        let replies = self
+            .ctx
+            .store
+            .start(
+                &self.spec.id,
+                entry_id,
+                &body.tasks,
+                self.ctx.settings.timing.lease_ttl,
+            )
+            .await?;
+        let back: Vec<Completion> = replies
+            .into_iter()
+            .filter_map(|r| match r {
+                StartReply::Started(task) => Some(Completion {
+                    task: *task,
+                    outcome: Outcome::Released,
+                    payload: String::new(),
+                    retry_delay_ms: 0,
+                }),
+                StartReply::Refused(_) => None,
+            })
+            .collect();
+        if !back.is_empty() {
+            self.ctx.store.complete(&self.spec.id, &back).await?;
+            tracing::info!(
+                tasks = back.len(),
+                "handed back tasks assigned during shutdown"
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs one task's handler in its own tokio task.
+    fn launch(self: Arc<Self>, task: StartedTask) {
+        let cancel = CancellationToken::new();
+        let stop = Arc::new(Mutex::new(None));
+        self.running.lock().expect("running lock").insert(
+            task.id.clone(),
+            Running {
+                task: task.clone(),
+                cancel: cancel.clone(),
+                stop: stop.clone(),
+            },
+        );
+        let span = tracing::info_span!("task", task_id = %task.id, handler = %task.handler, attempt = task.attempt, fence = %task.token);
+        let run = async move {
+            let started = Instant::now();
+            let result = self.execute(&task, cancel).await;
+            let elapsed = started.elapsed();
+            metrics::histogram!("drover_task_duration_seconds", "handler" => task.handler.clone())
+                .record(elapsed.as_secs_f64());
+            let stop = *stop.lock().expect("stop lock");
+            let (outcome, payload) = match (result, stop) {
+                (_, Some(Stop::Lost)) => {
+                    tracing::warn!(
+                        "lease lost: the result is dropped, another attempt owns the task"
+                    );
+                    self.running.lock().expect("running lock").remove(&task.id);
+                    metrics::counter!("drover_tasks_finished_total", "outcome" => "lost")
+                        .increment(1);
+                    return;
+                }
+                (Ok(v), _) => (Outcome::Succeeded, v.to_string()),
+                (Err(HandlerError::Cancelled), Some(Stop::Cancelled)) => {
+                    (Outcome::Cancelled, "cancelled".to_string())
+                }
+                (Err(HandlerError::Cancelled), Some(Stop::Released)) => {
+                    (Outcome::Released, String::new())
+                }
+                (Err(e), _) => (Outcome::Failed, e.to_string()),
+            };
+            tracing::debug!(outcome = ?outcome, ms = elapsed.as_millis() as u64, "attempt ended");
+            let t = &self.ctx.settings.timing;
+            let retry_delay_ms = retry_backoff_ms(task.attempt, t.backoff_base, t.backoff_max);
+            let _ = self.completions.send(Completion {
+                task,
+                outcome,
+                payload,
+                retry_delay_ms,
+            });
+        };
+        tokio::spawn(run.instrument(span));
+    }
+
+    async fn execute(
+        &self,
+        task: &StartedTask,
+        cancel: CancellationToken,
+    ) -> Result<serde_json::Value, HandlerError> {
+        let Some(handler) = self.spec.registry.get(&task.handler) else {
+            return Err(HandlerError::Failed(format!(
+                "handler {:?} is not offered by worker {}",
+                task.handler, self.spec.id
+            )));
+        };
+        let mut timeout = Duration::from_millis(task.timeout_ms.max(1));
+        if let Some(t) = self.spec.registry.spec_timeout(&task.handler) {
+            timeout = timeout.min(t);
+        }
+        let input = serde_json::from_str(&task.input).unwrap_or(serde_json::Value::Null);
+        let ctx = TaskContext {
+            task_id: task.id.clone(),
+            handler: task.handler.clone(),
+            attempt: task.attempt,
+            epoch: task.token.epoch,
+            fence: task.token.fence,
+            timeout,
+            cancel: cancel.clone(),
+        };
+        // Handlers stop themselves at the timeout; this outer bound only
+        // guards against one that does not.
+        match tokio::time::timeout(timeout + Duration::from_secs(5), handler.run(ctx, input)).await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                cancel.cancel();
+                Err(HandlerError::Timeout(timeout))
+            }
+        }
+    }
+
+    /// Reports finished attempts in batches: whatever has finished by the
+    /// time the previous report returns goes in the next one.
+    async fn complete_loop(
+        self: Arc<Self>,
+        mut rx: mpsc::UnboundedReceiver<Completion>,
+        stopped: CancellationToken,
+    ) {
+        let mut retry = RetryDelay::default();
+        loop {
+            let first = tokio::select! {
+                c = rx.recv() => c,
+                _ = stopped.cancelled() => None,
+            };
+            let Some(first) = first else { return };
+            let mut batch = vec![first];
+            while batch.len() < 256 {
+                match rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            loop {
+                match self.ctx.store.complete(&self.spec.id, &batch).await {
+                    Ok(states) => {
+                        retry.success();
+                        let mut running = self.running.lock().expect("running lock");
+                        for (c, state) in batch.iter().zip(&states) {
+                            running.remove(&c.task.id);
+                            let outcome = if state == "stale" {
+                                "stale"
+                            } else {
+                                outcome_label(c.outcome)
+                            };
+                            metrics::counter!("drover_tasks_finished_total", "outcome" => outcome)
+                                .increment(1);
+                            if state == "stale" {
+                                tracing::warn!(task_id = %c.task.id, fence = %c.task.token, "completion refused: this worker no longer holds the lease");
+                            } else {
+                                tracing::debug!(task_id = %c.task.id, fence = %c.task.token, state = %state, "completed");
+                            }
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        // Keep the batch: the leases may still be ours when
+                        // Redis answers again; if not, the reply says stale.
+                        retry.failed("reporting completions", &e, &stopped).await;
+                        if stopped.is_cancelled() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Renews leases every third of the lease; obeys cancel requests seen
+    /// there; stops every handler once Redis has been out of reach for a
+    /// whole lease.
+    async fn renew_loop(self: Arc<Self>, stopped: CancellationToken) {
+        let lease = self.ctx.settings.timing.lease_ttl;
+        let mut last_ok = Instant::now();
+        while pause(lease / 3, &stopped).await {
+            let held: Vec<(String, crate::task::FenceToken)> = self
+                .running
+                .lock()
+                .expect("running lock")
+                .values()
+                .filter(|r| r.stop.lock().expect("stop lock").is_none())
+                .map(|r| (r.task.id.clone(), r.task.token))
+                .collect();
+            if held.is_empty() {
+                last_ok = Instant::now();
+                continue;
+            }
+            match self.ctx.store.renew(&self.spec.id, &held, lease).await {
+                Ok(statuses) => {
+                    last_ok = Instant::now();
+                    let running = self.running.lock().expect("running lock");
+                    for ((id, _), status) in held.iter().zip(statuses) {
+                        let Some(r) = running.get(id) else { continue };
+                        match status {
+                            RenewStatus::Ok => {}
+                            RenewStatus::CancelRequested => {
+                                tracing::info!(task_id = %id, "cancel requested: stopping the handler");
+                                r.stop(Stop::Cancelled);
+                            }
+                            RenewStatus::Lost => {
+                                tracing::warn!(task_id = %id, "lease lost: stopping the handler");
+                                r.stop(Stop::Lost);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease renewal failed");
+                    if last_ok.elapsed() >= lease {
+                        tracing::error!(
+                            "cut off from redis for longer than the lease: stopping every handler"
+                        );
+                        for r in self.running.lock().expect("running lock").values() {
+                            r.stop(Stop::Lost);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops taking work, waits for running tasks up to the grace period,
+    /// then hands the rest back.
+    async fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.ctx.health.set_draining();
+        let _ = self.heartbeat().await;
+        let held = self.running.lock().expect("running lock").len();
+        tracing::info!(worker = %self.spec.id, running = held, grace = ?self.spec.grace, "worker draining");
+        let deadline = Instant::now() + self.spec.grace;
+        while Instant::now() < deadline && !self.running.lock().expect("running lock").is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left: Vec<String> = {
+            let running = self.running.lock().expect("running lock");
+            for r in running.values() {
+                r.stop(Stop::Released);
+            }
+            running.keys().cloned().collect()
+        };
+        if !left.is_empty() {
+            tracing::info!(tasks = ?left, "grace period over: handing tasks back");
+        }
+        // Give the handlers and the completer a bounded time to report.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && !self.running.lock().expect("running lock").is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Assignments that arrived but were never read go back too.
+        for _ in 0..100 {
+            match self
+                .ctx
+                .store
+                .read_group(&self.stream, WORKER_GROUP, &self.spec.id, 100, None, false)
+                .await
+            {
+                Ok(entries) if !entries.is_empty() => {
+                    for entry in entries {
+                        if let Ok(v) = self.ctx.store.open(&self.stream, &entry) {
+                            if v.msg_type() == ASSIGN {
+                                if let Ok(body) = v.parse::<AssignBody>() {
+                                    let _ = self.hand_back(&entry.id, &body).await;
+                                    continue;
+                                }
+                            }
+                        }
+                        let _ = self
+                            .ctx
+                            .store
+                            .ack(&self.stream, WORKER_GROUP, &[entry.id])
+                            .await;
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
+fn outcome_label(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Succeeded => "succeeded",
+        Outcome::Failed => "failed",
+        Outcome::Cancelled => "cancelled",
+        Outcome::Released => "released",
+    }
+}

@@ -1,0 +1,81 @@
+//! Every Redis key name drover uses, in one place (mirrored by the helpers
+//! in `lua/prelude.lua` and mapped in `lua/README.md`). All keys share one
+//! hash tag, `{namespace:partition}`, so each script touches one slot only.
+
+/// Key templates for one namespace and partition.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(namespace: &str, partition: u32) -> Self {
+        Keys {
+            prefix: format!("{{{namespace}:{partition}}}:"),
+        }
+    }
+
+    /// The prefix handed to scripts so they can name task and worker keys.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn task(&self, id: &str) -> String {
+        format!("{}t:{id}", self.prefix)
+    }
+    /// Pattern matching every task hash, for SCAN.
+    pub fn task_pattern(&self) -> String {
+        format!("{}t:*", self.prefix)
+    }
+    pub fn intake(&self) -> String {
+        format!("{}intake", self.prefix)
+    }
+    pub fn events(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+    pub fn deadlines(&self) -> String {
+        format!("{}deadlines", self.prefix)
+    }
+    pub fn scheduled(&self) -> String {
+        format!("{}scheduled", self.prefix)
+    }
+    pub fn counts(&self) -> String {
+        format!("{}counts", self.prefix)
+    }
+    pub fn workers(&self) -> String {
+        format!("{}workers", self.prefix)
+    }
+    pub fn handlers(&self) -> String {
+        format!("{}handlers", self.prefix)
+    }
+    pub fn leader(&self) -> String {
+        format!("{}leader", self.prefix)
+    }
+    pub fn epoch(&self) -> String {
+        format!("{}epoch", self.prefix)
+    }
+    pub fn worker(&self, wid: &str) -> String {
+        format!("{}w:{wid}", self.prefix)
+    }
+    pub fn worker_stream(&self, wid: &str) -> String {
+        format!("{}w:{wid}:in", self.prefix)
+    }
+}
+
+/// Consumer group names.
+pub const DISTRIBUTORS_GROUP: &str = "distributors";
+pub const WORKER_GROUP: &str = "worker";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_carries_the_hash_tag() {
+        let k = Keys::new("drover", 0);
+        for key in [k.task("x"), k.intake(), k.worker_stream("w1"), k.epoch()] {
+            assert!(key.starts_with("{drover:0}:"), "{key}");
+        }
+        assert_eq!(k.worker_stream("w1"), "{drover:0}:w:w1:in");
+    }
+}

@@ -1,0 +1,1115 @@
+//! The one door to Redis. Roles call typed methods here; key names live in
+//! `keys`, scripts in `scripts`, and every script reply is decoded in this
+//! module, so no role indexes a raw reply or builds a key by hand.
+//!
+//! The pattern for transitions whose message must be signed in Rust (the
+//! scripts append the bytes verbatim): read what is needed, predict the
+//! versions the tasks will have, sign an envelope naming them, and let the
+//! script apply only the tasks whose version still matches. An entry for a
+//! task the script did not move carries a version that no longer exists and
+//! is refused downstream as stale; nothing is ever applied twice.
+
+pub mod keys;
+pub mod scripts;
+
+use crate::clock::Clock;
+use crate::envelope::{Keyring, Rejection, Verified};
+use crate::messages::{self, Assignment, CancelBody, EventBody, IntakeBody, IntakeTask};
+use crate::task::{FenceToken, NewTask, TaskId, TaskState, TaskView};
+use deadpool_redis::{Manager, Pool, Runtime, Timeouts};
+use keys::Keys;
+use redis::streams::{StreamReadOptions, StreamReadReply};
+use redis::{AsyncCommands, Value};
+use scripts::Scripts;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use utoipa::ToSchema;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis unavailable: {0}")]
+    Pool(String),
+    #[error("unexpected reply from {script}: {detail}")]
+    Reply {
+        script: &'static str,
+        detail: String,
+    },
+}
+
+impl From<deadpool_redis::PoolError> for StoreError {
+    fn from(e: deadpool_redis::PoolError) -> Self {
+        StoreError::Pool(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// How to reach Redis and what to call things there.
+#[derive(Clone)]
+pub struct StoreOptions {
+    pub redis_url: String,
+    pub redis_password: Option<String>,
+    pub namespace: String,
+    pub keyring: Keyring,
+    pub message_ttl: Duration,
+    pub max_message: usize,
+    pub events_maxlen: u64,
+    pub result_ttl: Duration,
+    pub idempotency_ttl: Duration,
+    pub pool_size: usize,
+}
+
+/// A stream entry as read: its id and the raw envelope bytes.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: String,
+    pub raw: Vec<u8>,
+}
+
+/// The result of starting one assigned task.
+#[derive(Debug, Clone)]
+pub enum StartReply {
+    Started(Box<StartedTask>),
+    /// Not started: 'missing', 'conflict', 'state:<s>', 'other-worker'.
+    Refused(String),
+}
+
+/// A task this worker now holds the lease on.
+#[derive(Debug, Clone)]
+pub struct StartedTask {
+    pub id: String,
+    pub version: u64,
+    pub token: FenceToken,
+    pub handler: String,
+    pub input: String,
+    pub timeout_ms: u64,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub tags: Vec<String>,
+    pub priority: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenewStatus {
+    Ok,
+    CancelRequested,
+    Lost,
+}
+
+/// How an attempt ended, as the worker reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    Cancelled,
+    /// Handed back without charging an attempt (graceful shutdown).
+    Released,
+}
+
+impl Outcome {
+    fn as_arg(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "ok",
+            Outcome::Failed => "fail",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Released => "release",
+        }
+    }
+}
+
+/// One finished attempt, for `complete`.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub task: StartedTask,
+    pub outcome: Outcome,
+    /// The result JSON for success, the error text otherwise.
+    pub payload: String,
+    pub retry_delay_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    Cancelled,
+    Requested,
+    AlreadyFinished(TaskState),
+    Missing,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReapStats {
+    pub requeued: u64,
+    pub lease_expired: u64,
+    pub retried: u64,
+    pub dead: u64,
+}
+
+/// A worker as its heartbeats describe it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkerView {
+    pub id: String,
+    pub handlers: Vec<String>,
+    pub tags: Vec<String>,
+    pub capacity: u32,
+    /// Slots held by tasks assigned or running (the assign script's credit).
+    pub used: u32,
+    pub in_flight: u32,
+    pub draining: bool,
+    pub last_heartbeat_ms: u64,
+    pub version: String,
+}
+
+/// What a worker announces in each heartbeat.
+#[derive(Debug, Clone)]
+pub struct Heartbeat<'a> {
+    pub worker_id: &'a str,
+    pub capacity: u32,
+    pub handlers: &'a [String],
+    pub tags: &'a [String],
+    pub in_flight: u32,
+    pub draining: bool,
+}
+
+pub struct Store {
+    pool: Pool,
+    pub keys: Keys,
+    scripts: Scripts,
+    keyring: Arc<Keyring>,
+    clock: Clock,
+    opts: StoreOptions,
+}
+
+fn to_strings(script: &'static str, v: Value) -> Result<Vec<String>> {
+    redis::from_redis_value::<Vec<String>>(v).map_err(|e| StoreError::Reply {
+        script,
+        detail: e.to_string(),
+    })
+}
+
+fn num<T: std::str::FromStr + Default>(s: Option<&String>) -> T {
+    s.and_then(|s| s.parse().ok()).unwrap_or_default()
+}
+
+impl Store {
+    /// Builds the pool; no connection is made until first use, so a role
+    /// can start while Redis is still down and report itself not ready.
+    pub fn new(opts: StoreOptions) -> Result<Self> {
+        let mut info = redis::IntoConnectionInfo::into_connection_info(opts.redis_url.as_str())?;
+        if let Some(pw) = &opts.redis_password {
+            let settings = info.redis_settings().clone().set_password(pw);
+            info = info.set_redis_settings(settings);
+        }
+        // Scripts over big batches and blocking stream reads (up to 2 s)
+        // must not trip the client's 500 ms default response timeout.
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_connection_timeout(Some(Duration::from_secs(2)));
+        let manager = Manager::new_with_config(info, config)?;
+        let pool = Pool::builder(manager)
+            .max_size(opts.pool_size)
+            .runtime(Runtime::Tokio1)
+            .timeouts(Timeouts {
+                wait: Some(Duration::from_secs(5)),
+                create: Some(Duration::from_secs(3)),
+                recycle: Some(Duration::from_secs(2)),
+            })
+            .build()
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        Ok(Store {
+            pool,
+            keys: Keys::new(&opts.namespace, 0),
+            scripts: Scripts::load(),
+            keyring: Arc::new(opts.keyring.clone()),
+            clock: Clock::default(),
+            opts,
+        })
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub async fn con(&self) -> Result<deadpool_redis::Connection> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// PING plus a clock sync: what readiness and reconnect loops call.
+    pub async fn ping(&self) -> Result<()> {
+        let mut con = self.con().await?;
+        let _: String = redis::cmd("PING").query_async(&mut con).await?;
+        self.clock.sync(&mut con).await?;
+        Ok(())
+    }
+
+    fn expiry(&self) -> u64 {
+        self.clock.now_ms() + self.opts.message_ttl.as_millis() as u64
+    }
+
+    /// Signs a message body for one stream.
+    pub fn seal<T: Serialize>(&self, stream: &str, msg_type: &str, body: &T) -> Vec<u8> {
+        let bytes = serde_json::to_vec(body).expect("message bodies always serialize");
+        self.keyring.sign(stream, msg_type, self.expiry(), &bytes)
+    }
+
+    /// Verifies an entry read from `stream`; failures are counted by reason
+    /// and logged without the body.
+    pub fn open<'a>(
+        &self,
+        stream: &str,
+        entry: &'a Entry,
+    ) -> std::result::Result<Verified<'a>, Rejection> {
+        self.keyring
+            .verify(
+                stream,
+                &entry.raw,
+                self.clock.now_ms(),
+                self.opts.max_message,
+            )
+            .inspect_err(|r| self.reject(stream, &entry.id, r.reason()))
+    }
+
+    /// Counts and logs a refused message (`reason` is a metric label).
+    pub fn reject(&self, stream: &str, entry_id: &str, reason: &'static str) {
+        metrics::counter!("drover_messages_rejected_total", "reason" => reason).increment(1);
+        tracing::warn!(stream, entry_id, reason, "message rejected");
+    }
+
+    // ---- streams -------------------------------------------------------
+
+    /// Creates a consumer group (and its stream) if missing.
+    pub async fn ensure_group(&self, stream: &str, group: &str) -> Result<()> {
+        let mut con = self.con().await?;
+        let r: redis::RedisResult<()> = con.xgroup_create_mkstream(stream, group, "0").await;
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads entries for `consumer`: its own pending ones first when
+    /// `pending` is set (after a restart), else new ones, blocking up to
+    /// `block`. A missing group (Redis lost its data) is recreated.
+    pub async fn read_group(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Option<Duration>,
+        pending: bool,
+    ) -> Result<Vec<Entry>> {
+        let mut opts = StreamReadOptions::default()
+            .group(group, consumer)
+            .count(count);
+        if let (Some(b), false) = (block, pending) {
+            opts = opts.block(b.as_millis() as usize);
+        }
+        let id = if pending { "0" } else { ">" };
+        let mut con = self.con().await?;
+        let reply: redis::RedisResult<Option<StreamReadReply>> =
+            con.xread_options(&[stream], &[id], &opts).await;
+        let reply = match reply {
+            Err(e) if e.code() == Some("NOGROUP") => {
+                drop(con);
+                self.ensure_group(stream, group).await?;
+                return Ok(Vec::new());
+            }
+            r => r?,
+        };
+        Ok(Self::entries(reply))
+    }
+
+    fn entries(reply: Option<StreamReadReply>) -> Vec<Entry> {
+        let mut out = Vec::new();
+        for key in reply.map(|r| r.keys).unwrap_or_default() {
+            for e in key.ids {
+                let raw = match e.map.get("m") {
+                    Some(Value::BulkString(b)) => b.clone(),
+                    _ => Vec::new(), // verify() refuses it as malformed
+                };
+                out.push(Entry { id: e.id, raw });
+            }
+        }
+        out
+    }
+
+    /// Takes over entries another consumer has left pending for `min_idle`
+    /// (it died); returns them for processing.
+    pub async fn claim_idle(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<Entry>> {
+        let mut con = self.con().await?;
+        let v: Value = redis::cmd("XAUTOCLAIM")
+            .arg(stream)
+            .arg(group)
+            .arg(consumer)
+            .arg(min_idle.as_millis() as u64)
+            .arg("0")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut con)
+            .await?;
+        // Reply: [next-cursor, [[id, [field, value, ...]], ...], deleted-ids]
+        let mut out = Vec::new();
+        if let Value::Array(parts) = v {
+            if let Some(Value::Array(items)) = parts.get(1) {
+                for item in items {
+                    if let Value::Array(pair) = item {
+                        let id = match pair.first() {
+                            Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                            _ => continue,
+                        };
+                        let mut raw = Vec::new();
+                        if let Some(Value::Array(fields)) = pair.get(1) {
+                            for kv in fields.chunks(2) {
+                                if let [Value::BulkString(k), Value::BulkString(val)] = kv {
+                                    if k == b"m" {
+                                        raw = val.clone();
+                                    }
+                                }
+                            }
+                        }
+                        out.push(Entry { id, raw });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Resets the idle time of entries this consumer still holds, so others
+    /// do not claim them while it waits for a worker.
+    pub async fn touch(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        ids: &[String],
+    ) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut con = self.con().await?;
+        let _: Value = redis::cmd("XCLAIM")
+            .arg(stream)
+            .arg(group)
+            .arg(consumer)
+            .arg(0)
+            .arg(ids)
+            .arg("JUSTID")
+            .query_async(&mut con)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn ack(&self, stream: &str, group: &str, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut con = self.con().await?;
+        let _: i64 = con.xack(stream, group, ids).await?;
+        Ok(())
+    }
+
+    /// Drops acknowledged entries (see `lua/trim.lua`).
+    pub async fn trim(&self, stream: &str, group: &str) -> Result<u64> {
+        let mut con = self.con().await?;
+        Ok(self
+            .scripts
+            .trim
+            .key(stream)
+            .arg(group)
+            .invoke_async(&mut con)
+            .await?)
+    }
+
+    /// Reads the events stream after `last_id` (no group: every coordinator
+    /// reads everything), blocking up to `block`.
+    pub async fn read_events(&self, last_id: &str, block: Duration) -> Result<Vec<Entry>> {
+        let mut con = self.con().await?;
+        let opts = StreamReadOptions::default()
+            .count(1000)
+            .block(block.as_millis() as usize);
+        let reply: Option<StreamReadReply> = con
+            .xread_options(&[self.keys.events()], &[last_id], &opts)
+            .await?;
+        Ok(Self::entries(reply))
+    }
+
+    /// The id of the newest events entry, to start reading after it.
+    pub async fn last_event_id(&self) -> Result<String> {
+        let mut con = self.con().await?;
+        let v: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XREVRANGE")
+            .arg(self.keys.events())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut con)
+            .await?;
+        Ok(v.into_iter()
+            .next()
+            .map(|e| e.0)
+            .unwrap_or_else(|| "0-0".into()))
+    }
+
+    // ---- transitions ---------------------------------------------------
+
+    /// Writes new tasks and announces the immediate ones on the intake
+    /// stream, in one script. Returns (id, status) per task, where status is
+    /// 'queued', 'scheduled' or 'duplicate' (then id is the earlier task).
+    pub async fn submit(&self, tasks: &[NewTask]) -> Result<Vec<(String, String)>> {
+        let now = self.clock.now_ms();
+        let intake = self.keys.intake();
+        let immediate: Vec<IntakeTask> = tasks
+            .iter()
+            .filter(|t| t.run_at_ms.is_none_or(|at| at <= now))
+            .map(|t| IntakeTask {
+                id: t.id.to_string(),
+                v: 1,
+                h: t.handler.clone(),
+                tags: t.tags.clone(),
+                prio: t.priority,
+            })
+            .collect();
+        let envelope = if immediate.is_empty() {
+            Vec::new()
+        } else {
+            self.seal(&intake, messages::SUBMIT, &IntakeBody { tasks: immediate })
+        };
+        let mut inv = self.scripts.submit.prepare_invoke();
+        inv.key(&intake)
+            .key(self.keys.scheduled())
+            .key(self.keys.counts())
+            .arg(self.keys.prefix())
+            .arg(envelope)
+            .arg(self.opts.idempotency_ttl.as_millis() as u64);
+        for t in tasks {
+            inv.arg(t.id.as_str())
+                .arg(&t.handler)
+                .arg(&t.input)
+                .arg(serde_json::to_string(&t.tags).expect("tags serialize"))
+                .arg(t.priority)
+                .arg(t.max_attempts)
+                .arg(t.timeout_ms)
+                .arg(t.run_at_ms.unwrap_or(0))
+                .arg(t.idempotency_key.as_deref().unwrap_or(""));
+        }
+        let mut con = self.con().await?;
+        let v = to_strings("submit", inv.invoke_async(&mut con).await?)?;
+        Ok(v.chunks(2).map(|c| (c[0].clone(), c[1].clone())).collect())
+    }
+
+    /// Places tasks on one worker. Returns one status per task: 'ok',
+    /// 'full', 'missing', 'gone', 'conflict' or 'state:<s>'.
+    pub async fn assign(
+        &self,
+        worker_id: &str,
+        tasks: &[IntakeTask],
+        assign_ttl: Duration,
+    ) -> Result<Vec<String>> {
+        let stream = self.keys.worker_stream(worker_id);
+        let body = messages::AssignBody {
+            tasks: tasks
+                .iter()
+                .map(|t| Assignment {
+                    id: t.id.clone(),
+                    v: t.v + 1,
+                })
+                .collect(),
+        };
+        let envelope = self.seal(&stream, messages::ASSIGN, &body);
+        let mut inv = self.scripts.assign.prepare_invoke();
+        inv.key(self.keys.worker(worker_id))
+            .key(&stream)
+            .key(self.keys.deadlines())
+            .key(self.keys.counts())
+            .arg(self.keys.prefix())
+            .arg(envelope)
+            .arg(assign_ttl.as_millis() as u64)
+            .arg(worker_id);
+        for t in tasks {
+            inv.arg(&t.id).arg(t.v);
+        }
+        let mut con = self.con().await?;
+        to_strings("assign", inv.invoke_async(&mut con).await?)
+    }
+
+    /// Takes the lease on assigned tasks and acknowledges the entry that
+    /// named them.
+    pub async fn start(
+        &self,
+        worker_id: &str,
+        entry_id: &str,
+        tasks: &[Assignment],
+        lease: Duration,
+    ) -> Result<Vec<StartReply>> {
+        let mut inv = self.scripts.start.prepare_invoke();
+        inv.key(self.keys.worker_stream(worker_id))
+            .key(self.keys.deadlines())
+            .key(self.keys.counts())
+            .key(self.keys.epoch())
+            .arg(self.keys.prefix())
+            .arg(keys::WORKER_GROUP)
+            .arg(entry_id)
+            .arg(worker_id)
+            .arg(lease.as_millis() as u64);
+        for t in tasks {
+            inv.arg(&t.id).arg(t.v);
+        }
+        let mut con = self.con().await?;
+        let v = to_strings("start", inv.invoke_async(&mut con).await?)?;
+        Ok(v.chunks(11)
+            .zip(tasks)
+            .map(|(c, t)| {
+                if c[0] != "ok" {
+                    return StartReply::Refused(c[0].clone());
+                }
+                StartReply::Started(Box::new(StartedTask {
+                    id: t.id.clone(),
+                    version: num(c.get(1)),
+                    token: FenceToken {
+                        epoch: num(c.get(2)),
+                        fence: num(c.get(3)),
+                    },
+                    handler: c[4].clone(),
+                    input: c[5].clone(),
+                    timeout_ms: num(c.get(6)),
+                    attempt: num(c.get(7)),
+                    max_attempts: num(c.get(8)),
+                    tags: serde_json::from_str(&c[9]).unwrap_or_default(),
+                    priority: num(c.get(10)),
+                }))
+            })
+            .collect())
+    }
+
+    pub async fn renew(
+        &self,
+        worker_id: &str,
+        held: &[(String, FenceToken)],
+        lease: Duration,
+    ) -> Result<Vec<RenewStatus>> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.scripts.renew.prepare_invoke();
+        inv.key(self.keys.deadlines())
+            .arg(self.keys.prefix())
+            .arg(worker_id)
+            .arg(lease.as_millis() as u64);
+        for (id, token) in held {
+            inv.arg(id).arg(token.epoch).arg(token.fence);
+        }
+        let mut con = self.con().await?;
+        let v = to_strings("renew", inv.invoke_async(&mut con).await?)?;
+        Ok(v.iter()
+            .map(|s| match s.as_str() {
+                "ok" => RenewStatus::Ok,
+                "cancel" => RenewStatus::CancelRequested,
+                _ => RenewStatus::Lost,
+            })
+            .collect())
+    }
+
+    /// Reports finished attempts. Returns the new state per task, or
+    /// 'stale' where this worker no longer held the lease.
+    pub async fn complete(&self, worker_id: &str, done: &[Completion]) -> Result<Vec<String>> {
+        let events = self.keys.events();
+        let intake = self.keys.intake();
+        let event = EventBody {
+            ids: done.iter().map(|c| c.task.id.clone()).collect(),
+        };
+        let released: Vec<IntakeTask> = done
+            .iter()
+            .filter(|c| c.outcome == Outcome::Released)
+            .map(|c| IntakeTask {
+                id: c.task.id.clone(),
+                v: c.task.version + 1,
+                h: c.task.handler.clone(),
+                tags: c.task.tags.clone(),
+                prio: c.task.priority,
+            })
+            .collect();
+        let intake_env = if released.is_empty() {
+            Vec::new()
+        } else {
+            self.seal(&intake, messages::SUBMIT, &IntakeBody { tasks: released })
+        };
+        let mut inv = self.scripts.complete.prepare_invoke();
+        inv.key(self.keys.deadlines())
+            .key(self.keys.scheduled())
+            .key(self.keys.counts())
+            .key(self.keys.worker(worker_id))
+            .key(&events)
+            .key(&intake)
+            .arg(self.keys.prefix())
+            .arg(worker_id)
+            .arg(self.opts.result_ttl.as_millis() as u64)
+            .arg(self.seal(&events, messages::EVENT, &event))
+            .arg(self.opts.events_maxlen)
+            .arg(intake_env);
+        for c in done {
+            inv.arg(&c.task.id)
+                .arg(c.task.token.epoch)
+                .arg(c.task.token.fence)
+                .arg(c.outcome.as_arg())
+                .arg(&c.payload)
+                .arg(c.retry_delay_ms);
+        }
+        let mut con = self.con().await?;
+        to_strings("complete", inv.invoke_async(&mut con).await?)
+    }
+
+    /// Cancels a task; a running one is asked to stop through its worker's
+    /// stream. Retries a few times when the task moves under it.
+    pub async fn cancel(&self, id: &TaskId) -> Result<CancelOutcome> {
+        let key = self.keys.task(id.as_str());
+        let events = self.keys.events();
+        for _ in 0..10 {
+            let mut con = self.con().await?;
+            let (state, v, w, e, f): (
+                Option<String>,
+                Option<u64>,
+                Option<String>,
+                Option<u64>,
+                Option<u64>,
+            ) = redis::cmd("HMGET")
+                .arg(&key)
+                .arg(&["state", "v", "w", "e", "f"])
+                .query_async(&mut con)
+                .await?;
+            let Some(state) = state else {
+                return Ok(CancelOutcome::Missing);
+            };
+            let worker = w.unwrap_or_default();
+            let control = if state == "running" && !worker.is_empty() {
+                let body = CancelBody {
+                    id: id.to_string(),
+                    epoch: e.unwrap_or(0),
+                    fence: f.unwrap_or(0),
+                };
+                self.seal(&self.keys.worker_stream(&worker), messages::CANCEL, &body)
+            } else {
+                Vec::new()
+            };
+            let event = self.seal(
+                &events,
+                messages::EVENT,
+                &EventBody {
+                    ids: vec![id.to_string()],
+                },
+            );
+            let r = to_strings(
+                "cancel",
+                self.scripts
+                    .cancel
+                    .key(self.keys.deadlines())
+                    .key(self.keys.scheduled())
+                    .key(self.keys.counts())
+                    .key(&events)
+                    .arg(self.keys.prefix())
+                    .arg(id.as_str())
+                    .arg(v.unwrap_or(0))
+                    .arg(self.opts.result_ttl.as_millis() as u64)
+                    .arg(event)
+                    .arg(self.opts.events_maxlen)
+                    .arg(&worker)
+                    .arg(control)
+                    .invoke_async(&mut con)
+                    .await?,
+            )?;
+            match r.first().map(String::as_str) {
+                Some("cancelled") => return Ok(CancelOutcome::Cancelled),
+                Some("requested") => return Ok(CancelOutcome::Requested),
+                Some("missing") => return Ok(CancelOutcome::Missing),
+                Some("terminal") => {
+                    let st = r
+                        .get(1)
+                        .and_then(|s| TaskState::parse(s))
+                        .unwrap_or(TaskState::Cancelled);
+                    return Ok(CancelOutcome::AlreadyFinished(st));
+                }
+                _ => {
+                    metrics::counter!("drover_state_conflicts_total", "op" => "cancel")
+                        .increment(1);
+                    continue;
+                }
+            }
+        }
+        Err(StoreError::Reply {
+            script: "cancel",
+            detail: "the task kept changing; try again".into(),
+        })
+    }
+
+    /// Reads up to `limit` ids due in a sorted set, with the fields the
+    /// leader needs to predict their next versions.
+    async fn due(
+        &self,
+        zset: &str,
+        limit: usize,
+        fields: &[&str],
+    ) -> Result<Vec<(String, Vec<Option<String>>)>> {
+        let mut con = self.con().await?;
+        let now = self.clock.now_ms();
+        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(zset)
+            .arg("-inf")
+            .arg(now)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut con)
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HMGET").arg(self.keys.task(id)).arg(fields);
+        }
+        let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut con).await?;
+        Ok(ids.into_iter().zip(rows).collect())
+    }
+
+    /// Moves tasks whose assignment or lease deadline passed. `retry_delay`
+    /// gives the backoff for a task's next attempt from its attempt count.
+    pub async fn reap(&self, limit: usize, retry_delay: impl Fn(u32) -> u64) -> Result<ReapStats> {
+        let due = self
+            .due(
+                &self.keys.deadlines(),
+                limit,
+                &["state", "v", "h", "tags", "prio", "att"],
+            )
+            .await?;
+        if due.is_empty() {
+            return Ok(ReapStats::default());
+        }
+        let intake = self.keys.intake();
+        let events = self.keys.events();
+        let mut requeue = Vec::new();
+        let mut args: Vec<(String, u64, u64)> = Vec::new();
+        for (id, f) in &due {
+            let v: u64 = f[1].as_deref().and_then(|s| s.parse().ok()).unwrap_or(0);
+            if f[0].as_deref() == Some("assigned") {
+                requeue.push(IntakeTask {
+                    id: id.clone(),
+                    v: v + 1,
+                    h: f[2].clone().unwrap_or_default(),
+                    tags: f[3]
+                        .as_deref()
+                        .and_then(|t| serde_json::from_str(t).ok())
+                        .unwrap_or_default(),
+                    prio: f[4].as_deref().and_then(|p| p.parse().ok()).unwrap_or(0),
+                });
+            }
+            let att: u32 = f[5].as_deref().and_then(|s| s.parse().ok()).unwrap_or(1);
+            args.push((id.clone(), v, retry_delay(att)));
+        }
+        let intake_env = if requeue.is_empty() {
+            Vec::new()
+        } else {
+            self.seal(&intake, messages::SUBMIT, &IntakeBody { tasks: requeue })
+        };
+        let event = EventBody {
+            ids: due.iter().map(|d| d.0.clone()).collect(),
+        };
+        let mut inv = self.scripts.reap.prepare_invoke();
+        inv.key(self.keys.deadlines())
+            .key(self.keys.scheduled())
+            .key(self.keys.counts())
+            .key(&intake)
+            .key(&events)
+            .arg(self.keys.prefix())
+            .arg(self.opts.result_ttl.as_millis() as u64)
+            .arg(intake_env)
+            .arg(self.seal(&events, messages::EVENT, &event))
+            .arg(self.opts.events_maxlen);
+        for (id, v, delay) in &args {
+            inv.arg(id).arg(v).arg(delay);
+        }
+        let mut con = self.con().await?;
+        let v = to_strings("reap", inv.invoke_async(&mut con).await?)?;
+        let mut stats = ReapStats::default();
+        for pair in v.chunks(2) {
+            match pair[1].as_str() {
+                "queued" => stats.requeued += 1,
+                "scheduled" => {
+                    stats.lease_expired += 1;
+                    stats.retried += 1
+                }
+                "dead" => {
+                    stats.lease_expired += 1;
+                    stats.dead += 1
+                }
+                "cancelled" => stats.lease_expired += 1,
+                "conflict" => {
+                    metrics::counter!("drover_state_conflicts_total", "op" => "reap").increment(1)
+                }
+                _ => {}
+            }
+            if pair[1] != "renewed" {
+                tracing::debug!(task_id = %pair[0], outcome = %pair[1], "reaped");
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Queues delayed tasks and retries whose time has come; returns how many.
+    pub async fn promote(&self, limit: usize) -> Result<u64> {
+        let due = self
+            .due(
+                &self.keys.scheduled(),
+                limit,
+                &["state", "v", "h", "tags", "prio"],
+            )
+            .await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let intake = self.keys.intake();
+        let tasks: Vec<IntakeTask> = due
+            .iter()
+            .map(|(id, f)| IntakeTask {
+                id: id.clone(),
+                v: f[1].as_deref().and_then(|s| s.parse().ok()).unwrap_or(0) + 1,
+                h: f[2].clone().unwrap_or_default(),
+                tags: f[3]
+                    .as_deref()
+                    .and_then(|t| serde_json::from_str(t).ok())
+                    .unwrap_or_default(),
+                prio: f[4].as_deref().and_then(|p| p.parse().ok()).unwrap_or(0),
+            })
+            .collect();
+        let mut inv = self.scripts.promote.prepare_invoke();
+        inv.key(self.keys.scheduled())
+            .key(self.keys.counts())
+            .key(&intake)
+            .arg(self.keys.prefix())
+            .arg(self.seal(
+                &intake,
+                messages::SUBMIT,
+                &IntakeBody {
+                    tasks: tasks.clone(),
+                },
+            ));
+        for t in &tasks {
+            inv.arg(&t.id).arg(t.v - 1);
+        }
+        let mut con = self.con().await?;
+        let v = to_strings("promote", inv.invoke_async(&mut con).await?)?;
+        for (s, t) in v.iter().zip(&tasks) {
+            if s == "queued" {
+                tracing::debug!(task_id = %t.id, "promoted to queued");
+            }
+        }
+        Ok(v.iter().filter(|s| *s == "queued").count() as u64)
+    }
+
+    pub async fn heartbeat(&self, hb: &Heartbeat<'_>) -> Result<()> {
+        let mut con = self.con().await?;
+        let _: i64 = self
+            .scripts
+            .heartbeat
+            .key(self.keys.worker(hb.worker_id))
+            .key(self.keys.workers())
+            .key(self.keys.handlers())
+            .arg(hb.worker_id)
+            .arg(hb.capacity)
+            .arg(serde_json::to_string(hb.handlers).expect("strings serialize"))
+            .arg(serde_json::to_string(hb.tags).expect("strings serialize"))
+            .arg(hb.in_flight)
+            .arg(if hb.draining { 1 } else { 0 })
+            .arg(env!("CARGO_PKG_VERSION"))
+            .invoke_async(&mut con)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes or keeps the leader lease (`ttl` zero gives it up).
+    pub async fn lead(&self, candidate: &str, ttl: Duration) -> Result<bool> {
+        let mut con = self.con().await?;
+        let held: i64 = self
+            .scripts
+            .leader
+            .key(self.keys.leader())
+            .arg(candidate)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut con)
+            .await?;
+        Ok(held == 1)
+    }
+
+    pub async fn forget_workers(&self, silent_for: Duration) -> Result<Vec<String>> {
+        let mut con = self.con().await?;
+        let v = self
+            .scripts
+            .forget_workers
+            .key(self.keys.workers())
+            .arg(self.keys.prefix())
+            .arg(silent_for.as_millis() as u64)
+            .invoke_async(&mut con)
+            .await?;
+        to_strings("forget_workers", v)
+    }
+
+    // ---- reads ---------------------------------------------------------
+
+    pub async fn get_task(&self, id: &TaskId) -> Result<Option<TaskView>> {
+        let mut con = self.con().await?;
+        let map: HashMap<String, String> = con.hgetall(self.keys.task(id.as_str())).await?;
+        Ok(task_view(id.as_str(), &map))
+    }
+
+    /// One page of tasks, optionally in one state. The cursor is Redis'
+    /// SCAN cursor ("0" starts and ends), so a page may hold fewer than
+    /// `limit` tasks while more remain.
+    pub async fn list_tasks(
+        &self,
+        state: Option<TaskState>,
+        cursor: &str,
+        limit: usize,
+    ) -> Result<(Vec<TaskView>, String)> {
+        let mut con = self.con().await?;
+        let mut cursor = cursor.to_string();
+        let mut out = Vec::new();
+        let prefix_len = self.keys.task("").len();
+        // Keep scanning until the page has something or the scan ends, but
+        // bound the work done for one request.
+        for _ in 0..20 {
+            let (next, keys): (String, Vec<String>) = redis::cmd("SCAN")
+                .arg(&cursor)
+                .arg("MATCH")
+                .arg(self.keys.task_pattern())
+                .arg("COUNT")
+                .arg(limit.max(10))
+                .query_async(&mut con)
+                .await?;
+            let mut pipe = redis::pipe();
+            for k in &keys {
+                pipe.cmd("HGETALL").arg(k);
+            }
+            let maps: Vec<HashMap<String, String>> = if keys.is_empty() {
+                Vec::new()
+            } else {
+                pipe.query_async(&mut con).await?
+            };
+            for (k, map) in keys.iter().zip(maps) {
+                if let Some(view) = task_view(&k[prefix_len..], &map) {
+                    if state.is_none_or(|s| s == view.state) {
+                        out.push(view);
+                    }
+                }
+            }
+            cursor = next;
+            if !out.is_empty() || cursor == "0" {
+                break;
+            }
+        }
+        Ok((out, cursor))
+    }
+
+    /// Workers heard from within `ttl`.
+    pub async fn workers(&self, ttl: Duration) -> Result<Vec<WorkerView>> {
+        let mut con = self.con().await?;
+        let since = self.clock.now_ms().saturating_sub(ttl.as_millis() as u64);
+        let ids: Vec<String> = con
+            .zrangebyscore(self.keys.workers(), since, "+inf")
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGETALL").arg(self.keys.worker(id));
+        }
+        let maps: Vec<HashMap<String, String>> = pipe.query_async(&mut con).await?;
+        Ok(ids
+            .into_iter()
+            .zip(maps)
+            .filter(|(_, m)| m.contains_key("cap"))
+            .map(|(id, m)| WorkerView {
+                id,
+                handlers: m
+                    .get("handlers")
+                    .and_then(|h| serde_json::from_str(h).ok())
+                    .unwrap_or_default(),
+                tags: m
+                    .get("tags")
+                    .and_then(|h| serde_json::from_str(h).ok())
+                    .unwrap_or_default(),
+                capacity: num(m.get("cap")),
+                used: num(m.get("used")),
+                in_flight: num(m.get("inflight")),
+                draining: m.get("draining").is_some_and(|d| d == "1"),
+                last_heartbeat_ms: num(m.get("hb")),
+                version: m.get("version").cloned().unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// Handler names workers have offered, with when each was last offered.
+    pub async fn known_handlers(&self) -> Result<HashMap<String, u64>> {
+        let mut con = self.con().await?;
+        Ok(con.hgetall(self.keys.handlers()).await?)
+    }
+
+    /// Backlog per live state.
+    pub async fn counts(&self) -> Result<HashMap<String, i64>> {
+        let mut con = self.con().await?;
+        Ok(con.hgetall(self.keys.counts()).await?)
+    }
+}
+
+fn task_view(id: &str, m: &HashMap<String, String>) -> Option<TaskView> {
+    let state = TaskState::parse(m.get("state")?)?;
+    let opt_num = |k: &str| {
+        m.get(k)
+            .and_then(|s| s.parse::<u64>().ok())
+            .filter(|n| *n > 0)
+    };
+    let fence = match (m.get("e"), m.get("f")) {
+        (Some(e), Some(f)) => Some(format!("{e}.{f}")),
+        _ => None,
+    };
+    Some(TaskView {
+        id: id.to_string(),
+        state,
+        handler: m.get("h").cloned().unwrap_or_default(),
+        input: m
+            .get("in")
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or(serde_json::Value::Null),
+        tags: m
+            .get("tags")
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default(),
+        priority: num(m.get("prio")),
+        attempts: num(m.get("att")),
+        max_attempts: num(m.get("max")),
+        timeout_ms: num(m.get("to")),
+        version: num(m.get("v")),
+        run_at_ms: opt_num("run_at"),
+        created_ms: num(m.get("ct")),
+        updated_ms: num(m.get("ut")),
+        started_ms: opt_num("st"),
+        finished_ms: opt_num("fin"),
+        worker: m.get("w").cloned(),
+        fence,
+        result: m
+            .get("res")
+            .map(|s| serde_json::from_str(s).unwrap_or(serde_json::Value::String(s.clone()))),
+        error: m.get("err").cloned(),
+        cancel_requested: m.get("cr").is_some_and(|c| c == "1"),
+    })
+}

@@ -1,0 +1,45 @@
+//! The Lua scripts, embedded once. Each is `lua/prelude.lua` followed by the
+//! script's own file, loaded by SHA and re-sent by redis-rs when Redis
+//! answers NOSCRIPT (after a restart or SCRIPT FLUSH).
+
+use redis::Script;
+
+const PRELUDE: &str = include_str!("../../lua/prelude.lua");
+
+fn load(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}\n{body}"))
+}
+
+pub struct Scripts {
+    pub submit: Script,
+    pub assign: Script,
+    pub start: Script,
+    pub renew: Script,
+    pub complete: Script,
+    pub cancel: Script,
+    pub reap: Script,
+    pub promote: Script,
+    pub heartbeat: Script,
+    pub leader: Script,
+    pub trim: Script,
+    pub forget_workers: Script,
+}
+
+impl Scripts {
+    pub fn load() -> Self {
+        Scripts {
+            submit: load(include_str!("../../lua/submit.lua")),
+            assign: load(include_str!("../../lua/assign.lua")),
+            start: load(include_str!("../../lua/start.lua")),
+            renew: load(include_str!("../../lua/renew.lua")),
+            complete: load(include_str!("../../lua/complete.lua")),
+            cancel: load(include_str!("../../lua/cancel.lua")),
+            reap: load(include_str!("../../lua/reap.lua")),
+            promote: load(include_str!("../../lua/promote.lua")),
+            heartbeat: load(include_str!("../../lua/heartbeat.lua")),
+            leader: load(include_str!("../../lua/leader.lua")),
+            trim: load(include_str!("../../lua/trim.lua")),
+            forget_workers: load(include_str!("../../lua/forget_workers.lua")),
+        }
+    }
+}
