@@ -1,0 +1,8 @@
+//! One integration test binary: real redis-server processes, roles
+//! in-process or as real `drover` processes. See `support` for the harness.
+
+mod api;
+mod lifecycle;
+mod processes;
+mod scripts;
+mod support;
