@@ -45,7 +45,7 @@ for i = 5, #ARGV, 2 do
   end
 end
 if assigned > 0 then
-  redis.call('ZADD', KEYS[3], unpack(deadlines))
+  zadd_pairs(KEYS[3], deadlines)
   redis.call('HINCRBY', KEYS[1], 'used', assigned)
   redis.call('HINCRBY', KEYS[4], 'queued', -assigned)
   redis.call('HINCRBY', KEYS[4], 'assigned', assigned)

@@ -22,7 +22,11 @@ local now = now_ms()
 if state == 'running' then
   if (t[3] or '') ~= ARGV[7] then return { 'conflict', state } end
   redis.call('HSET', key, 'cr', 1, 'ut', now)
-  append(worker_key(prefix, ARGV[7]) .. ':in', ARGV[8])
+  -- A worker the janitor forgot has no stream to tell; its lease expires
+  -- and the reaper, seeing the request, cancels the task.
+  if redis.call('EXISTS', worker_key(prefix, ARGV[7])) == 1 then
+    append(worker_key(prefix, ARGV[7]) .. ':in', ARGV[8])
+  end
   return { 'requested', state }
 end
 if state == 'scheduled' then redis.call('ZREM', KEYS[2], id) end

@@ -13,14 +13,15 @@
 --        holds the lease (wrong state, worker, epoch or fence): a zombie
 --        worker's late completion changes nothing.
 -- 'release' hands a task back without charging an attempt (graceful
--- shutdown); it is queued again and announced on the intake stream.
+-- shutdown); it is queued again and announced on the intake stream, unless
+-- a cancel was requested meanwhile: then it is cancelled.
 local prefix, wid, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
-local reply, deltas, changed, released, done = {}, {}, 0, 0, {}
+local reply, deltas, changed, released, done = {}, {}, 0, {}, {}
 for i = 7, #ARGV, 6 do
   local id, epoch, fence, outcome, payload, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local key = task_key(prefix, id)
-  local t = redis.call('HMGET', key, 'state', 'w', 'e', 'f', 'v', 'att')
+  local t = redis.call('HMGET', key, 'state', 'w', 'e', 'f', 'v', 'att', 'cr')
   if t[1] ~= 'running' or t[2] ~= wid or t[3] ~= epoch or t[4] ~= fence then
     reply[#reply + 1] = 'stale'
   else
@@ -32,14 +33,14 @@ for i = 7, #ARGV, 6 do
       redis.call('HSET', key, 'res', payload)
       finish(key, 'succeeded', now, ttl, v)
       state = 'succeeded'
-    elseif outcome == 'cancelled' then
+    elseif outcome == 'cancelled' or (outcome == 'release' and t[7] == '1') then
       finish(key, 'cancelled', now, ttl, v)
       state = 'cancelled'
     elseif outcome == 'release' then
       redis.call('HSET', key, 'state', 'queued', 'v', v, 'att', tonumber(t[6]) - 1, 'ut', now)
       redis.call('HDEL', key, 'w')
       bump(deltas, 'queued', 1)
-      released = released + 1
+      released[#released + 1] = id
       state = 'queued'
     else
       redis.call('HSET', key, 'err', payload)
@@ -50,13 +51,13 @@ for i = 7, #ARGV, 6 do
   end
 end
 if changed > 0 then
-  redis.call('ZREM', KEYS[1], unpack(done))
+  zrem_many(KEYS[1], done)
   local k = KEYS[4]
   if redis.call('EXISTS', k) == 1 then
     if tonumber(redis.call('HINCRBY', k, 'used', -changed)) < 0 then redis.call('HSET', k, 'used', 0) end
   end
   flush_counts(KEYS[3], deltas)
   append(KEYS[5], ARGV[4], ARGV[5])
-  if released > 0 then append(KEYS[6], ARGV[6]) end
+  announce(prefix, KEYS[6], ARGV[6], released)
 end
 return reply

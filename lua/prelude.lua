@@ -44,13 +44,42 @@ local function finish(key, state, now, ttl_ms, v)
   redis.call('PEXPIRE', key, ttl_ms)
 end
 
--- Appends one signed envelope (bytes made in Rust) to a stream.
+-- Appends one signed envelope (bytes made in Rust) to a stream; returns
+-- the entry id (nil when there is no envelope).
 local function append(stream, envelope, maxlen)
-  if envelope == nil or envelope == '' then return end
+  if envelope == nil or envelope == '' then return nil end
   if maxlen and tonumber(maxlen) > 0 then
-    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'm', envelope)
-  else
-    redis.call('XADD', stream, '*', 'm', envelope)
+    return redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'm', envelope)
+  end
+  return redis.call('XADD', stream, '*', 'm', envelope)
+end
+
+-- Announces queued tasks on the intake stream and records the entry in each
+-- task (`ent`), so the reconciler can tell a task whose entry was lost.
+local function announce(prefix, intake, envelope, ids)
+  if #ids == 0 then return end
+  local ent = append(intake, envelope)
+  for _, id in ipairs(ids) do
+    redis.call('HSET', task_key(prefix, id), 'ent', ent)
+  end
+end
+
+-- Lua's unpack() takes a few thousand values at most: variadic commands
+-- over big batches go in chunks.
+local CHUNK = 1000
+local function zadd_pairs(key, pairs_list)
+  for i = 1, #pairs_list, 2 * CHUNK do
+    redis.call('ZADD', key, unpack(pairs_list, i, math.min(i + 2 * CHUNK - 1, #pairs_list)))
+  end
+end
+local function zadd_xx_pairs(key, pairs_list)
+  for i = 1, #pairs_list, 2 * CHUNK do
+    redis.call('ZADD', key, 'XX', unpack(pairs_list, i, math.min(i + 2 * CHUNK - 1, #pairs_list)))
+  end
+end
+local function zrem_many(key, members)
+  for i = 1, #members, CHUNK do
+    redis.call('ZREM', key, unpack(members, i, math.min(i + CHUNK - 1, #members)))
   end
 end
 

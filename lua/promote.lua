@@ -10,7 +10,7 @@
 --        member is dropped)
 local prefix = ARGV[1]
 local now = now_ms()
-local reply, dropped, queued = {}, {}, 0
+local reply, dropped, queued = {}, {}, {}
 for i = 3, #ARGV, 2 do
   local id, expected = ARGV[i], ARGV[i + 1]
   local key = task_key(prefix, id)
@@ -26,14 +26,14 @@ for i = 3, #ARGV, 2 do
   else
     redis.call('HSET', key, 'state', 'queued', 'v', tonumber(t[2]) + 1, 'ut', now)
     dropped[#dropped + 1] = id
-    queued = queued + 1
+    queued[#queued + 1] = id
     reply[#reply + 1] = 'queued'
   end
 end
-if #dropped > 0 then redis.call('ZREM', KEYS[1], unpack(dropped)) end
-if queued > 0 then
-  redis.call('HINCRBY', KEYS[2], 'scheduled', -queued)
-  redis.call('HINCRBY', KEYS[2], 'queued', queued)
-  append(KEYS[3], ARGV[2])
+zrem_many(KEYS[1], dropped)
+if #queued > 0 then
+  redis.call('HINCRBY', KEYS[2], 'scheduled', -#queued)
+  redis.call('HINCRBY', KEYS[2], 'queued', #queued)
+  announce(prefix, KEYS[3], ARGV[2], queued)
 end
 return reply

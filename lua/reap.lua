@@ -13,7 +13,7 @@
 --        'conflict' | 'gone' (no task: the member is dropped))
 local prefix, ttl = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
-local reply, deltas, requeued, changed, dropped = {}, {}, 0, 0, {}
+local reply, deltas, requeued, changed, dropped = {}, {}, {}, 0, {}
 for i = 6, #ARGV, 3 do
   local id, expected, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local key = task_key(prefix, id)
@@ -36,7 +36,7 @@ for i = 6, #ARGV, 3 do
       redis.call('HSET', key, 'state', 'queued', 'v', v, 'ut', now)
       redis.call('HDEL', key, 'w')
       bump(deltas, 'queued', 1)
-      requeued = requeued + 1
+      requeued[#requeued + 1] = id
       outcome = 'queued'
     elseif t[1] == 'running' then
       redis.call('HSET', key, 'err', 'lease expired')
@@ -51,8 +51,8 @@ for i = 6, #ARGV, 3 do
   reply[#reply + 1] = id
   reply[#reply + 1] = outcome
 end
-if #dropped > 0 then redis.call('ZREM', KEYS[1], unpack(dropped)) end
+zrem_many(KEYS[1], dropped)
 flush_counts(KEYS[3], deltas)
-if requeued > 0 then append(KEYS[4], ARGV[3]) end
+announce(prefix, KEYS[4], ARGV[3], requeued)
 if changed > 0 then append(KEYS[5], ARGV[4], ARGV[5]) end
 return reply

@@ -19,5 +19,5 @@ for i = 4, #ARGV, 3 do
     if t[5] == '1' then reply[#reply + 1] = 'cancel' else reply[#reply + 1] = 'ok' end
   end
 end
-if #deadlines > 0 then redis.call('ZADD', KEYS[1], 'XX', unpack(deadlines)) end
+zadd_xx_pairs(KEYS[1], deadlines)
 return reply

@@ -1,6 +1,6 @@
 -- start.lua — a worker takes the lease on tasks assigned to it (assigned → running).
 -- KEYS[1] worker stream      KEYS[2] deadlines zset     KEYS[3] counts hash
--- KEYS[4] epoch string
+-- KEYS[4] epoch hash (epoch, run: the Redis run_id it was made under)
 -- ARGV[1] key prefix         ARGV[2] consumer group     ARGV[3] stream entry id to
 --                                                      acknowledge ('' = none)
 -- ARGV[4] worker id          ARGV[5] lease TTL ms
@@ -10,15 +10,21 @@
 --        handler, input, timeout ms, attempt, max attempts, tags JSON,
 --        priority (else '' each).
 -- Taking the lease increments the fence; (epoch, fence) is the token that
--- renew and complete must present. The epoch is created here if Redis lost
--- it, so a token issued before a data loss never equals one issued after.
+-- renew and complete must present. A new epoch begins whenever this Redis
+-- process is not the one that made the current epoch (a restart, which may
+-- have lost the last writes, or a failover to a replica), so a token issued
+-- before a data loss never equals one issued after. Tasks already running
+-- keep the epoch they were started under.
 -- A replayed or stale assign message names an old version and is refused.
 local prefix, group, entry, wid, lease = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local now = now_ms()
-local epoch = redis.call('GET', KEYS[4])
-if not epoch then
-  epoch = tostring(now)
-  redis.call('SET', KEYS[4], epoch)
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+local current = redis.call('HMGET', KEYS[4], 'epoch', 'run')
+local epoch = current[1]
+if not epoch or current[2] ~= run then
+  -- Epochs rise even if the clock stepped back.
+  epoch = tostring(math.max(now, tonumber(epoch or '0') + 1))
+  redis.call('HSET', KEYS[4], 'epoch', epoch, 'run', run)
 end
 local reply, deadlines, started = {}, {}, 0
 local function refuse(status)
@@ -48,7 +54,7 @@ for i = 6, #ARGV, 2 do
   end
 end
 if started > 0 then
-  redis.call('ZADD', KEYS[2], unpack(deadlines))
+  zadd_pairs(KEYS[2], deadlines)
   redis.call('HINCRBY', KEYS[3], 'assigned', -started)
   redis.call('HINCRBY', KEYS[3], 'running', started)
 end

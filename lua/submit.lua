@@ -4,16 +4,17 @@
 --                                    the caller expects to be queued now ('' if none)
 -- ARGV[3] idempotency TTL ms
 -- ARGV[4..] 9 per task: id, handler, input JSON, tags JSON, priority,
---           max attempts, timeout ms, run_at ms (0 = now), idempotency key ('' = none)
+--           max attempts, timeout ms, run_at ms (0 = now: the task is in the
+--           envelope), idempotency key ('' = none)
 -- Reply: flat array, 2 per task: id (the existing one for a duplicate),
 --        status: 'queued' | 'scheduled' | 'duplicate'
--- A task whose run_at Redis deems in the future is scheduled even if the
--- caller listed it in the envelope; that entry then fails the distributor's
--- state check and is dropped as stale. The envelope is appended only if at
--- least one task was queued.
+-- The caller decides queued (run_at 0, listed in the envelope) or
+-- scheduled (run_at set, not listed), so the two always agree; the
+-- scheduler queues a scheduled task once Redis time reaches its run_at.
+-- The envelope is appended only if at least one task was queued.
 local prefix, envelope, idem_ttl = ARGV[1], ARGV[2], ARGV[3]
 local now = now_ms()
-local reply, deltas, queued = {}, {}, 0
+local reply, deltas, queued = {}, {}, {}
 for i = 4, #ARGV, 9 do
   local id, handler, input, tags, prio = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local max, timeout, run_at, idem = ARGV[i + 5], ARGV[i + 6], tonumber(ARGV[i + 7]), ARGV[i + 8]
@@ -31,7 +32,7 @@ for i = 4, #ARGV, 9 do
   end
   if not existing then
     local state = 'queued'
-    if run_at > now then state = 'scheduled' end
+    if run_at > 0 then state = 'scheduled' end
     local key = task_key(prefix, id)
     redis.call('HSET', key, 'state', state, 'v', 1, 'h', handler, 'in', input, 'tags', tags,
       'prio', prio, 'max', max, 'att', 0, 'f', 0, 'to', timeout, 'run_at', run_at, 'ct', now, 'ut', now)
@@ -39,7 +40,7 @@ for i = 4, #ARGV, 9 do
     if state == 'scheduled' then
       redis.call('ZADD', KEYS[2], run_at, id)
     else
-      queued = queued + 1
+      queued[#queued + 1] = id
     end
     bump(deltas, state, 1)
     reply[#reply + 1] = id
@@ -47,5 +48,5 @@ for i = 4, #ARGV, 9 do
   end
 end
 flush_counts(KEYS[3], deltas)
-if queued > 0 then append(KEYS[1], envelope) end
+announce(prefix, KEYS[1], envelope, queued)
 return reply

@@ -13,7 +13,6 @@ use crate::roles::worker::WorkerSpec;
 use crate::roles::{self, coordinator, distributor, worker, Context};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -110,6 +109,9 @@ pub enum Command {
         #[command(flatten)]
         api: ApiArgs,
         id: String,
+        /// Wait up to this long for the task to finish first, e.g. 30s.
+        #[arg(long)]
+        wait: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -258,8 +260,31 @@ fn process_id(role: &str, given: Option<&str>) -> String {
     })
 }
 
+/// Client commands print to stdout: let `drover tasks | head` end quietly
+/// when the reader goes away, as command-line tools do, instead of failing
+/// on a broken pipe.
+fn default_sigpipe() {
+    // SAFETY: restoring the default disposition of SIGPIPE has no
+    // preconditions; it only changes what a write to a closed pipe does.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Runs the parsed command to completion.
 pub async fn execute(cli: Cli) -> anyhow::Result<()> {
+    if matches!(
+        cli.command,
+        Command::Submit { .. }
+            | Command::Status { .. }
+            | Command::Cancel { .. }
+            | Command::Tasks { .. }
+            | Command::Workers { .. }
+            | Command::Keygen { .. }
+            | Command::Config { .. }
+    ) {
+        default_sigpipe();
+    }
     match cli.command {
         Command::Coordinator { common, http_addr } => {
             let mut layers = common.layers()?;
@@ -386,8 +411,20 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             )
             .await
         }
-        Command::Status { api, id, json } => {
-            client::status(&Client::new(&api.api, api.token)?, &id, json).await
+        Command::Status {
+            api,
+            id,
+            wait,
+            json,
+        } => {
+            let wait = match wait {
+                None => None,
+                Some(w) => Some(
+                    crate::handlers::parse_duration(&w)
+                        .ok_or_else(|| anyhow::anyhow!("--wait: {w:?} is not a duration"))?,
+                ),
+            };
+            client::status(&Client::new(&api.api, api.token)?, &id, wait, json).await
         }
         Command::Cancel { api, id, json } => {
             client::cancel(&Client::new(&api.api, api.token)?, &id, json).await
@@ -439,6 +476,3 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         }
     }
 }
-
-/// Default pause of the client's progress output.
-pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);

@@ -247,8 +247,16 @@ async fn wait_all(
     Ok(states)
 }
 
-pub async fn status(client: &Client, id: &str, json: bool) -> anyhow::Result<()> {
-    let t = client.get(id).await?;
+pub async fn status(
+    client: &Client,
+    id: &str,
+    wait: Option<Duration>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let t = match wait {
+        Some(w) => client.wait(id, w).await?,
+        None => client.get(id).await?,
+    };
     if json {
         return print_json(&t);
     }

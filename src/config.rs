@@ -340,6 +340,11 @@ impl Layers {
         }
     }
 
+    /// True when no file, env variable or flag set `key`.
+    pub fn is_default(&self, key: &str) -> bool {
+        matches!(self.values.get(key), Some((_, Origin::Default)))
+    }
+
     /// A value set by the program itself (e.g. `drover dev`), as a default.
     pub fn set_default(&mut self, key: &'static str, value: impl Into<String>) {
         if let Some((_, Origin::Default)) = self.values.get(key) {
@@ -643,6 +648,14 @@ impl Layers {
                 "must be 1-128 characters of A-Z a-z 0-9 - _ .",
             ));
         }
+        if let Some(bad) = self.handlers.keys().find(|h| !is_valid_name(h)) {
+            let origin = Origin::File(self.file.clone().unwrap_or_default());
+            return Err(ConfigError::new(
+                format!("handlers.{bad}"),
+                &origin,
+                "handler names are 1-64 characters of A-Z a-z 0-9 - _ . (what the API accepts)",
+            ));
+        }
         let tags = self.list("worker.tags");
         if let Some(bad) = tags.iter().find(|t| !valid_tag(t)) {
             let (_, o) = self.raw("worker.tags");
@@ -727,6 +740,14 @@ fn valid_tag(t: &str) -> bool {
         && t.len() <= 64
         && t.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
+}
+
+/// Handler names as the API accepts them, shared with request validation.
+pub fn is_valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 /// Tags as the API accepts them, shared with request validation.

@@ -9,7 +9,7 @@ pub mod auth;
 pub mod error;
 pub mod waiters;
 
-use crate::config::is_valid_tag;
+use crate::config::{is_valid_name, is_valid_tag};
 use crate::handlers::parse_duration;
 use crate::roles::Context;
 use crate::store::{CancelOutcome, WorkerView};
@@ -221,13 +221,6 @@ fn parse_id(id: &str) -> Result<TaskId, ApiError> {
     TaskId::parse(id).ok_or_else(|| ApiError::NotFound(format!("no task {id:?}")))
 }
 
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-}
-
 impl ApiState {
     /// Turns a request into a task, or says exactly what is wrong with it.
     async fn validate(
@@ -237,7 +230,7 @@ impl ApiState {
         now_ms: u64,
     ) -> Result<NewTask, ApiError> {
         let c = &self.ctx.settings.coordinator;
-        if !valid_name(&req.handler) {
+        if !is_valid_name(&req.handler) {
             return Err(ApiError::Invalid(
                 "handler: must be 1-64 characters of A-Z a-z 0-9 - _ .".into(),
             ));

@@ -5,11 +5,15 @@
 //! submitted task and anything executable. A task names a handler and supplies JSON
 //! input, nothing more, so submitting a task can never choose a program, a URL or an
 //! environment. The kinds are `builtin` (in-process helpers, see [`builtin`]), `exec`
-//! (a fixed program spawned without a shell, see [`exec`]) and `http` (a POST to a
-//! fixed URL, see [`http`]). This module also holds the duration and size parsers the
-//! profile loader shares.
+//! (a fixed program spawned without a shell, see [`exec`]), `http` (a POST to a
+//! fixed URL, see [`http`]) and `container` (a fixed image run in Docker with
+//! resource limits, see [`container`]). A handler may depend on something outside
+//! the worker (Docker, for containers): [`Registry::unavailable`] says which cannot
+//! run right now and why, so the worker offers only the others. This module also
+//! holds the duration and size parsers the profile loader shares.
 
 pub mod builtin;
+pub mod container;
 pub mod exec;
 pub mod http;
 
@@ -25,12 +29,21 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 pub use builtin::{Builtin, BuiltinSpec, BUILTIN_NAMES};
+pub use container::{ContainerHandler, ContainerSpec, DockerEngine, DockerError};
 pub use exec::{ExecHandler, ExecSpec};
 pub use http::{HttpHandler, HttpSpec};
 
 /// The future a [`Handler`] returns: boxed so handlers of different types can sit in
 /// one [`Registry`], and `Send` so the worker can run it on any runtime thread.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, HandlerError>> + Send>>;
+
+/// What an availability [`Probe`] returns: `Err` carries the reason, for the
+/// worker's health report and logs.
+pub type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// Checks whether a handler can run here now (e.g. whether Docker answers). It is
+/// called before every heartbeat, so it must be quick and bound its own waiting.
+pub type Probe = Arc<dyn Fn() -> ProbeFuture + Send + Sync>;
 
 /// `max_output` when the profile does not set one.
 pub const DEFAULT_MAX_OUTPUT: usize = 1024 * 1024;
@@ -99,16 +112,17 @@ where
 /// One `[handlers]` entry as written in the profile.
 ///
 /// Each kind's fields live in its own struct next to its handler, so adding a kind
-/// (e.g. `container`) is a new variant plus an arm in [`Registry::from_specs`], and
-/// the compiler points at every `match` that must learn about it. An unknown `kind`
-/// is rejected by deserialization ("unknown variant `container`, expected one of
-/// `builtin`, `exec`, `http`"), as is any key the kind does not define.
+/// is a new variant plus an arm in [`Registry::from_specs`], and the compiler points
+/// at every `match` that must learn about it. An unknown `kind` is rejected by
+/// deserialization ("unknown variant `wasm`, expected one of `builtin`, `exec`,
+/// `http`, `container`"), as is any key the kind does not define.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum HandlerSpec {
     Builtin(BuiltinSpec),
     Exec(ExecSpec),
     Http(HttpSpec),
+    Container(ContainerSpec),
 }
 
 /// A `[handlers]` entry that cannot be turned into a handler. Every message starts
@@ -150,6 +164,14 @@ pub enum SpecError {
     /// The shared HTTP client could not be built (e.g. no TLS roots could be loaded).
     #[error("handlers.{handler}: cannot build the HTTP client: {reason}")]
     HttpClient { handler: String, reason: String },
+    /// A value of the right type that is out of range or malformed, e.g. container
+    /// `cpus = 0` or a `docker_host` with an unknown scheme.
+    #[error("handlers.{handler}.{key}: {reason}")]
+    Invalid {
+        handler: String,
+        key: &'static str,
+        reason: String,
+    },
 }
 
 /// A registered handler and the timeout its profile entry set, if any.
@@ -157,6 +179,22 @@ pub enum SpecError {
 struct Entry {
     handler: Arc<dyn Handler>,
     timeout: Option<Duration>,
+    /// `None` for handlers that can always run (builtin, exec, http).
+    probe: Option<Probe>,
+    /// Kept typed so [`Registry::for_worker`] can relabel it and
+    /// [`Registry::sweep_orphans`] can reach its Docker engine.
+    container: Option<ContainerHandler>,
+}
+
+impl Entry {
+    fn plain(handler: Arc<dyn Handler>, timeout: Option<Duration>) -> Entry {
+        Entry {
+            handler,
+            timeout,
+            probe: None,
+            container: None,
+        }
+    }
 }
 
 /// The handlers one worker offers, by name.
@@ -174,27 +212,42 @@ impl Registry {
         // Built on first use so profiles without http handlers never need one, and
         // shared so all http handlers of this registry share one connection pool.
         let mut client: Option<reqwest::Client> = None;
+        // One engine per Docker endpoint, so its connection and health are shared
+        // by all the container handlers that use it.
+        let mut engines: BTreeMap<String, Arc<DockerEngine>> = BTreeMap::new();
         for (name, spec) in specs {
             if name.is_empty() {
                 return Err(SpecError::EmptyName);
             }
             let entry = match spec {
-                HandlerSpec::Builtin(spec) => Entry {
-                    handler: Arc::new(Builtin::from_spec(name, spec)?),
-                    timeout: None,
-                },
-                HandlerSpec::Exec(spec) => Entry {
-                    handler: Arc::new(ExecHandler::from_spec(name, spec)?),
-                    timeout: spec_duration(name, "timeout", spec.timeout.as_deref())?,
-                },
-                HandlerSpec::Http(spec) => Entry {
-                    handler: Arc::new(HttpHandler::from_spec(
+                HandlerSpec::Builtin(spec) => {
+                    Entry::plain(Arc::new(Builtin::from_spec(name, spec)?), None)
+                }
+                HandlerSpec::Exec(spec) => Entry::plain(
+                    Arc::new(ExecHandler::from_spec(name, spec)?),
+                    spec_duration(name, "timeout", spec.timeout.as_deref())?,
+                ),
+                HandlerSpec::Http(spec) => Entry::plain(
+                    Arc::new(HttpHandler::from_spec(
                         name,
                         spec,
                         shared_client(&mut client, name)?,
                     )?),
-                    timeout: spec_duration(name, "timeout", spec.timeout.as_deref())?,
-                },
+                    spec_duration(name, "timeout", spec.timeout.as_deref())?,
+                ),
+                HandlerSpec::Container(spec) => {
+                    let host = container::docker_host(name, spec)?;
+                    let engine = engines
+                        .entry(host.clone())
+                        .or_insert_with(|| Arc::new(DockerEngine::new(host)));
+                    let handler = ContainerHandler::from_spec(name, spec, Arc::clone(engine))?;
+                    Entry {
+                        handler: Arc::new(handler.clone()),
+                        timeout: spec_duration(name, "timeout", spec.timeout.as_deref())?,
+                        probe: Some(handler.probe()),
+                        container: Some(handler),
+                    }
+                }
             };
             registry.entries.insert(name.clone(), entry);
         }
@@ -204,13 +257,91 @@ impl Registry {
     /// Adds (or replaces) a handler under `name`, with no profile timeout: the
     /// worker's default task timeout applies to it.
     pub fn register(&mut self, name: impl Into<String>, handler: Arc<dyn Handler>) {
-        self.entries.insert(
-            name.into(),
-            Entry {
-                handler,
-                timeout: None,
-            },
-        );
+        self.entries
+            .insert(name.into(), Entry::plain(handler, None));
+    }
+
+    /// Like [`Registry::register`], for a handler that can only run while `probe`
+    /// succeeds (e.g. one that needs a service or a device).
+    pub fn register_with_probe(
+        &mut self,
+        name: impl Into<String>,
+        handler: Arc<dyn Handler>,
+        probe: Probe,
+    ) {
+        let mut entry = Entry::plain(handler, None);
+        entry.probe = Some(probe);
+        self.entries.insert(name.into(), entry);
+    }
+
+    /// This registry as worker `worker_id` runs it: container handlers label their
+    /// containers with the id, which is what [`Registry::sweep_orphans`] looks for
+    /// after a crash. Each worker calls it with its own id (in `drover dev` several
+    /// workers share one profile).
+    pub fn for_worker(&self, worker_id: &str) -> Registry {
+        let mut registry = self.clone();
+        for entry in registry.entries.values_mut() {
+            if let Some(container) = &entry.container {
+                let relabelled = container.for_worker(worker_id);
+                entry.handler = Arc::new(relabelled.clone());
+                entry.container = Some(relabelled);
+            }
+        }
+        registry
+    }
+
+    /// Handlers that cannot run here now, with the reason (e.g. Docker unreachable),
+    /// sorted by name. The worker leaves them out of its heartbeat and reports them
+    /// in its health. Probes run concurrently and bound their own waiting (Docker's
+    /// ping: 2 s), so this is quick even when something hangs.
+    pub async fn unavailable(&self) -> Vec<(String, String)> {
+        let probes = self
+            .entries
+            .iter()
+            .filter_map(|(name, entry)| entry.probe.as_ref().map(|probe| (name, probe())));
+        let (names, checks): (Vec<&String>, Vec<ProbeFuture>) = probes.unzip();
+        let results = futures_util::future::join_all(checks).await;
+        names
+            .into_iter()
+            .zip(results)
+            .filter_map(|(name, result)| result.err().map(|reason| (name.clone(), reason)))
+            .collect()
+    }
+
+    /// Force-removes the containers a previous run of worker `worker_id` left behind
+    /// (it crashed or was killed mid-task), on every Docker engine this registry's
+    /// container handlers use; returns how many were removed. Call it once at worker
+    /// start, before taking tasks. Without container handlers it does nothing. Every
+    /// engine is tried; the first failure (e.g. Docker unreachable) is returned.
+    pub async fn sweep_orphans(&self, worker_id: &str) -> Result<usize, DockerError> {
+        let mut engines: Vec<&Arc<DockerEngine>> = Vec::new();
+        for container in self.entries.values().filter_map(|e| e.container.as_ref()) {
+            if !engines.iter().any(|e| Arc::ptr_eq(e, container.engine())) {
+                engines.push(container.engine());
+            }
+        }
+        let mut removed = 0;
+        let mut first_error = None;
+        for engine in engines {
+            let swept = match engine.client().await {
+                Ok(docker) => {
+                    container::sweep_orphans(&docker, worker_id)
+                        .await
+                        .map_err(|source| DockerError::Api {
+                            host: engine.host().to_owned(),
+                            source,
+                        })
+                }
+                Err(e) => Err(e),
+            };
+            match swept {
+                Ok(n) => removed += n,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(removed), Err)
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<dyn Handler>> {
@@ -283,8 +414,11 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 
 /// Parses a profile size in bytes: a whole number with an optional unit. `B` or no
 /// unit means bytes; `kB`, `MB`, `GB`, `TB` are powers of 1000 and `KiB`, `MiB`,
-/// `GiB`, `TiB` powers of 1024. Units are matched case-insensitively (`10KB` is
-/// 10 000 bytes, as the SI prefix says).
+/// `GiB`, `TiB` powers of 1024, as are Kubernetes' `Ki`, `Mi`, `Gi`, `Ti` (so a
+/// container's `memory = "512Mi"` reads as it would in a pod spec). Units are
+/// matched case-insensitively (`10KB` is 10 000 bytes, as the SI prefix says).
+/// Kubernetes' bare `k`, `M`, `G` are not accepted: matched case-insensitively, `m`
+/// would be ambiguous with Kubernetes' milli.
 pub fn parse_size(s: &str) -> Option<u64> {
     let (number, unit) = split_number(s)?;
     let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
@@ -293,10 +427,10 @@ pub fn parse_size(s: &str) -> Option<u64> {
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
         "tb" => 1_000_000_000_000,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        "tib" => 1 << 40,
+        "kib" | "ki" => 1 << 10,
+        "mib" | "mi" => 1 << 20,
+        "gib" | "gi" => 1 << 30,
+        "tib" | "ti" => 1 << 40,
         _ => return None,
     };
     number.checked_mul(multiplier)
@@ -480,6 +614,11 @@ mod tests {
             ("10KB", Some(10_000)),
             ("3MB", Some(3_000_000)),
             ("1 mib", Some(1 << 20)),
+            ("512Mi", Some(512 << 20)),
+            ("64Ki", Some(64 << 10)),
+            ("2Gi", Some(2 << 30)),
+            ("1Ti", Some(1 << 40)),
+            ("8 mi", Some(8 << 20)),
             ("0", Some(0)),
             ("", None),
             ("KiB", None),
@@ -487,6 +626,11 @@ mod tests {
             ("-1", None),
             ("10 bytes", None),
             ("20000000TiB", None),
+            ("20000000Ti", None),
+            ("5M", None),
+            ("5m", None),
+            ("1k", None),
+            ("1Mii", None),
         ];
         for (input, expected) in cases {
             assert_eq!(parse_size(input), *expected, "parse_size({input:?})");
@@ -554,11 +698,19 @@ mod tests {
 
     #[test]
     fn unknown_kinds_and_keys_are_rejected() {
-        let err = serde_json::from_value::<HandlerSpec>(json!({"kind": "container"}))
+        let err = serde_json::from_value::<HandlerSpec>(json!({"kind": "wasm"}))
             .expect_err("unknown kind")
             .to_string();
-        assert!(err.contains("unknown variant `container`"), "{err}");
-        assert!(err.contains("`builtin`, `exec`, `http`"), "{err}");
+        assert!(err.contains("unknown variant `wasm`"), "{err}");
+        assert!(
+            err.contains("`builtin`, `exec`, `http`, `container`"),
+            "{err}"
+        );
+
+        let err = serde_json::from_value::<HandlerSpec>(json!({"kind": "container"}))
+            .expect_err("container without an image")
+            .to_string();
+        assert!(err.contains("missing field `image`"), "{err}");
 
         let err = serde_json::from_value::<HandlerSpec>(json!({"command": ["x"]}))
             .expect_err("missing kind")
@@ -569,6 +721,7 @@ mod tests {
             json!({"kind": "exec", "command": ["x"], "shell": true}),
             json!({"kind": "builtin", "command": ["x"]}),
             json!({"kind": "http", "url": "http://h/", "method": "GET"}),
+            json!({"kind": "container", "image": "x", "privileged": true}),
         ] {
             let err = serde_json::from_value::<HandlerSpec>(entry.clone())
                 .expect_err("unknown key")
@@ -652,6 +805,22 @@ mod tests {
                 json!({"": {"kind": "builtin", "builtin": "noop"}}),
                 "handlers: handler names must not be empty",
             ),
+            (
+                json!({"r": {"kind": "container", "image": ""}}),
+                "handlers.r.image: must not be empty",
+            ),
+            (
+                json!({"r": {"kind": "container", "image": "x", "memory": "1Mi"}}),
+                "handlers.r.memory: must be at least 6MiB (Docker's minimum)",
+            ),
+            (
+                json!({"r": {"kind": "container", "image": "x", "timeout": "soon"}}),
+                r#"handlers.r.timeout: "soon" is not a duration (e.g. 500ms, 30s, 5m, 1h)"#,
+            ),
+            (
+                json!({"r": {"kind": "container", "image": "x", "docker_host": "ssh://h"}}),
+                r#"handlers.r.docker_host: "ssh://h": expected unix:///path/to/docker.sock, tcp://host:port or http://host:port (TLS is not supported)"#,
+            ),
         ];
         for (entry, expected) in cases {
             assert_eq!(spec_error(entry.clone()), expected, "{entry}");
@@ -666,6 +835,57 @@ mod tests {
             .names()
             .iter()
             .all(|n| registry.spec_timeout(n).is_none()));
+    }
+
+    #[tokio::test]
+    async fn unavailable_lists_failing_probes_with_their_reasons() {
+        let mut registry = Registry::builtins();
+        // Builtin, exec and http handlers have no probe: always available.
+        assert_eq!(registry.unavailable().await, vec![]);
+
+        let up: Probe = Arc::new(|| Box::pin(async { Ok(()) }));
+        let down: Probe = Arc::new(|| Box::pin(async { Err("GPU missing".to_owned()) }));
+        let handler = || -> Arc<dyn Handler> {
+            Arc::new(|_ctx: TaskContext, _input: Value| async { Ok(Value::Null) })
+        };
+        registry.register_with_probe("render", handler(), down.clone());
+        registry.register_with_probe("encode", handler(), down);
+        registry.register_with_probe("resize", handler(), up);
+        assert_eq!(
+            registry.unavailable().await,
+            [
+                ("encode".to_owned(), "GPU missing".to_owned()),
+                ("render".to_owned(), "GPU missing".to_owned()),
+            ]
+        );
+        // Unavailable handlers stay registered: the worker only leaves them out of
+        // its heartbeat, and offers them again once their probe passes.
+        assert!(registry.get("render").is_some());
+
+        // Re-registering without a probe drops the old probe with the old handler.
+        registry.register("render", handler());
+        assert_eq!(
+            registry.unavailable().await,
+            [("encode".to_owned(), "GPU missing".to_owned())]
+        );
+    }
+
+    #[tokio::test]
+    async fn for_worker_keeps_names_timeouts_and_probes() {
+        let registry = Registry::from_specs(&specs(json!({
+            "echo": {"kind": "builtin"},
+            "render": {"kind": "container", "image": "renderer:1", "timeout": "45s",
+                       "docker_host": "unix:///nonexistent/drover-for-worker.sock"},
+        })))
+        .expect("valid profile");
+        let mine = registry.for_worker("w-1");
+        assert_eq!(mine.names(), registry.names());
+        assert_eq!(mine.spec_timeout("render"), Some(Duration::from_secs(45)));
+        let unavailable = mine.unavailable().await;
+        assert_eq!(unavailable.len(), 1, "{unavailable:?}");
+        assert_eq!(unavailable[0].0, "render");
+        // Builtins-only registries have nothing to sweep.
+        assert_eq!(Registry::builtins().sweep_orphans("w-1").await.unwrap(), 0);
     }
 
     #[tokio::test]

@@ -16,6 +16,11 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// A queued task whose intake entry is gone is announced again once it has
+/// been queued this long (scripts set state and entry together, so this only
+/// guards against reading a task mid-way through a sweep).
+const RECONCILE_GRACE: Duration = Duration::from_secs(5);
+
 /// Runs until `shutdown`: then stops accepting (503), finishes open
 /// requests, gives up the leader lease and returns.
 pub async fn run(
@@ -123,6 +128,7 @@ async fn lead(ctx: Context, id: String, shutdown: CancellationToken) {
     let mut held_until: Option<Instant> = None;
     let mut last_renew: Option<Instant> = None;
     let mut last_janitor = Instant::now();
+    let mut reconcile_cursor = "0".to_string();
     let mut retry = RetryDelay::default();
     while !shutdown.is_cancelled() {
         if last_renew.is_none_or(|r| r.elapsed() >= t.leader_ttl / 3) {
@@ -160,7 +166,13 @@ async fn lead(ctx: Context, id: String, shutdown: CancellationToken) {
         let leading = held_until.is_some_and(|h| h > Instant::now());
         metrics::gauge!("drover_leader").set(if leading { 1.0 } else { 0.0 });
         if leading {
-            match leader_pass(&ctx, last_janitor.elapsed() >= Duration::from_secs(5)).await {
+            match leader_pass(
+                &ctx,
+                last_janitor.elapsed() >= Duration::from_secs(5),
+                &mut reconcile_cursor,
+            )
+            .await
+            {
                 Ok(janitor_ran) => {
                     retry.success();
                     if janitor_ran {
@@ -186,8 +198,14 @@ async fn lead(ctx: Context, id: String, shutdown: CancellationToken) {
     metrics::gauge!("drover_leader").set(0.0);
 }
 
-/// One pass of the leader's duties; returns whether the janitor ran.
-async fn leader_pass(ctx: &Context, janitor: bool) -> Result<bool, crate::store::StoreError> {
+/// One pass of the leader's duties; returns whether the janitor ran. The
+/// janitor's turn (every few seconds) also advances the reconciler by one
+/// bounded SCAN step, so a whole sweep is spread out over time.
+async fn leader_pass(
+    ctx: &Context,
+    janitor: bool,
+    reconcile_cursor: &mut String,
+) -> Result<bool, crate::store::StoreError> {
     let t = &ctx.settings.timing;
     metrics::counter!("drover_reaper_runs_total").increment(1);
     // Drain what is due in bounded batches, so one pass never blocks Redis long.
@@ -222,6 +240,24 @@ async fn leader_pass(ctx: &Context, janitor: bool) -> Result<bool, crate::store:
         let gone = ctx.store.forget_workers(t.forget_worker_after).await?;
         if !gone.is_empty() {
             tracing::info!(workers = ?gone, "forgot workers silent for too long");
+        }
+        let intake = ctx.store.keys.intake();
+        ctx.store
+            .forget_idle_consumers(
+                &intake,
+                crate::store::keys::DISTRIBUTORS_GROUP,
+                t.forget_worker_after,
+            )
+            .await?;
+        for _ in 0..10 {
+            let (next, _) = ctx
+                .store
+                .reconcile(reconcile_cursor, 1000, RECONCILE_GRACE)
+                .await?;
+            *reconcile_cursor = next;
+            if reconcile_cursor == "0" {
+                break;
+            }
         }
     }
     Ok(janitor)

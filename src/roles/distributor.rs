@@ -17,7 +17,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Entries idle this long in another consumer's hands are taken over.
+/// Entries idle this long in another consumer's hands are taken over; tasks
+/// waiting this long here are announced again.
 const CLAIM_AFTER: Duration = Duration::from_secs(30);
 /// How often held entries are touched, claimed entries looked for, and the
 /// intake stream trimmed.
@@ -26,6 +27,7 @@ const HOUSEKEEPING: Duration = Duration::from_secs(5);
 struct Waiting {
     entry: String,
     task: IntakeTask,
+    since: Instant,
 }
 
 struct Distributor {
@@ -155,6 +157,7 @@ impl Distributor {
                 self.waiting.push(Waiting {
                     entry: entry.id.clone(),
                     task,
+                    since: Instant::now(),
                 });
             }
         }
@@ -182,7 +185,7 @@ impl Distributor {
             .await?;
         // Highest priority first; the sort is stable, so arrival order
         // holds within a priority.
-        self.waiting.sort_by(|a, b| b.task.prio.cmp(&a.task.prio));
+        self.waiting.sort_by_key(|w| std::cmp::Reverse(w.task.prio));
         let mut free: HashMap<&str, i64> = self
             .workers
             .iter()
@@ -251,9 +254,18 @@ impl Distributor {
                 }
             }
         }
+        self.settle(&settled).await
+    }
+
+    /// Drops the waiting tasks marked settled and acknowledges every entry
+    /// none of whose tasks wait any more.
+    async fn settle(&mut self, settled: &[bool]) -> Result<(), StoreError> {
         let mut done_entries = Vec::new();
         let mut keep = Vec::with_capacity(self.waiting.len());
-        for (w, s) in std::mem::take(&mut self.waiting).into_iter().zip(settled) {
+        for (w, s) in std::mem::take(&mut self.waiting)
+            .into_iter()
+            .zip(settled.iter().copied())
+        {
             if !s {
                 keep.push(w);
                 continue;
@@ -276,6 +288,30 @@ impl Distributor {
     /// Keeps held entries ours, takes over entries of dead distributors,
     /// and drops acknowledged entries from the stream.
     async fn housekeeping(&mut self) -> Result<(), StoreError> {
+        // Tasks that waited long for a worker go to the tail of the stream
+        // under a new version, so their old entries can be acknowledged and
+        // trimmed: one stuck task must not pin the whole stream.
+        let long: Vec<bool> = self
+            .waiting
+            .iter()
+            .map(|w| w.since.elapsed() >= CLAIM_AFTER)
+            .collect();
+        if long.iter().any(|l| *l) {
+            let tasks: Vec<IntakeTask> = self
+                .waiting
+                .iter()
+                .zip(&long)
+                .filter(|(_, l)| **l)
+                .map(|(w, _)| w.task.clone())
+                .collect();
+            let n = self.ctx.store.reannounce(&tasks).await?;
+            tracing::info!(
+                tasks = tasks.len(),
+                announced = n,
+                "tasks waiting long for a worker moved to the end of the intake stream"
+            );
+            self.settle(&long).await?;
+        }
         let held: Vec<String> = self.open.keys().cloned().collect();
         for chunk in held.chunks(500) {
             self.ctx

@@ -48,6 +48,17 @@ impl From<deadpool_redis::PoolError> for StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// Stream entries as XRANGE returns them: id, then field/value pairs.
+type RawEntries = Vec<(String, Vec<(String, Vec<u8>)>)>;
+/// state, version, worker, epoch, fence of a task, as cancel reads them.
+type CancelFields = (
+    Option<String>,
+    Option<u64>,
+    Option<String>,
+    Option<u64>,
+    Option<u64>,
+);
+
 /// How to reach Redis and what to call things there.
 #[derive(Clone)]
 pub struct StoreOptions {
@@ -448,7 +459,7 @@ impl Store {
     /// The id of the newest events entry, to start reading after it.
     pub async fn last_event_id(&self) -> Result<String> {
         let mut con = self.con().await?;
-        let v: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XREVRANGE")
+        let v: RawEntries = redis::cmd("XREVRANGE")
             .arg(self.keys.events())
             .arg("+")
             .arg("-")
@@ -469,10 +480,11 @@ impl Store {
     /// 'queued', 'scheduled' or 'duplicate' (then id is the earlier task).
     pub async fn submit(&self, tasks: &[NewTask]) -> Result<Vec<(String, String)>> {
         let now = self.clock.now_ms();
+        let delayed = |t: &NewTask| t.run_at_ms.filter(|at| *at > now);
         let intake = self.keys.intake();
         let immediate: Vec<IntakeTask> = tasks
             .iter()
-            .filter(|t| t.run_at_ms.is_none_or(|at| at <= now))
+            .filter(|t| delayed(t).is_none())
             .map(|t| IntakeTask {
                 id: t.id.to_string(),
                 v: 1,
@@ -501,7 +513,7 @@ impl Store {
                 .arg(t.priority)
                 .arg(t.max_attempts)
                 .arg(t.timeout_ms)
-                .arg(t.run_at_ms.unwrap_or(0))
+                .arg(delayed(t).unwrap_or(0))
                 .arg(t.idempotency_key.as_deref().unwrap_or(""));
         }
         let mut con = self.con().await?;
@@ -677,13 +689,7 @@ impl Store {
         let events = self.keys.events();
         for _ in 0..10 {
             let mut con = self.con().await?;
-            let (state, v, w, e, f): (
-                Option<String>,
-                Option<u64>,
-                Option<String>,
-                Option<u64>,
-                Option<u64>,
-            ) = redis::cmd("HMGET")
+            let (state, v, w, e, f): CancelFields = redis::cmd("HMGET")
                 .arg(&key)
                 .arg(&["state", "v", "w", "e", "f"])
                 .query_async(&mut con)
@@ -916,6 +922,174 @@ impl Store {
         Ok(v.iter().filter(|s| *s == "queued").count() as u64)
     }
 
+    /// Announces queued tasks again (see `lua/reannounce.lua`); each task
+    /// carries its current version. Returns how many were announced.
+    pub async fn reannounce(&self, tasks: &[IntakeTask]) -> Result<u64> {
+        if tasks.is_empty() {
+            return Ok(0);
+        }
+        let intake = self.keys.intake();
+        let next: Vec<IntakeTask> = tasks
+            .iter()
+            .map(|t| IntakeTask {
+                v: t.v + 1,
+                ..t.clone()
+            })
+            .collect();
+        let mut inv = self.scripts.reannounce.prepare_invoke();
+        inv.key(&intake).arg(self.keys.prefix()).arg(self.seal(
+            &intake,
+            messages::SUBMIT,
+            &IntakeBody { tasks: next },
+        ));
+        for t in tasks {
+            inv.arg(&t.id).arg(t.v);
+        }
+        let mut con = self.con().await?;
+        let v = to_strings("reannounce", inv.invoke_async(&mut con).await?)?;
+        for (s, t) in v.iter().zip(tasks) {
+            if s == "queued" {
+                tracing::debug!(task_id = %t.id, "announced again on the intake stream");
+            }
+        }
+        Ok(v.iter().filter(|s| *s == "queued").count() as u64)
+    }
+
+    /// One step of the reconciler: scans up to `count` task keys from
+    /// `cursor` and announces again every task that has been queued for
+    /// longer than `grace` while its intake entry is gone (lost with a Redis
+    /// restart, or refused as expired and trimmed). Returns the next cursor
+    /// ("0" when a sweep is complete) and how many tasks were announced.
+    pub async fn reconcile(
+        &self,
+        cursor: &str,
+        count: usize,
+        grace: Duration,
+    ) -> Result<(String, u64)> {
+        let mut con = self.con().await?;
+        let (next, keys): (String, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(self.keys.task_pattern())
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut con)
+            .await?;
+        if keys.is_empty() {
+            return Ok((next, 0));
+        }
+        let mut pipe = redis::pipe();
+        for k in &keys {
+            pipe.cmd("HMGET")
+                .arg(k)
+                .arg(&["state", "ut", "ent", "v", "h", "tags", "prio"]);
+        }
+        let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut con).await?;
+        let cutoff = self.clock.now_ms().saturating_sub(grace.as_millis() as u64);
+        let prefix_len = self.keys.task("").len();
+        let candidates: Vec<(IntakeTask, String)> = keys
+            .iter()
+            .zip(rows)
+            .filter(|(_, f)| f[0].as_deref() == Some("queued"))
+            .filter(|(_, f)| {
+                f[1].as_deref()
+                    .and_then(|u| u.parse::<u64>().ok())
+                    .is_some_and(|u| u < cutoff)
+            })
+            .map(|(k, f)| {
+                let task = IntakeTask {
+                    id: k[prefix_len..].to_string(),
+                    v: f[3].as_deref().and_then(|s| s.parse().ok()).unwrap_or(0),
+                    h: f[4].clone().unwrap_or_default(),
+                    tags: f[5]
+                        .as_deref()
+                        .and_then(|t| serde_json::from_str(t).ok())
+                        .unwrap_or_default(),
+                    prio: f[6].as_deref().and_then(|p| p.parse().ok()).unwrap_or(0),
+                };
+                (task, f[2].clone().unwrap_or_default())
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Ok((next, 0));
+        }
+        let intake = self.keys.intake();
+        let mut pipe = redis::pipe();
+        for (_, ent) in &candidates {
+            // An id that is not a stream id ('' for a task never announced)
+            // matches nothing; XRANGE would refuse it, so ask for "0-0".
+            let ent = if ent.contains('-') {
+                ent.as_str()
+            } else {
+                "0-0"
+            };
+            pipe.cmd("XRANGE")
+                .arg(&intake)
+                .arg(ent)
+                .arg(ent)
+                .arg("COUNT")
+                .arg(1);
+        }
+        let found: Vec<redis::Value> = pipe.query_async(&mut con).await?;
+        let orphans: Vec<IntakeTask> = candidates
+            .into_iter()
+            .zip(found)
+            .filter(|(_, v)| matches!(v, Value::Array(a) if a.is_empty()))
+            .map(|((t, _), _)| t)
+            .collect();
+        drop(con);
+        let n = self.reannounce(&orphans).await?;
+        if n > 0 {
+            tracing::warn!(
+                tasks = n,
+                "reconciler: queued tasks had lost their intake entry; announced them again"
+            );
+        }
+        Ok((next, n))
+    }
+
+    /// Removes consumers of `group` that hold nothing and have been idle for
+    /// `idle` (e.g. distributors that were restarted under a new id).
+    pub async fn forget_idle_consumers(
+        &self,
+        stream: &str,
+        group: &str,
+        idle: Duration,
+    ) -> Result<u64> {
+        let mut con = self.con().await?;
+        let info: redis::RedisResult<Vec<HashMap<String, Value>>> = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(stream)
+            .arg(group)
+            .query_async(&mut con)
+            .await;
+        let Ok(consumers) = info else { return Ok(0) };
+        let mut n = 0;
+        for c in consumers {
+            let field = |k: &str| {
+                c.get(k)
+                    .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
+                    .unwrap_or(0)
+            };
+            let name = c
+                .get("name")
+                .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok());
+            if let Some(name) = name {
+                if field("pending") == 0 && field("idle") as u128 >= idle.as_millis() {
+                    let _: i64 = redis::cmd("XGROUP")
+                        .arg("DELCONSUMER")
+                        .arg(stream)
+                        .arg(group)
+                        .arg(&name)
+                        .query_async(&mut con)
+                        .await?;
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
     pub async fn heartbeat(&self, hb: &Heartbeat<'_>) -> Result<()> {
         let mut con = self.con().await?;
         let _: i64 = self
@@ -956,6 +1130,7 @@ impl Store {
             .scripts
             .forget_workers
             .key(self.keys.workers())
+            .key(self.keys.handlers())
             .arg(self.keys.prefix())
             .arg(silent_for.as_millis() as u64)
             .invoke_async(&mut con)

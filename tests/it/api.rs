@@ -9,13 +9,21 @@ use drover::task::TaskState;
 use reqwest::StatusCode;
 use std::time::Duration;
 
-async fn raw(c: &Cluster, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<&str>) -> (StatusCode, serde_json::Value) {
+async fn raw(
+    c: &Cluster,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (StatusCode, serde_json::Value) {
     let mut rb = reqwest::Client::new().request(method, format!("{}{path}", c.api));
     if let Some(t) = token {
         rb = rb.bearer_auth(t);
     }
     if let Some(b) = body {
-        rb = rb.header("content-type", "application/json").body(b.to_string());
+        rb = rb
+            .header("content-type", "application/json")
+            .body(b.to_string());
     }
     let resp = rb.send().await.unwrap();
     let status = resp.status();
@@ -29,13 +37,19 @@ fn code(v: &serde_json::Value) -> &str {
 
 async fn task_keys(c: &Cluster) -> usize {
     let mut con = c.redis_con().await;
-    let keys: Vec<String> = redis::cmd("KEYS").arg("{drover:0}:t:*").query_async(&mut con).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("{drover:0}:t:*")
+        .query_async(&mut con)
+        .await
+        .unwrap();
     keys.len()
 }
 
 #[tokio::test]
 async fn bad_requests_get_json_errors_and_write_nothing() {
-    let Some(mut c) = Cluster::start(&[("coordinator.max_body", "2KiB")]).await else { return };
+    let Some(mut c) = Cluster::start(&[("coordinator.max_body", "2KiB")]).await else {
+        return;
+    };
     c.add_worker("w1", 1, &[], Registry::builtins()).await;
     let client = c.client();
     eventually(Duration::from_secs(5), "worker registered", || async {
@@ -45,19 +59,84 @@ async fn bad_requests_get_json_errors_and_write_nothing() {
     use reqwest::Method as M;
     let post = M::POST;
     let cases: Vec<(Option<&str>, String, StatusCode, &str)> = vec![
-        (None, r#"{"handler":"noop"}"#.into(), StatusCode::UNAUTHORIZED, "unauthorized"),
-        (Some("wrong-token-0123456789"), r#"{"handler":"noop"}"#.into(), StatusCode::UNAUTHORIZED, "unauthorized"),
-        (Some(READ_TOKEN), r#"{"handler":"noop"}"#.into(), StatusCode::FORBIDDEN, "forbidden"),
-        (Some(ADMIN_TOKEN), r#"{"handler":"noop""#.into(), StatusCode::BAD_REQUEST, "malformed_request"),
-        (Some(ADMIN_TOKEN), r#"{"input":1}"#.into(), StatusCode::BAD_REQUEST, "malformed_request"),
-        (Some(ADMIN_TOKEN), r#"{"handler":5}"#.into(), StatusCode::BAD_REQUEST, "malformed_request"),
-        (Some(ADMIN_TOKEN), r#"{"handler":"noop","surprise":1}"#.into(), StatusCode::BAD_REQUEST, "malformed_request"),
-        (Some(ADMIN_TOKEN), r#"{"handler":"rm-rf"}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "unknown_handler"),
-        (Some(ADMIN_TOKEN), r#"{"handler":"../bin/sh"}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_task"),
-        (Some(ADMIN_TOKEN), r#"{"handler":"noop","timeout":"soon"}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_task"),
-        (Some(ADMIN_TOKEN), r#"{"handler":"noop","tags":["bad tag"]}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_task"),
-        (Some(ADMIN_TOKEN), r#"{"handler":"noop","max_attempts":0}"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "invalid_task"),
-        (Some(ADMIN_TOKEN), format!(r#"{{"handler":"noop","input":"{}"}}"#, "x".repeat(4096)), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        (
+            None,
+            r#"{"handler":"noop"}"#.into(),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            Some("wrong-token-0123456789"),
+            r#"{"handler":"noop"}"#.into(),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        (
+            Some(READ_TOKEN),
+            r#"{"handler":"noop"}"#.into(),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            Some(ADMIN_TOKEN),
+            r#"{"handler":"noop""#.into(),
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+        ),
+        (
+            Some(ADMIN_TOKEN),
+            r#"{"input":1}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+        ),
+        (
+            Some(ADMIN_TOKEN),
+            r#"{"handler":5}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+        ),
+        (
+            Some(ADMIN_TOKEN),
+            r#"{"handler":"noop","surprise":1}"#.into(),
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+        ),
+        (
+            Some(ADMIN_TOKEN),
+            r#"{"handler":"rm-rf"}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_handler",
+        ),
+        (
+            Some(ADMIN_TOKEN),
+            r#"{"handler":"../bin/sh"}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_task",
+        ),
+        (
+            Some(ADMIN_TOKEN),
+            r#"{"handler":"noop","timeout":"soon"}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_task",
+        ),
+        (
+            Some(ADMIN_TOKEN),
+            r#"{"handler":"noop","tags":["bad tag"]}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_task",
+        ),
+        (
+            Some(ADMIN_TOKEN),
+            r#"{"handler":"noop","max_attempts":0}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_task",
+        ),
+        (
+            Some(ADMIN_TOKEN),
+            format!(r#"{{"handler":"noop","input":"{}"}}"#, "x".repeat(4096)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
     ];
     for (token, body, status, want) in cases {
         let (got, json) = raw(&c, post.clone(), "/v1/tasks", token, Some(&body)).await;
@@ -67,9 +146,22 @@ async fn bad_requests_get_json_errors_and_write_nothing() {
     }
     // A batch with one bad item writes none of them.
     let batch = r#"{"tasks":[{"handler":"noop"},{"handler":"nope"}]}"#;
-    let (got, json) = raw(&c, post.clone(), "/v1/tasks/batch", Some(SUBMIT_TOKEN), Some(batch)).await;
+    let (got, json) = raw(
+        &c,
+        post.clone(),
+        "/v1/tasks/batch",
+        Some(SUBMIT_TOKEN),
+        Some(batch),
+    )
+    .await;
     assert_eq!(got, StatusCode::UNPROCESSABLE_ENTITY, "{json}");
-    assert!(json["error"]["message"].as_str().unwrap().contains("tasks[1]"), "{json}");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tasks[1]"),
+        "{json}"
+    );
     assert_eq!(task_keys(&c).await, 0, "nothing was written");
 
     let (got, json) = raw(&c, M::GET, "/v1/tasks/not-an-id", Some(READ_TOKEN), None).await;
@@ -89,7 +181,9 @@ async fn bad_requests_get_json_errors_and_write_nothing() {
 
 #[tokio::test]
 async fn openapi_document_lists_every_route() {
-    let Some(c) = Cluster::start(&[]).await else { return };
+    let Some(c) = Cluster::start(&[]).await else {
+        return;
+    };
     let (status, doc) = raw(&c, reqwest::Method::GET, "/v1/openapi.json", None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
@@ -103,7 +197,10 @@ async fn openapi_document_lists_every_route() {
         ("/v1/tasks/{id}/cancel", "post"),
         ("/v1/workers", "get"),
     ] {
-        assert!(paths.get(p).and_then(|m| m.get(method)).is_some(), "{method} {p} missing from the document");
+        assert!(
+            paths.get(p).and_then(|m| m.get(method)).is_some(),
+            "{method} {p} missing from the document"
+        );
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     assert!(doc["components"]["schemas"]["SubmitRequest"].is_object());
@@ -112,11 +209,16 @@ async fn openapi_document_lists_every_route() {
 
 #[tokio::test]
 async fn list_pages_by_state_and_wait_long_polls() {
-    let Some(mut c) = Cluster::start(&[]).await else { return };
+    let Some(mut c) = Cluster::start(&[]).await else {
+        return;
+    };
     c.add_distributor("dist-1");
     c.add_worker("w1", 8, &[], Registry::builtins()).await;
     let client = c.client();
-    let done = client.submit_batch(vec![task("noop", serde_json::Value::Null); 30]).await.unwrap();
+    let done = client
+        .submit_batch(vec![task("noop", serde_json::Value::Null); 30])
+        .await
+        .unwrap();
     for s in &done.tasks {
         client.wait(&s.id, Duration::from_secs(10)).await.unwrap();
     }
@@ -128,7 +230,10 @@ async fn list_pages_by_state_and_wait_long_polls() {
     let mut seen = std::collections::HashSet::new();
     let mut cursor: Option<String> = None;
     for _ in 0..100 {
-        let page = client.list(Some("succeeded"), 7, cursor.as_deref()).await.unwrap();
+        let page = client
+            .list(Some("succeeded"), 7, cursor.as_deref())
+            .await
+            .unwrap();
         for t in &page.tasks {
             assert_eq!(t.state, TaskState::Succeeded);
             seen.insert(t.id.clone());
@@ -144,7 +249,10 @@ async fn list_pages_by_state_and_wait_long_polls() {
 
     // A wait on an unfinished task returns at its timeout with the state.
     let t0 = std::time::Instant::now();
-    let t = client.wait(&later.tasks[0].id, Duration::from_millis(300)).await.unwrap();
+    let t = client
+        .wait(&later.tasks[0].id, Duration::from_millis(300))
+        .await
+        .unwrap();
     assert_eq!(t.state, TaskState::Scheduled);
     assert!(t0.elapsed() >= Duration::from_millis(250));
     c.stop().await;

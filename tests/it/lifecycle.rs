@@ -38,18 +38,36 @@ async fn builtin_cluster() -> Option<Cluster> {
 
 #[tokio::test]
 async fn builtin_tasks_run_to_success_with_their_results() {
-    let Some(c) = builtin_cluster().await else { return };
+    let Some(c) = builtin_cluster().await else {
+        return;
+    };
     let client = c.client();
-    let echo = client.submit_one(&task("echo", serde_json::json!({"hello": [1, 2]}))).await.unwrap();
+    let echo = client
+        .submit_one(&task("echo", serde_json::json!({"hello": [1, 2]})))
+        .await
+        .unwrap();
     assert_eq!(echo.state, TaskState::Queued);
-    let noop = client.submit_one(&task("noop", serde_json::Value::Null)).await.unwrap();
-    let t = client.wait(&echo.id, Duration::from_secs(10)).await.unwrap();
+    let noop = client
+        .submit_one(&task("noop", serde_json::Value::Null))
+        .await
+        .unwrap();
+    let t = client
+        .wait(&echo.id, Duration::from_secs(10))
+        .await
+        .unwrap();
     assert_eq!(t.state, TaskState::Succeeded, "{t:?}");
     assert_eq!(t.result, Some(serde_json::json!({"hello": [1, 2]})));
     assert_eq!(t.attempts, 1);
     assert_eq!(t.worker, None, "a finished task names no worker");
-    assert!(t.fence.as_deref().is_some_and(|f| f.ends_with(".1")), "{:?}", t.fence);
-    let n = client.wait(&noop.id, Duration::from_secs(10)).await.unwrap();
+    assert!(
+        t.fence.as_deref().is_some_and(|f| f.ends_with(".1")),
+        "{:?}",
+        t.fence
+    );
+    let n = client
+        .wait(&noop.id, Duration::from_secs(10))
+        .await
+        .unwrap();
     assert_eq!(n.state, TaskState::Succeeded);
     assert_eq!(n.result.unwrap_or_default(), serde_json::Value::Null);
     c.stop().await;
@@ -57,17 +75,25 @@ async fn builtin_tasks_run_to_success_with_their_results() {
 
 #[tokio::test]
 async fn exec_handler_gets_input_on_stdin_and_its_fencing_token() {
-    let Some(mut c) = Cluster::start(&[]).await else { return };
+    let Some(mut c) = Cluster::start(&[]).await else {
+        return;
+    };
     c.add_distributor("dist-1");
     let mut specs = BTreeMap::new();
     let script = r#"read line; printf '{"in":%s,"task":"%s","fence":"%s"}' "$line" "$DROVER_TASK_ID" "$DROVER_FENCE""#;
     specs.insert(
         "shell".to_string(),
-        spec(&format!("kind = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\ntimeout = \"10s\"")),
+        spec(&format!(
+            "kind = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\ntimeout = \"10s\""
+        )),
     );
-    c.add_worker("w1", 2, &[], Registry::from_specs(&specs).unwrap()).await;
+    c.add_worker("w1", 2, &[], Registry::from_specs(&specs).unwrap())
+        .await;
     let client = c.client();
-    let s = client.submit_one(&task("shell", serde_json::json!({"n": 7}))).await.unwrap();
+    let s = client
+        .submit_one(&task("shell", serde_json::json!({"n": 7})))
+        .await
+        .unwrap();
     let t = client.wait(&s.id, Duration::from_secs(10)).await.unwrap();
     assert_eq!(t.state, TaskState::Succeeded, "{t:?}");
     let r = t.result.unwrap();
@@ -80,7 +106,9 @@ async fn exec_handler_gets_input_on_stdin_and_its_fencing_token() {
 #[tokio::test]
 async fn http_handler_posts_the_input_with_the_fencing_token() {
     use axum::routing::post;
-    let Some(mut c) = Cluster::start(&[]).await else { return };
+    let Some(mut c) = Cluster::start(&[]).await else {
+        return;
+    };
     c.add_distributor("dist-1");
     let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let seen2 = seen.clone();
@@ -99,13 +127,23 @@ async fn http_handler_posts_the_input_with_the_fencing_token() {
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let mut specs = BTreeMap::new();
-    specs.insert("hook".to_string(), spec(&format!("kind = \"http\"\nurl = {url:?}")));
-    c.add_worker("w1", 2, &[], Registry::from_specs(&specs).unwrap()).await;
+    specs.insert(
+        "hook".to_string(),
+        spec(&format!("kind = \"http\"\nurl = {url:?}")),
+    );
+    c.add_worker("w1", 2, &[], Registry::from_specs(&specs).unwrap())
+        .await;
     let client = c.client();
-    let s = client.submit_one(&task("hook", serde_json::json!([1, "two"]))).await.unwrap();
+    let s = client
+        .submit_one(&task("hook", serde_json::json!([1, "two"])))
+        .await
+        .unwrap();
     let t = client.wait(&s.id, Duration::from_secs(10)).await.unwrap();
     assert_eq!(t.state, TaskState::Succeeded, "{t:?}");
-    assert_eq!(t.result.as_ref().unwrap()["got"], serde_json::json!([1, "two"]));
+    assert_eq!(
+        t.result.as_ref().unwrap()["got"],
+        serde_json::json!([1, "two"])
+    );
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1);
     assert_eq!(Some(seen[0].0.as_str()), t.fence.as_deref());
@@ -114,7 +152,9 @@ async fn http_handler_posts_the_input_with_the_fencing_token() {
 
 #[tokio::test]
 async fn failing_task_is_retried_with_backoff_then_dead() {
-    let Some(c) = builtin_cluster().await else { return };
+    let Some(c) = builtin_cluster().await else {
+        return;
+    };
     let client = c.client();
     let mut req = task("fail", serde_json::json!({"message": "boom"}));
     req.max_attempts = Some(3);
@@ -122,7 +162,11 @@ async fn failing_task_is_retried_with_backoff_then_dead() {
     let t = wait_state(&client, &s.id, TaskState::Dead, Duration::from_secs(15)).await;
     assert_eq!(t.attempts, 3);
     assert_eq!(t.error.as_deref(), Some("boom"));
-    assert!(t.fence.as_deref().is_some_and(|f| f.ends_with(".3")), "one fence per attempt: {:?}", t.fence);
+    assert!(
+        t.fence.as_deref().is_some_and(|f| f.ends_with(".3")),
+        "one fence per attempt: {:?}",
+        t.fence
+    );
     // Backoff: three attempts cannot finish faster than the two delays
     // (each at least half of 100ms and 200ms).
     assert!(t.finished_ms.unwrap() - t.created_ms >= 150, "{t:?}");
@@ -131,7 +175,9 @@ async fn failing_task_is_retried_with_backoff_then_dead() {
 
 #[tokio::test]
 async fn delayed_task_never_starts_before_its_time() {
-    let Some(c) = builtin_cluster().await else { return };
+    let Some(c) = builtin_cluster().await else {
+        return;
+    };
     let client = c.client();
     let mut req = task("noop", serde_json::Value::Null);
     req.delay = Some("1500ms".into());
@@ -140,7 +186,11 @@ async fn delayed_task_never_starts_before_its_time() {
     let t = client.wait(&s.id, Duration::from_secs(10)).await.unwrap();
     assert_eq!(t.state, TaskState::Succeeded);
     let run_at = t.run_at_ms.expect("run_at is kept");
-    assert!(t.started_ms.unwrap() >= run_at, "started {} before run_at {run_at}", t.started_ms.unwrap());
+    assert!(
+        t.started_ms.unwrap() >= run_at,
+        "started {} before run_at {run_at}",
+        t.started_ms.unwrap()
+    );
     // run_at is taken from the API's view of Redis time, created_ms from
     // the script's: allow for the clock sync's error.
     assert!(run_at + 100 >= t.created_ms + 1500, "{t:?}");
@@ -149,27 +199,50 @@ async fn delayed_task_never_starts_before_its_time() {
 
 #[tokio::test]
 async fn cancel_works_in_every_state() {
-    let Some(mut c) = Cluster::start(&[("timing.assign_ttl", "30s")]).await else { return };
+    let Some(mut c) = Cluster::start(&[("timing.assign_ttl", "30s")]).await else {
+        return;
+    };
     c.add_distributor("dist-1");
     let client = c.client();
 
     // queued: no worker offers the handler yet, so it waits.
     let mut req = task("sleep", serde_json::json!(5000));
-    let queued = client.submit_one(&SubmitRequest { handler: "never".into(), ..req.clone() }).await;
+    let queued = client
+        .submit_one(&SubmitRequest {
+            handler: "never".into(),
+            ..req.clone()
+        })
+        .await;
     assert!(queued.is_err(), "an unknown handler is refused");
     // Register the handler with a worker that is not reading its stream:
     // tasks are assigned to it and stay assigned.
     let ctx = c.ctx("fake");
     let handlers = vec!["sleep".to_string()];
     ctx.store
-        .heartbeat(&Heartbeat { worker_id: "ghost", capacity: 1, handlers: &handlers, tags: &[], in_flight: 0, draining: false })
+        .heartbeat(&Heartbeat {
+            worker_id: "ghost",
+            capacity: 1,
+            handlers: &handlers,
+            tags: &[],
+            in_flight: 0,
+            draining: false,
+        })
         .await
         .unwrap();
     let assigned = client.submit_one(&req).await.unwrap();
-    wait_state(&client, &assigned.id, TaskState::Assigned, Duration::from_secs(5)).await;
+    wait_state(
+        &client,
+        &assigned.id,
+        TaskState::Assigned,
+        Duration::from_secs(5),
+    )
+    .await;
     let queued = client.submit_one(&req).await.unwrap(); // the ghost is full
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(client.get(&queued.id).await.unwrap().state, TaskState::Queued);
+    assert_eq!(
+        client.get(&queued.id).await.unwrap().state,
+        TaskState::Queued
+    );
     req.delay = Some("1h".into());
     let scheduled = client.submit_one(&req).await.unwrap();
     assert_eq!(scheduled.state, TaskState::Scheduled);
@@ -184,23 +257,53 @@ async fn cancel_works_in_every_state() {
     let workers = client.workers().await.unwrap().workers;
     assert_eq!(workers.iter().find(|w| w.id == "ghost").unwrap().used, 0);
     // Cancelling again is a conflict.
-    assert!(client.cancel(&queued.id).await.unwrap_err().to_string().contains("409"));
+    assert!(client
+        .cancel(&queued.id)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("409"));
 
     // running: a real worker runs a long sleep and is told to stop. The
     // ghost says it is draining so nothing more goes to it.
     ctx.store
-        .heartbeat(&Heartbeat { worker_id: "ghost", capacity: 1, handlers: &handlers, tags: &[], in_flight: 0, draining: true })
+        .heartbeat(&Heartbeat {
+            worker_id: "ghost",
+            capacity: 1,
+            handlers: &handlers,
+            tags: &[],
+            in_flight: 0,
+            draining: true,
+        })
         .await
         .unwrap();
     c.add_worker("w1", 1, &[], Registry::builtins()).await;
     req.delay = None;
     let running = client.submit_one(&req).await.unwrap();
-    wait_state(&client, &running.id, TaskState::Running, Duration::from_secs(10)).await;
+    wait_state(
+        &client,
+        &running.id,
+        TaskState::Running,
+        Duration::from_secs(10),
+    )
+    .await;
     let r = client.cancel(&running.id).await.unwrap();
     assert!(r.cancel_requested);
-    let t = wait_state(&client, &running.id, TaskState::Cancelled, Duration::from_secs(3)).await;
-    assert!(t.finished_ms.unwrap() - t.started_ms.unwrap() < 4000, "the handler was stopped, not waited for");
-    let counts: HashMap<String, i64> = redis::AsyncCommands::hgetall(&mut c.redis_con().await, "{drover:0}:counts").await.unwrap();
+    let t = wait_state(
+        &client,
+        &running.id,
+        TaskState::Cancelled,
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(
+        t.finished_ms.unwrap() - t.started_ms.unwrap() < 4000,
+        "the handler was stopped, not waited for"
+    );
+    let counts: HashMap<String, i64> =
+        redis::AsyncCommands::hgetall(&mut c.redis_con().await, "{drover:0}:counts")
+            .await
+            .unwrap();
     for (state, n) in counts {
         assert_eq!(n, 0, "backlog count of {state} returns to zero");
     }
@@ -209,7 +312,9 @@ async fn cancel_works_in_every_state() {
 
 #[tokio::test]
 async fn idempotency_key_returns_the_first_task() {
-    let Some(c) = builtin_cluster().await else { return };
+    let Some(c) = builtin_cluster().await else {
+        return;
+    };
     let client = c.client();
     let mut req = task("noop", serde_json::Value::Null);
     req.idempotency_key = Some("order-42".into());
@@ -262,7 +367,9 @@ fn metered(meter: Arc<Mutex<Meter>>, worker: &'static str) -> Registry {
 
 #[tokio::test]
 async fn two_distributors_never_overfill_workers_and_every_task_finishes() {
-    let Some(mut c) = Cluster::start(&[]).await else { return };
+    let Some(mut c) = Cluster::start(&[]).await else {
+        return;
+    };
     let meter = Arc::new(Mutex::new(Meter::default()));
     c.add_distributor("dist-1");
     c.add_distributor("dist-2");
@@ -274,25 +381,35 @@ async fn two_distributors_never_overfill_workers_and_every_task_finishes() {
         (client.workers().await.unwrap().workers.len() == 3).then_some(())
     })
     .await;
-    let batch = client.submit_batch(vec![task("work", serde_json::Value::Null); 120]).await.unwrap();
+    let batch = client
+        .submit_batch(vec![task("work", serde_json::Value::Null); 120])
+        .await
+        .unwrap();
     for s in &batch.tasks {
         let t = client.wait(&s.id, Duration::from_secs(30)).await.unwrap();
         assert_eq!(t.state, TaskState::Succeeded, "{t:?}");
     }
-    let m = meter.lock().unwrap();
-    assert_eq!(m.runs, 120, "each task ran exactly once");
+    let (runs, peak) = {
+        let m = meter.lock().unwrap();
+        (m.runs, m.peak.clone())
+    };
+    assert_eq!(runs, 120, "each task ran exactly once");
     for (id, cap) in [("w1", 1), ("w2", 2), ("w3", 3)] {
-        let peak = m.peak.get(id).copied().unwrap_or(0);
+        let peak = peak.get(id).copied().unwrap_or(0);
         assert!(peak <= cap, "{id} ran {peak} at once with capacity {cap}");
     }
-    assert!(m.peak.get("w3").copied().unwrap_or(0) >= 2, "the roomiest worker was used: {:?}", m.peak);
-    drop(m);
+    assert!(
+        peak.get("w3").copied().unwrap_or(0) >= 2,
+        "the roomiest worker was used: {peak:?}"
+    );
     c.stop().await;
 }
 
 #[tokio::test]
 async fn tasks_go_only_to_workers_with_their_tags() {
-    let Some(mut c) = Cluster::start(&[]).await else { return };
+    let Some(mut c) = Cluster::start(&[]).await else {
+        return;
+    };
     c.add_distributor("dist-1");
     let ran_on: Arc<Mutex<Vec<String>>> = Arc::default();
     for (id, tags) in [("cpu-1", vec!["cpu"]), ("gpu-1", vec!["gpu", "eu"])] {
@@ -319,7 +436,14 @@ async fn tasks_go_only_to_workers_with_their_tags() {
     req.tags = vec!["gpu".into(), "eu".into()];
     let batch = client.submit_batch(vec![req; 10]).await.unwrap();
     for s in &batch.tasks {
-        assert_eq!(client.wait(&s.id, Duration::from_secs(10)).await.unwrap().state, TaskState::Succeeded);
+        assert_eq!(
+            client
+                .wait(&s.id, Duration::from_secs(10))
+                .await
+                .unwrap()
+                .state,
+            TaskState::Succeeded
+        );
     }
     assert!(ran_on.lock().unwrap().iter().all(|w| w == "gpu-1"));
     c.stop().await;
@@ -327,7 +451,9 @@ async fn tasks_go_only_to_workers_with_their_tags() {
 
 #[tokio::test]
 async fn graceful_worker_stop_hands_tasks_back_without_using_an_attempt() {
-    let Some(mut c) = Cluster::start(&[("worker.grace", "200ms")]).await else { return };
+    let Some(mut c) = Cluster::start(&[("worker.grace", "200ms")]).await else {
+        return;
+    };
     c.add_distributor("dist-1");
     c.add_worker("w1", 2, &[], Registry::builtins()).await;
     let client = c.client();
@@ -349,26 +475,42 @@ async fn graceful_worker_stop_hands_tasks_back_without_using_an_attempt() {
 
 #[tokio::test]
 async fn ten_thousand_noop_tasks_all_succeed() {
-    let Some(mut c) = Cluster::start(&[]).await else { return };
+    let Some(mut c) = Cluster::start(&[]).await else {
+        return;
+    };
     c.add_distributor("dist-1");
     c.add_worker("w1", 64, &[], Registry::builtins()).await;
     c.add_worker("w2", 64, &[], Registry::builtins()).await;
     let client = c.client();
     let mut ids = Vec::new();
     for _ in 0..20 {
-        let b = client.submit_batch(vec![task("noop", serde_json::Value::Null); 500]).await.unwrap();
+        let b = client
+            .submit_batch(vec![task("noop", serde_json::Value::Null); 500])
+            .await
+            .unwrap();
         ids.extend(b.tasks.into_iter().map(|t| t.id));
     }
     let ctx = c.ctx("check");
-    eventually(Duration::from_secs(120), "all 10000 tasks to finish", || async {
-        let counts = ctx.store.counts().await.unwrap();
-        (counts.values().all(|n| *n == 0)).then_some(())
-    })
+    eventually(
+        Duration::from_secs(120),
+        "all 10000 tasks to finish",
+        || async {
+            let counts = ctx.store.counts().await.unwrap();
+            (counts.values().all(|n| *n == 0)).then_some(())
+        },
+    )
     .await;
     for chunk in ids.chunks(1000) {
-        assert_eq!(client.get(&chunk[0]).await.unwrap().state, TaskState::Succeeded);
+        assert_eq!(
+            client.get(&chunk[0]).await.unwrap().state,
+            TaskState::Succeeded
+        );
     }
     let mut con = c.redis_con().await;
-    assert_eq!(pending_count(&mut con, "{drover:0}:intake", "distributors").await, 0, "no intake entry left pending");
+    assert_eq!(
+        pending_count(&mut con, "{drover:0}:intake", "distributors").await,
+        0,
+        "no intake entry left pending"
+    );
     c.stop().await;
 }

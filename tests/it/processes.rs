@@ -9,29 +9,46 @@ use drover::redis_server::Persistence;
 use drover::task::TaskState;
 use std::time::Duration;
 
-const SLEEP_WORKER: &str = "[handlers]\nsleep = { kind = \"builtin\" }\nnoop = { kind = \"builtin\" }\n";
+const SLEEP_WORKER: &str =
+    "[handlers]\nsleep = { kind = \"builtin\" }\nnoop = { kind = \"builtin\" }\n";
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test]
 async fn a_task_on_a_killed_worker_completes_on_another_after_its_lease() {
-    let Some(mut c) = Cluster::start(&[]).await else { return };
+    let Some(mut c) = Cluster::start(&[]).await else {
+        return;
+    };
     c.add_distributor("dist-1");
     let dir = tempfile::tempdir().unwrap();
     let prof = profile(dir.path(), "worker", SLEEP_WORKER);
     let url = c.redis.url();
     let workers: Vec<Proc> = ["pw1", "pw2"]
         .iter()
-        .map(|id| spawn(id, &["worker", "--config", &prof, "--id", id], &proc_env(&url, &[]), dir.path()))
+        .map(|id| {
+            spawn(
+                id,
+                &["worker", "--config", &prof, "--id", id],
+                &proc_env(&url, &[]),
+                dir.path(),
+            )
+        })
         .collect();
     let client = c.client();
     eventually(Duration::from_secs(15), "two worker processes", || async {
         (client.workers().await.unwrap().workers.len() == 2).then_some(())
     })
     .await;
-    let s = client.submit_one(&task("sleep", serde_json::json!(1500))).await.unwrap();
+    let s = client
+        .submit_one(&task("sleep", serde_json::json!(1500)))
+        .await
+        .unwrap();
     let running = wait_state(&client, &s.id, TaskState::Running, Duration::from_secs(10)).await;
     let victim = running.worker.clone().unwrap();
     let i = workers.iter().position(|w| w.name == victim).unwrap();
@@ -41,41 +58,66 @@ async fn a_task_on_a_killed_worker_completes_on_another_after_its_lease() {
     assert_eq!(t.attempts, 2, "the killed attempt was charged: {t:?}");
     assert!(t.fence.as_deref().unwrap().ends_with(".2"));
     let survivor = &workers[1 - i];
-    assert!(survivor.log_text().contains(&s.id), "the other worker ran it");
+    assert!(
+        survivor.log_text().contains(&s.id),
+        "the other worker ran it"
+    );
     c.stop().await;
 }
 
 #[tokio::test]
 async fn a_zombie_worker_cannot_complete_after_its_lease_passed() {
-    let Some(mut c) = Cluster::start(&[("timing.lease_ttl", "1500ms")]).await else { return };
+    let Some(mut c) = Cluster::start(&[("timing.lease_ttl", "1500ms")]).await else {
+        return;
+    };
     c.add_distributor("dist-1");
     let dir = tempfile::tempdir().unwrap();
     let prof = profile(dir.path(), "worker", SLEEP_WORKER);
     let url = c.redis.url();
     let env = proc_env(&url, &[("DROVER_LEASE_TTL", "1500ms")]);
-    let zombie = spawn("zombie", &["worker", "--config", &prof, "--id", "zombie"], &env, dir.path());
+    let zombie = spawn(
+        "zombie",
+        &["worker", "--config", &prof, "--id", "zombie"],
+        &env,
+        dir.path(),
+    );
     let client = c.client();
     eventually(Duration::from_secs(15), "the first worker", || async {
         (client.workers().await.unwrap().workers.len() == 1).then_some(())
     })
     .await;
-    let s = client.submit_one(&task("sleep", serde_json::json!(2500))).await.unwrap();
+    let s = client
+        .submit_one(&task("sleep", serde_json::json!(2500)))
+        .await
+        .unwrap();
     let first = wait_state(&client, &s.id, TaskState::Running, Duration::from_secs(10)).await;
     assert_eq!(first.worker.as_deref(), Some("zombie"));
     zombie.signal(libc::SIGSTOP);
-    let fresh = spawn("fresh", &["worker", "--config", &prof, "--id", "fresh"], &env, dir.path());
+    let fresh = spawn(
+        "fresh",
+        &["worker", "--config", &prof, "--id", "fresh"],
+        &env,
+        dir.path(),
+    );
     // The lease runs out; the retry lands on the fresh worker.
-    let second = eventually(Duration::from_secs(15), "the retry running on the fresh worker", || async {
-        let t = client.get(&s.id).await.unwrap();
-        (t.state == TaskState::Running && t.worker.as_deref() == Some("fresh")).then_some(t)
-    })
+    let second = eventually(
+        Duration::from_secs(15),
+        "the retry running on the fresh worker",
+        || async {
+            let t = client.get(&s.id).await.unwrap();
+            (t.state == TaskState::Running && t.worker.as_deref() == Some("fresh")).then_some(t)
+        },
+    )
     .await;
     assert!(second.fence.as_deref().unwrap().ends_with(".2"));
     zombie.signal(libc::SIGCONT);
     let t = client.wait(&s.id, Duration::from_secs(15)).await.unwrap();
     assert_eq!(t.state, TaskState::Succeeded, "{t:?}");
     assert_eq!(t.attempts, 2);
-    assert!(t.fence.as_deref().unwrap().ends_with(".2"), "the record holds the fresh fence: {t:?}");
+    assert!(
+        t.fence.as_deref().unwrap().ends_with(".2"),
+        "the record holds the fresh fence: {t:?}"
+    );
     // The zombie woke up holding fence 1: its renew says the lease is lost
     // or its completion is refused; either way it changed nothing.
     let log = eventually(Duration::from_secs(10), "the zombie to notice", || async {
@@ -83,14 +125,19 @@ async fn a_zombie_worker_cannot_complete_after_its_lease_passed() {
         (log.contains("completion refused") || log.contains("lease lost")).then_some(log)
     })
     .await;
-    assert!(!log.contains("state=succeeded"), "the zombie never completed: {log}");
+    assert!(
+        !log.contains("state=succeeded"),
+        "the zombie never completed: {log}"
+    );
     drop(fresh);
     c.stop().await;
 }
 
 #[tokio::test]
 async fn when_the_leader_coordinator_dies_another_takes_over() {
-    let Some(redis) = redis(Persistence::None) else { return };
+    let Some(redis) = redis(Persistence::None) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let url = redis.url();
     let prof = profile(dir.path(), "worker", SLEEP_WORKER);
@@ -100,21 +147,55 @@ async fn when_the_leader_coordinator_dies_another_takes_over() {
         .enumerate()
         .map(|(i, p)| {
             let env = proc_env(&url, &[("DROVER_HTTP_ADDR", &format!("127.0.0.1:{p}"))]);
-            spawn(&format!("coord-{i}"), &["coordinator", "--id", &format!("coord-{i}")], &env, dir.path())
+            spawn(
+                &format!("coord-{i}"),
+                &["coordinator", "--id", &format!("coord-{i}")],
+                &env,
+                dir.path(),
+            )
         })
         .collect();
-    let _dist = spawn("dist", &["distributor", "--id", "dist"], &proc_env(&url, &[]), dir.path());
-    let _worker = spawn("worker", &["worker", "--config", &prof, "--id", "pw"], &proc_env(&url, &[]), dir.path());
-    let mut con = redis::Client::open(url.clone()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let _dist = spawn(
+        "dist",
+        &["distributor", "--id", "dist"],
+        &proc_env(&url, &[]),
+        dir.path(),
+    );
+    let _worker = spawn(
+        "worker",
+        &["worker", "--config", &prof, "--id", "pw"],
+        &proc_env(&url, &[]),
+        dir.path(),
+    );
+    let mut con = redis::Client::open(url.clone())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
     let leader: String = eventually(Duration::from_secs(15), "a leader", || {
         let mut con = con.clone();
-        async move { redis::cmd("GET").arg("{drover:0}:leader").query_async::<Option<String>>(&mut con).await.unwrap() }
+        async move {
+            redis::cmd("GET")
+                .arg("{drover:0}:leader")
+                .query_async::<Option<String>>(&mut con)
+                .await
+                .unwrap()
+        }
     })
     .await;
     let li: usize = if leader == "coord-0" { 0 } else { 1 };
-    let survivor = Client::new(&format!("http://127.0.0.1:{}", ports[1 - li]), Some(ADMIN_TOKEN.into())).unwrap();
+    let survivor = Client::new(
+        &format!("http://127.0.0.1:{}", ports[1 - li]),
+        Some(ADMIN_TOKEN.into()),
+    )
+    .unwrap();
     eventually(Duration::from_secs(15), "the worker", || async {
-        survivor.workers().await.ok().filter(|w| !w.workers.is_empty()).map(|_| ())
+        survivor
+            .workers()
+            .await
+            .ok()
+            .filter(|w| !w.workers.is_empty())
+            .map(|_| ())
     })
     .await;
     coords[li].signal(libc::SIGKILL);
@@ -126,19 +207,36 @@ async fn when_the_leader_coordinator_dies_another_takes_over() {
     let d = survivor.submit_one(&delayed).await.unwrap();
     let t = survivor.wait(&d.id, Duration::from_secs(20)).await.unwrap();
     assert_eq!(t.state, TaskState::Succeeded, "{t:?}");
-    let now_leader: Option<String> = redis::cmd("GET").arg("{drover:0}:leader").query_async(&mut con).await.unwrap();
-    assert_eq!(now_leader.as_deref(), Some(if li == 0 { "coord-1" } else { "coord-0" }));
+    let now_leader: Option<String> = redis::cmd("GET")
+        .arg("{drover:0}:leader")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(
+        now_leader.as_deref(),
+        Some(if li == 0 { "coord-1" } else { "coord-0" })
+    );
 }
 
 #[tokio::test]
 async fn a_role_waits_for_redis_and_becomes_ready_without_a_restart() {
-    let Some(mut redis) = redis(Persistence::None) else { return };
+    let Some(mut redis) = redis(Persistence::None) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let prof = profile(dir.path(), "worker", SLEEP_WORKER);
     redis.kill();
     let admin = free_port();
-    let env = proc_env(&redis.url(), &[("DROVER_ADMIN_ADDR", &format!("127.0.0.1:{admin}"))]);
-    let w = spawn("worker", &["worker", "--config", &prof, "--id", "patient"], &env, dir.path());
+    let env = proc_env(
+        &redis.url(),
+        &[("DROVER_ADMIN_ADDR", &format!("127.0.0.1:{admin}"))],
+    );
+    let w = spawn(
+        "worker",
+        &["worker", "--config", &prof, "--id", "patient"],
+        &env,
+        dir.path(),
+    );
     let ready_url = format!("http://127.0.0.1:{admin}/ready");
     let http = reqwest::Client::new();
     let body = eventually(Duration::from_secs(15), "/ready to answer 503", || async {
@@ -148,7 +246,14 @@ async fn a_role_waits_for_redis_and_becomes_ready_without_a_restart() {
     })
     .await;
     assert_eq!(body["ready"], false);
-    let health: serde_json::Value = http.get(format!("http://127.0.0.1:{admin}/health")).send().await.unwrap().json().await.unwrap();
+    let health: serde_json::Value = http
+        .get(format!("http://127.0.0.1:{admin}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["redis_connected"], false);
     assert_eq!(health["role"], "worker");
     redis.restart().unwrap();
@@ -157,8 +262,19 @@ async fn a_role_waits_for_redis_and_becomes_ready_without_a_restart() {
         (r.status() == 200).then_some(())
     })
     .await;
-    assert!(w.log_text().contains("redis unreachable"), "{}", w.log_text());
-    let metrics = http.get(format!("http://127.0.0.1:{admin}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        w.log_text().contains("redis unreachable"),
+        "{}",
+        w.log_text()
+    );
+    let metrics = http
+        .get(format!("http://127.0.0.1:{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("drover_redis_up 1"), "{metrics}");
 }
 
@@ -166,15 +282,26 @@ async fn a_role_waits_for_redis_and_becomes_ready_without_a_restart() {
 async fn a_bad_config_value_exits_with_one_line_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
-        (vec![("DROVER_LEASE_TTL", "soon")], "timing.lease_ttl (from DROVER_LEASE_TTL)"),
-        (vec![("DROVER_WORKER_CAPACITY", "-1")], "worker.capacity (from DROVER_WORKER_CAPACITY)"),
+        (
+            vec![("DROVER_LEASE_TTL", "soon")],
+            "timing.lease_ttl (from DROVER_LEASE_TTL)",
+        ),
+        (
+            vec![("DROVER_WORKER_CAPACITY", "-1")],
+            "worker.capacity (from DROVER_WORKER_CAPACITY)",
+        ),
         (vec![("DROVER_SIGNING_KEYS", "k1:abcd")], "signing_keys"),
         (vec![("DROVER_SIGNING_KEYS", "")], "DROVER_SIGNING_KEYS"),
     ];
     let prof = profile(dir.path(), "worker", SLEEP_WORKER);
     for (i, (extra, want)) in cases.into_iter().enumerate() {
         let env = proc_env("redis://127.0.0.1:1", &extra);
-        let mut p = spawn(&format!("bad-{i}"), &["worker", "--config", &prof], &env, dir.path());
+        let mut p = spawn(
+            &format!("bad-{i}"),
+            &["worker", "--config", &prof],
+            &env,
+            dir.path(),
+        );
         let status = p.wait_exit(Duration::from_secs(10));
         assert_eq!(status.code(), Some(2), "{want}");
         let out = p.log_text();

@@ -35,23 +35,65 @@ async fn store_ctx() -> Option<(drover::redis_server::RedisServer, Context)> {
 }
 
 async fn register(ctx: &Context, wid: &str) {
-    ctx.store.ensure_group(&ctx.store.keys.worker_stream(wid), "worker").await.unwrap();
+    ctx.store
+        .ensure_group(&ctx.store.keys.worker_stream(wid), "worker")
+        .await
+        .unwrap();
     let handlers = vec!["noop".to_string()];
     ctx.store
-        .heartbeat(&Heartbeat { worker_id: wid, capacity: 4, handlers: &handlers, tags: &[], in_flight: 0, draining: false })
+        .heartbeat(&Heartbeat {
+            worker_id: wid,
+            capacity: 4,
+            handlers: &handlers,
+            tags: &[],
+            in_flight: 0,
+            draining: false,
+        })
         .await
         .unwrap();
 }
 
 /// Assigns one queued task (at version `v`) to `wid` and starts it there.
 async fn assign_and_start(ctx: &Context, wid: &str, id: &str, v: u64) -> StartedTask {
-    let it = IntakeTask { id: id.into(), v, h: "noop".into(), tags: vec![], prio: 0 };
-    let r = ctx.store.assign(wid, &[it], Duration::from_secs(5)).await.unwrap();
+    let it = IntakeTask {
+        id: id.into(),
+        v,
+        h: "noop".into(),
+        tags: vec![],
+        prio: 0,
+    };
+    let r = ctx
+        .store
+        .assign(wid, &[it], Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(r, vec!["ok"]);
-    let entries = ctx.store.read_group(&ctx.store.keys.worker_stream(wid), "worker", wid, 10, None, false).await.unwrap();
+    let entries = ctx
+        .store
+        .read_group(
+            &ctx.store.keys.worker_stream(wid),
+            "worker",
+            wid,
+            10,
+            None,
+            false,
+        )
+        .await
+        .unwrap();
     assert_eq!(entries.len(), 1);
-    let body: AssignBody = ctx.store.open(&ctx.store.keys.worker_stream(wid), &entries[0]).unwrap().parse().unwrap();
-    match ctx.store.start(wid, &entries[0].id, &body.tasks, Duration::from_millis(300)).await.unwrap().remove(0) {
+    let body: AssignBody = ctx
+        .store
+        .open(&ctx.store.keys.worker_stream(wid), &entries[0])
+        .unwrap()
+        .parse()
+        .unwrap();
+    match ctx
+        .store
+        .start(wid, &entries[0].id, &body.tasks, Duration::from_millis(300))
+        .await
+        .unwrap()
+        .remove(0)
+    {
         StartReply::Started(t) => *t,
         StartReply::Refused(why) => panic!("start refused: {why}"),
     }
@@ -59,7 +101,9 @@ async fn assign_and_start(ctx: &Context, wid: &str, id: &str, v: u64) -> Started
 
 #[tokio::test]
 async fn a_stale_fence_can_neither_renew_nor_complete() {
-    let Some((_redis, ctx)) = store_ctx().await else { return };
+    let Some((_redis, ctx)) = store_ctx().await else {
+        return;
+    };
     register(&ctx, "w1").await;
     register(&ctx, "w2").await;
     let t = new_task("noop");
@@ -79,52 +123,144 @@ async fn a_stale_fence_can_neither_renew_nor_complete() {
     assert_eq!(second.token.fence, 2);
     assert_eq!(second.token.epoch, first.token.epoch);
 
-    let renew = ctx.store.renew("w1", &[(first.id.clone(), first.token)], Duration::from_secs(5)).await.unwrap();
+    let renew = ctx
+        .store
+        .renew(
+            "w1",
+            &[(first.id.clone(), first.token)],
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
     assert_eq!(renew, vec![RenewStatus::Lost]);
-    let late = Completion { task: first.clone(), outcome: Outcome::Succeeded, payload: "\"zombie\"".into(), retry_delay_ms: 0 };
-    assert_eq!(ctx.store.complete("w1", &[late]).await.unwrap(), vec!["stale"]);
+    let late = Completion {
+        task: first.clone(),
+        outcome: Outcome::Succeeded,
+        payload: "\"zombie\"".into(),
+        retry_delay_ms: 0,
+    };
+    assert_eq!(
+        ctx.store.complete("w1", &[late]).await.unwrap(),
+        vec!["stale"]
+    );
     // Even with the right worker id, an old fence is refused.
-    let forged = Completion { task: StartedTask { token: first.token, ..second.clone() }, outcome: Outcome::Succeeded, payload: "1".into(), retry_delay_ms: 0 };
-    assert_eq!(ctx.store.complete("w2", &[forged]).await.unwrap(), vec!["stale"]);
+    let forged = Completion {
+        task: StartedTask {
+            token: first.token,
+            ..second.clone()
+        },
+        outcome: Outcome::Succeeded,
+        payload: "1".into(),
+        retry_delay_ms: 0,
+    };
+    assert_eq!(
+        ctx.store.complete("w2", &[forged]).await.unwrap(),
+        vec!["stale"]
+    );
 
-    let ok = Completion { task: second.clone(), outcome: Outcome::Succeeded, payload: "\"fresh\"".into(), retry_delay_ms: 0 };
-    assert_eq!(ctx.store.complete("w2", &[ok]).await.unwrap(), vec!["succeeded"]);
+    let ok = Completion {
+        task: second.clone(),
+        outcome: Outcome::Succeeded,
+        payload: "\"fresh\"".into(),
+        retry_delay_ms: 0,
+    };
+    assert_eq!(
+        ctx.store.complete("w2", &[ok]).await.unwrap(),
+        vec!["succeeded"]
+    );
     let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
     assert_eq!(view.result, Some(serde_json::json!("fresh")));
     assert_eq!(view.attempts, 2);
-    assert_eq!(view.fence.as_deref(), Some(format!("{}.2", first.token.epoch).as_str()));
+    assert_eq!(
+        view.fence.as_deref(),
+        Some(format!("{}.2", first.token.epoch).as_str())
+    );
 }
 
 #[tokio::test]
 async fn a_replayed_assignment_is_not_started_again() {
-    let Some((_redis, ctx)) = store_ctx().await else { return };
+    let Some((_redis, ctx)) = store_ctx().await else {
+        return;
+    };
     register(&ctx, "w1").await;
     let t = new_task("noop");
     ctx.store.submit(std::slice::from_ref(&t)).await.unwrap();
     let stream = ctx.store.keys.worker_stream("w1");
     let started = assign_and_start(&ctx, "w1", t.id.as_str(), 1).await;
-    let c = Completion { task: started, outcome: Outcome::Succeeded, payload: "null".into(), retry_delay_ms: 0 };
+    let c = Completion {
+        task: started,
+        outcome: Outcome::Succeeded,
+        payload: "null".into(),
+        retry_delay_ms: 0,
+    };
     ctx.store.complete("w1", &[c]).await.unwrap();
 
     // Copy the signed assignment back into the stream, byte for byte.
     let mut con = ctx.store.con().await.unwrap();
-    let all: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE").arg(&stream).arg("-").arg("+").query_async(&mut con).await.unwrap();
-    let raw = all[0].1[0].1.clone();
-    let _: String = redis::cmd("XADD").arg(&stream).arg("*").arg("m").arg(&raw).query_async(&mut con).await.unwrap();
-    let entries = ctx.store.read_group(&stream, "worker", "w1", 10, None, false).await.unwrap();
+    let all: redis::Value = redis::cmd("XRANGE")
+        .arg(&stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let raw = first_entry_payload(all);
+    let _: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg("m")
+        .arg(&raw)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let entries = ctx
+        .store
+        .read_group(&stream, "worker", "w1", 10, None, false)
+        .await
+        .unwrap();
     assert_eq!(entries.len(), 1);
-    let body: AssignBody = ctx.store.open(&stream, &entries[0]).expect("the signature is still valid").parse().unwrap();
-    let r = ctx.store.start("w1", &entries[0].id, &body.tasks, Duration::from_secs(5)).await.unwrap();
-    assert!(matches!(&r[0], StartReply::Refused(why) if why == "state:succeeded"), "{r:?}");
-    assert_eq!(pending_count(&mut con, &stream, "worker").await, 0, "the replay was acknowledged");
-    assert_eq!(ctx.store.get_task(&t.id).await.unwrap().unwrap().attempts, 1);
+    let body: AssignBody = ctx
+        .store
+        .open(&stream, &entries[0])
+        .expect("the signature is still valid")
+        .parse()
+        .unwrap();
+    let r = ctx
+        .store
+        .start("w1", &entries[0].id, &body.tasks, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&r[0], StartReply::Refused(why) if why == "state:succeeded"),
+        "{r:?}"
+    );
+    assert_eq!(
+        pending_count(&mut con, &stream, "worker").await,
+        0,
+        "the replay was acknowledged"
+    );
+    assert_eq!(
+        ctx.store.get_task(&t.id).await.unwrap().unwrap().attempts,
+        1
+    );
 }
 
 #[tokio::test]
 async fn forged_expired_moved_and_truncated_messages_are_refused_by_reason() {
-    let Some((_redis, ctx)) = store_ctx().await else { return };
+    let Some((_redis, ctx)) = store_ctx().await else {
+        return;
+    };
     let intake = ctx.store.keys.intake();
-    let body = serde_json::to_vec(&IntakeBody { tasks: vec![IntakeTask { id: "x".into(), v: 1, h: "noop".into(), tags: vec![], prio: 0 }] }).unwrap();
+    let body = serde_json::to_vec(&IntakeBody {
+        tasks: vec![IntakeTask {
+            id: "x".into(),
+            v: 1,
+            h: "noop".into(),
+            tags: vec![],
+            prio: 0,
+        }],
+    })
+    .unwrap();
     let ours = Keyring::parse(SIGNING_KEYS, None).unwrap();
     let theirs = Keyring::generate();
     let far = u64::MAX / 2;
@@ -134,37 +270,69 @@ async fn forged_expired_moved_and_truncated_messages_are_refused_by_reason() {
     flipped[n / 2] ^= 1;
     let cases: Vec<(&str, Vec<u8>, Rejection)> = vec![
         ("unsigned", b"{\"tasks\":[]}".to_vec(), Rejection::Malformed),
-        ("other key", theirs.sign(&intake, messages::SUBMIT, far, &body), Rejection::Signature),
-        ("moved from another stream", ours.sign(&ctx.store.keys.events(), messages::SUBMIT, far, &body), Rejection::Signature),
-        ("expired", ours.sign(&intake, messages::SUBMIT, 1, &body), Rejection::Expired),
+        (
+            "other key",
+            theirs.sign(&intake, messages::SUBMIT, far, &body),
+            Rejection::Signature,
+        ),
+        (
+            "moved from another stream",
+            ours.sign(&ctx.store.keys.events(), messages::SUBMIT, far, &body),
+            Rejection::Signature,
+        ),
+        (
+            "expired",
+            ours.sign(&intake, messages::SUBMIT, 1, &body),
+            Rejection::Expired,
+        ),
         ("flipped bit", flipped, Rejection::Signature),
-        ("truncated tag", good[..good.len() - 3].to_vec(), Rejection::Malformed),
+        (
+            "truncated tag",
+            good[..good.len() - 3].to_vec(),
+            Rejection::Malformed,
+        ),
         ("oversize", vec![0u8; 2 << 20], Rejection::Oversize),
     ];
     for (what, raw, want) in cases {
-        let entry = Entry { id: "1-1".into(), raw };
+        let entry = Entry {
+            id: "1-1".into(),
+            raw,
+        };
         let got = ctx.store.open(&intake, &entry).map(|_| ()).unwrap_err();
         assert_eq!(got, want, "{what}");
     }
-    assert!(ctx.store.open(&intake, &Entry { id: "1-1".into(), raw: good }).is_ok());
+    assert!(ctx
+        .store
+        .open(
+            &intake,
+            &Entry {
+                id: "1-1".into(),
+                raw: good
+            }
+        )
+        .is_ok());
 }
 
 #[tokio::test]
 async fn forged_intake_and_worker_messages_are_never_executed() {
-    let Some(mut c) = Cluster::start(&[]).await else { return };
+    let Some(mut c) = Cluster::start(&[]).await else {
+        return;
+    };
     c.add_distributor("dist-1");
     let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut reg = Registry::default();
     let r2 = runs.clone();
     reg.register(
         "count",
-        std::sync::Arc::new(move |_ctx: drover::handlers::TaskContext, _in: serde_json::Value| {
-            let r = r2.clone();
-            async move {
-                r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                Ok::<_, drover::handlers::HandlerError>(serde_json::Value::Null)
-            }
-        }),
+        std::sync::Arc::new(
+            move |_ctx: drover::handlers::TaskContext, _in: serde_json::Value| {
+                let r = r2.clone();
+                async move {
+                    r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Ok::<_, drover::handlers::HandlerError>(serde_json::Value::Null)
+                }
+            },
+        ),
     );
     c.add_worker("w1", 4, &[], reg).await;
     let client = c.client();
@@ -173,8 +341,14 @@ async fn forged_intake_and_worker_messages_are_never_executed() {
         (!client.workers().await.unwrap().workers.is_empty()).then_some(())
     })
     .await;
-    let real = client.submit_one(&crate::lifecycle::task("count", serde_json::Value::Null)).await.unwrap();
-    client.wait(&real.id, Duration::from_secs(10)).await.unwrap();
+    let real = client
+        .submit_one(&crate::lifecycle::task("count", serde_json::Value::Null))
+        .await
+        .unwrap();
+    client
+        .wait(&real.id, Duration::from_secs(10))
+        .await
+        .unwrap();
     assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
 
     // An attacker with Redis access but not the key writes assignments and
@@ -183,55 +357,166 @@ async fn forged_intake_and_worker_messages_are_never_executed() {
     let fresh = new_task("count");
     let mut con = c.redis_con().await;
     let ws = ctx.store.keys.worker_stream("w1");
-    let fake = serde_json::to_vec(&AssignBody { tasks: vec![Assignment { id: real.id.clone(), v: 3 }, Assignment { id: fresh.id.to_string(), v: 2 }] }).unwrap();
-    let forged = attacker.sign(&ws, messages::ASSIGN, u64::MAX / 2, &fake);
-    let _: String = redis::cmd("XADD").arg(&ws).arg("*").arg("m").arg(forged).query_async(&mut con).await.unwrap();
-    let _: String = redis::cmd("XADD").arg(&ws).arg("*").arg("m").arg("garbage").query_async(&mut con).await.unwrap();
-    let intake = ctx.store.keys.intake();
-    let fake_intake = serde_json::to_vec(&IntakeBody { tasks: vec![IntakeTask { id: real.id.clone(), v: 5, h: "count".into(), tags: vec![], prio: 0 }] }).unwrap();
-    let _: String = redis::cmd("XADD").arg(&intake).arg("*").arg("m").arg(attacker.sign(&intake, messages::SUBMIT, u64::MAX / 2, &fake_intake)).query_async(&mut con).await.unwrap();
-    eventually(Duration::from_secs(5), "forged entries acknowledged", || {
-        let mut con = con.clone();
-        let ws = ws.clone();
-        let intake = intake.clone();
-        async move {
-            let a = pending_count(&mut con, &ws, "worker").await;
-            let b = pending_count(&mut con, &intake, "distributors").await;
-            let len: u64 = redis::cmd("XLEN").arg(&ws).query_async(&mut con).await.unwrap();
-            (a == 0 && b == 0 && len >= 1).then_some(())
-        }
+    let fake = serde_json::to_vec(&AssignBody {
+        tasks: vec![
+            Assignment {
+                id: real.id.clone(),
+                v: 3,
+            },
+            Assignment {
+                id: fresh.id.to_string(),
+                v: 2,
+            },
+        ],
     })
+    .unwrap();
+    let forged = attacker.sign(&ws, messages::ASSIGN, u64::MAX / 2, &fake);
+    let _: String = redis::cmd("XADD")
+        .arg(&ws)
+        .arg("*")
+        .arg("m")
+        .arg(forged)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(&ws)
+        .arg("*")
+        .arg("m")
+        .arg("garbage")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let intake = ctx.store.keys.intake();
+    let fake_intake = serde_json::to_vec(&IntakeBody {
+        tasks: vec![IntakeTask {
+            id: real.id.clone(),
+            v: 5,
+            h: "count".into(),
+            tags: vec![],
+            prio: 0,
+        }],
+    })
+    .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(&intake)
+        .arg("*")
+        .arg("m")
+        .arg(attacker.sign(&intake, messages::SUBMIT, u64::MAX / 2, &fake_intake))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "forged entries acknowledged",
+        || {
+            let mut con = con.clone();
+            let ws = ws.clone();
+            let intake = intake.clone();
+            async move {
+                let a = pending_count(&mut con, &ws, "worker").await;
+                let b = pending_count(&mut con, &intake, "distributors").await;
+                let len: u64 = redis::cmd("XLEN")
+                    .arg(&ws)
+                    .query_async(&mut con)
+                    .await
+                    .unwrap();
+                (a == 0 && b == 0 && len >= 1).then_some(())
+            }
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1, "nothing forged was executed");
+    assert_eq!(
+        runs.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "nothing forged was executed"
+    );
     assert_eq!(client.get(&real.id).await.unwrap().attempts, 1);
     let metrics = drover::telemetry::metrics_handle().render();
-    assert!(metrics.contains("drover_messages_rejected_total{reason=\"signature\"}"), "{metrics}");
-    assert!(metrics.contains("drover_messages_rejected_total{reason=\"malformed\"}"), "{metrics}");
+    assert!(
+        metrics.contains("drover_messages_rejected_total{reason=\"signature\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("drover_messages_rejected_total{reason=\"malformed\"}"),
+        "{metrics}"
+    );
     c.stop().await;
 }
 
 #[tokio::test]
 async fn trimming_keeps_every_unacknowledged_entry() {
-    let Some((_redis, ctx)) = store_ctx().await else { return };
+    let Some((_redis, ctx)) = store_ctx().await else {
+        return;
+    };
     let stream = ctx.store.keys.intake();
-    ctx.store.ensure_group(&stream, "distributors").await.unwrap();
+    ctx.store
+        .ensure_group(&stream, "distributors")
+        .await
+        .unwrap();
     for _ in 0..5 {
         ctx.store.submit(&[new_task("noop")]).await.unwrap();
     }
     // Deliver three, acknowledge the second only.
-    let got = ctx.store.read_group(&stream, "distributors", "d1", 3, None, false).await.unwrap();
-    ctx.store.ack(&stream, "distributors", &[got[1].id.clone()]).await.unwrap();
+    let got = ctx
+        .store
+        .read_group(&stream, "distributors", "d1", 3, None, false)
+        .await
+        .unwrap();
+    ctx.store
+        .ack(&stream, "distributors", &[got[1].id.clone()])
+        .await
+        .unwrap();
     ctx.store.trim(&stream, "distributors").await.unwrap();
     let mut con = ctx.store.con().await.unwrap();
-    let len: u64 = redis::cmd("XLEN").arg(&stream).query_async(&mut con).await.unwrap();
+    let len: u64 = redis::cmd("XLEN")
+        .arg(&stream)
+        .query_async(&mut con)
+        .await
+        .unwrap();
     assert_eq!(len, 5, "the oldest pending entry bounds the trim");
     // Acknowledge the rest of the delivered ones: only delivered, acked
     // entries go; the two never delivered stay.
-    ctx.store.ack(&stream, "distributors", &[got[0].id.clone(), got[2].id.clone()]).await.unwrap();
+    ctx.store
+        .ack(
+            &stream,
+            "distributors",
+            &[got[0].id.clone(), got[2].id.clone()],
+        )
+        .await
+        .unwrap();
     ctx.store.trim(&stream, "distributors").await.unwrap();
-    let len: u64 = redis::cmd("XLEN").arg(&stream).query_async(&mut con).await.unwrap();
-    assert_eq!(len, 3, "the last delivered entry and the two undelivered remain");
-    let rest = ctx.store.read_group(&stream, "distributors", "d1", 10, None, false).await.unwrap();
+    let len: u64 = redis::cmd("XLEN")
+        .arg(&stream)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(
+        len, 3,
+        "the last delivered entry and the two undelivered remain"
+    );
+    let rest = ctx
+        .store
+        .read_group(&stream, "distributors", "d1", 10, None, false)
+        .await
+        .unwrap();
     assert_eq!(rest.len(), 2);
+}
+
+/// The `m` field of the first entry in an XRANGE reply.
+fn first_entry_payload(v: redis::Value) -> Vec<u8> {
+    let redis::Value::Array(entries) = v else {
+        panic!("XRANGE reply {v:?}")
+    };
+    let redis::Value::Array(entry) = &entries[0] else {
+        panic!("entry {:?}", entries[0])
+    };
+    let redis::Value::Array(fields) = &entry[1] else {
+        panic!("fields {:?}", entry[1])
+    };
+    match &fields[1] {
+        redis::Value::BulkString(b) => b.clone(),
+        other => panic!("payload {other:?}"),
+    }
 }

@@ -24,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const READ_TOKEN: &str = "test-read-token-0123456789";
 pub const SUBMIT_TOKEN: &str = "test-submit-token-0123456789";
-pub const SIGNING_KEYS: &str = "t1:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+pub const SIGNING_KEYS: &str =
+    "t1:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
 /// Starts a Redis for one test, or says loudly why the test is skipped
 /// (a failure when DROVER_TEST_REQUIRE=all).
@@ -89,7 +90,10 @@ impl Cluster {
         Self::start_with(redis(Persistence::None)?, overrides).await
     }
 
-    pub async fn start_with(redis: RedisServer, overrides: &[(&'static str, &str)]) -> Option<Cluster> {
+    pub async fn start_with(
+        redis: RedisServer,
+        overrides: &[(&'static str, &str)],
+    ) -> Option<Cluster> {
         drover::telemetry::metrics_handle();
         let settings = settings(&redis.url(), overrides);
         let mut c = Cluster {
@@ -113,7 +117,12 @@ impl Cluster {
         let api = format!("http://{}", listener.local_addr().unwrap());
         let ctx = self.ctx("coordinator");
         let stop = self.shutdown.child_token();
-        let h = tokio::spawn(coordinator::run(ctx, listener, id.to_string(), stop.clone()));
+        let h = tokio::spawn(coordinator::run(
+            ctx,
+            listener,
+            id.to_string(),
+            stop.clone(),
+        ));
         self.roles.push((id.to_string(), stop, h));
         api
     }
@@ -141,16 +150,24 @@ impl Cluster {
         let h = tokio::spawn(worker::run(ctx, spec, stop.clone()));
         self.roles.push((id.to_string(), stop, h));
         let ttl = self.settings.timing.worker_ttl;
-        eventually(Duration::from_secs(10), "the worker's first heartbeat", || async {
-            let live = store.workers(ttl).await.ok()?;
-            live.iter().any(|w| w.id == id).then_some(())
-        })
+        eventually(
+            Duration::from_secs(10),
+            "the worker's first heartbeat",
+            || async {
+                let live = store.workers(ttl).await.ok()?;
+                live.iter().any(|w| w.id == id).then_some(())
+            },
+        )
         .await;
     }
 
     /// Stops one role gracefully and waits for it.
     pub async fn stop_role(&mut self, id: &str) {
-        let i = self.roles.iter().position(|r| r.0 == id).expect("role exists");
+        let i = self
+            .roles
+            .iter()
+            .position(|r| r.0 == id)
+            .expect("role exists");
         let (_, stop, h) = self.roles.remove(i);
         stop.cancel();
         h.await.unwrap().unwrap();
@@ -158,7 +175,11 @@ impl Cluster {
 
     /// Ends a role abruptly (its task is aborted, nothing drains).
     pub fn abort_role(&mut self, id: &str) {
-        let i = self.roles.iter().position(|r| r.0 == id).expect("role exists");
+        let i = self
+            .roles
+            .iter()
+            .position(|r| r.0 == id)
+            .expect("role exists");
         let (_, _, h) = self.roles.remove(i);
         h.abort();
     }
@@ -211,7 +232,10 @@ pub async fn wait_state(client: &Client, id: &str, state: TaskState, within: Dur
             return t;
         }
         if Instant::now() > deadline {
-            panic!("task {id} never reached {state:?} within {within:?}; last seen {:?}", last.unwrap_or(t));
+            panic!(
+                "task {id} never reached {state:?} within {within:?}; last seen {:?}",
+                last.unwrap_or(t)
+            );
         }
         last = Some(t);
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -245,7 +269,11 @@ impl Proc {
                 return st;
             }
             if Instant::now() > deadline {
-                panic!("{} did not exit within {within:?}; log:\n{}", self.name, self.log_text());
+                panic!(
+                    "{} did not exit within {within:?}; log:\n{}",
+                    self.name,
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -314,8 +342,17 @@ pub fn profile(dir: &std::path::Path, name: &str, toml: &str) -> String {
 }
 
 /// Entries of `stream` delivered to `group` and not yet acknowledged.
-pub async fn pending_count(con: &mut redis::aio::MultiplexedConnection, stream: &str, group: &str) -> u64 {
-    let v: redis::Value = redis::cmd("XPENDING").arg(stream).arg(group).query_async(con).await.unwrap();
+pub async fn pending_count(
+    con: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+    group: &str,
+) -> u64 {
+    let v: redis::Value = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .query_async(con)
+        .await
+        .unwrap();
     match v {
         redis::Value::Array(parts) => redis::from_redis_value(parts[0].clone()).unwrap(),
         other => panic!("unexpected XPENDING reply {other:?}"),
