@@ -5,10 +5,11 @@
 --                                                      acknowledge ('' = none)
 -- ARGV[4] worker id          ARGV[5] lease TTL ms
 -- ARGV[6..] 2 per task: id, version named by the assign message
--- Reply: flat array, 11 per task: status ('ok' | 'missing' | 'conflict' |
+-- Reply: flat array, 12 per task: status ('ok' | 'missing' | 'conflict' |
 --        'state:<s>' | 'other-worker'), then for 'ok': version, epoch, fence,
 --        handler, input, timeout ms, attempt, max attempts, tags JSON,
---        priority (else '' each).
+--        priority, ready ms (when it could first run: created or due)
+--        (else '' each).
 -- Taking the lease increments the fence; (epoch, fence) is the token that
 -- renew and complete must present. A new epoch begins whenever this Redis
 -- process is not the one that made the current epoch (a restart, which may
@@ -29,12 +30,12 @@ end
 local reply, deadlines, started = {}, {}, 0
 local function refuse(status)
   reply[#reply + 1] = status
-  for _ = 1, 10 do reply[#reply + 1] = '' end
+  for _ = 1, 11 do reply[#reply + 1] = '' end
 end
 for i = 6, #ARGV, 2 do
   local id, version = ARGV[i], ARGV[i + 1]
   local key = task_key(prefix, id)
-  local t = redis.call('HMGET', key, 'state', 'v', 'w', 'f', 'att', 'h', 'in', 'to', 'max', 'tags', 'prio')
+  local t = redis.call('HMGET', key, 'state', 'v', 'w', 'f', 'att', 'h', 'in', 'to', 'max', 'tags', 'prio', 'ct', 'run_at')
   if not t[1] then
     refuse('missing')
   elseif t[1] ~= 'assigned' then
@@ -49,7 +50,8 @@ for i = 6, #ARGV, 2 do
     deadlines[#deadlines + 1] = now + lease
     deadlines[#deadlines + 1] = id
     started = started + 1
-    local r = { 'ok', tostring(v), epoch, tostring(fence), t[6], t[7], t[8], tostring(att), t[9], t[10], t[11] }
+    local r = { 'ok', tostring(v), epoch, tostring(fence), t[6], t[7], t[8], tostring(att), t[9], t[10], t[11],
+      tostring(math.max(tonumber(t[12] or '0'), tonumber(t[13] or '0'))) }
     for _, x in ipairs(r) do reply[#reply + 1] = x end
   end
 end

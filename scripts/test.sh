@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The full test suite: unit tests and integration tests against real
-# redis-server processes (each test starts its own). Installs redis-server
-# from Debian's packages if it is missing.
+# redis-server processes (each test starts its own), and the alert rules
+# against promtool and a real Prometheus. Installs redis-server and
+# prometheus from Debian's packages if they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/ensure-tools.sh
 ensure_tool redis-server redis-server
+ensure_tool prometheus prometheus   # also provides promtool
 cargo test --all-targets "$@"

@@ -36,9 +36,32 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
             describe_all();
+            zero_series();
             handle
         })
         .clone()
+}
+
+/// Creates the labelled counters alerts compute rates over, at zero, so the
+/// first event after start shows up as an increase (a series that appears
+/// already at 300 has no visible rate).
+fn zero_series() {
+    for outcome in [
+        "succeeded",
+        "failed",
+        "cancelled",
+        "released",
+        "stale",
+        "lost",
+    ] {
+        metrics::counter!("drover_tasks_finished_total", "outcome" => outcome).increment(0);
+    }
+    for reason in ["signature", "expired", "malformed", "oversize", "stale"] {
+        metrics::counter!("drover_messages_rejected_total", "reason" => reason).increment(0);
+    }
+    metrics::counter!("drover_lease_expired_total").increment(0);
+    metrics::counter!("drover_retries_total").increment(0);
+    metrics::counter!("drover_tasks_submitted_total").increment(0);
 }
 
 fn describe_all() {
@@ -89,6 +112,20 @@ fn describe_all() {
         "1 while this coordinator holds the leader lease."
     );
     describe_gauge!("drover_redis_up", "1 while Redis answers.");
+    describe_histogram!(
+        "drover_redis_command_seconds",
+        Unit::Seconds,
+        "Latency of drover's Redis scripts, by operation."
+    );
+    describe_histogram!(
+        "drover_task_wait_seconds",
+        Unit::Seconds,
+        "Time from when a task could run (created, or due) until a worker started it."
+    );
+    describe_gauge!(
+        "drover_unplaceable_tasks",
+        "Tasks a distributor holds that no live worker could take (handler or tags missing)."
+    );
     describe_counter!(
         "drover_http_requests_total",
         "API requests, by route and status."

@@ -174,6 +174,7 @@ impl Distributor {
     /// Assigns what it can; what no worker can take now keeps waiting.
     async fn place(&mut self) -> Result<(), StoreError> {
         if self.waiting.is_empty() {
+            metrics::gauge!("drover_unplaceable_tasks").set(0.0);
             return Ok(());
         }
         // Slots free up as fast as workers finish: place from a fresh view
@@ -231,7 +232,6 @@ impl Distributor {
             let tasks: Vec<IntakeTask> =
                 idx.iter().map(|&i| self.waiting[i].task.clone()).collect();
             let replies = self.ctx.store.assign(&wid, &tasks, assign_ttl).await?;
-            metrics::counter!("drover_messages_sent_total", "stream" => "worker").increment(1);
             for (&i, status) in idx.iter().zip(&replies) {
                 match status.as_str() {
                     "ok" => {

@@ -423,6 +423,9 @@ impl Worker {
                             };
                             metrics::counter!("drover_tasks_finished_total", "outcome" => outcome)
                                 .increment(1);
+                            if state == "scheduled" {
+                                metrics::counter!("drover_retries_total").increment(1);
+                            }
                             if state == "stale" {
                                 tracing::warn!(task_id = %c.task.id, fence = %c.task.token, "completion refused: this worker no longer holds the lease");
                             } else {

@@ -102,6 +102,8 @@ pub struct StartedTask {
     pub max_attempts: u32,
     pub tags: Vec<String>,
     pub priority: i32,
+    /// When the task could first run (created, or due), Redis ms.
+    pub ready_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +195,11 @@ pub struct Store {
     opts: StoreOptions,
 }
 
+/// Latency buckets of Redis calls, in seconds.
+pub const REDIS_LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+];
+
 fn to_strings(script: &'static str, v: Value) -> Result<Vec<String>> {
     redis::from_redis_value::<Vec<String>>(v).map_err(|e| StoreError::Reply {
         script,
@@ -237,6 +244,26 @@ impl Store {
             clock: Clock::default(),
             opts,
         })
+    }
+
+    /// Runs a script, timing it (`drover_redis_command_seconds{op}`), and
+    /// returns its reply as strings.
+    async fn call(
+        &self,
+        op: &'static str,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<Vec<String>> {
+        let mut con = self.con().await?;
+        let started = std::time::Instant::now();
+        let reply = inv.invoke_async(&mut con).await;
+        metrics::histogram!("drover_redis_command_seconds", "op" => op)
+            .record(started.elapsed().as_secs_f64());
+        to_strings(op, reply?)
+    }
+
+    /// Counts one message appended to a stream of `kind`.
+    fn sent(kind: &'static str) {
+        metrics::counter!("drover_messages_sent_total", "stream" => kind).increment(1);
     }
 
     pub fn clock(&self) -> &Clock {
@@ -516,8 +543,10 @@ impl Store {
                 .arg(delayed(t).unwrap_or(0))
                 .arg(t.idempotency_key.as_deref().unwrap_or(""));
         }
-        let mut con = self.con().await?;
-        let v = to_strings("submit", inv.invoke_async(&mut con).await?)?;
+        let v = self.call("submit", &inv).await?;
+        if v.iter().any(|x| x == "queued") {
+            Self::sent("intake");
+        }
         Ok(v.chunks(2).map(|c| (c[0].clone(), c[1].clone())).collect())
     }
 
@@ -552,8 +581,11 @@ impl Store {
         for t in tasks {
             inv.arg(&t.id).arg(t.v);
         }
-        let mut con = self.con().await?;
-        to_strings("assign", inv.invoke_async(&mut con).await?)
+        let v = self.call("assign", &inv).await?;
+        if v.iter().any(|x| x == "ok") {
+            Self::sent("worker");
+        }
+        Ok(v)
     }
 
     /// Takes the lease on assigned tasks and acknowledges the entry that
@@ -578,9 +610,8 @@ impl Store {
         for t in tasks {
             inv.arg(&t.id).arg(t.v);
         }
-        let mut con = self.con().await?;
-        let v = to_strings("start", inv.invoke_async(&mut con).await?)?;
-        Ok(v.chunks(11)
+        let v = self.call("start", &inv).await?;
+        Ok(v.chunks(12)
             .zip(tasks)
             .map(|(c, t)| {
                 if c[0] != "ok" {
@@ -600,6 +631,7 @@ impl Store {
                     max_attempts: num(c.get(8)),
                     tags: serde_json::from_str(&c[9]).unwrap_or_default(),
                     priority: num(c.get(10)),
+                    ready_ms: num(c.get(11)),
                 }))
             })
             .collect())
@@ -622,8 +654,7 @@ impl Store {
         for (id, token) in held {
             inv.arg(id).arg(token.epoch).arg(token.fence);
         }
-        let mut con = self.con().await?;
-        let v = to_strings("renew", inv.invoke_async(&mut con).await?)?;
+        let v = self.call("renew", &inv).await?;
         Ok(v.iter()
             .map(|s| match s.as_str() {
                 "ok" => RenewStatus::Ok,
@@ -678,8 +709,14 @@ impl Store {
                 .arg(&c.payload)
                 .arg(c.retry_delay_ms);
         }
-        let mut con = self.con().await?;
-        to_strings("complete", inv.invoke_async(&mut con).await?)
+        let v = self.call("complete", &inv).await?;
+        if v.iter().any(|x| x != "stale") {
+            Self::sent("events");
+        }
+        if v.iter().any(|x| x == "queued") {
+            Self::sent("intake");
+        }
+        Ok(v)
     }
 
     /// Cancels a task; a running one is asked to stop through its worker's
@@ -735,8 +772,14 @@ impl Store {
                     .await?,
             )?;
             match r.first().map(String::as_str) {
-                Some("cancelled") => return Ok(CancelOutcome::Cancelled),
-                Some("requested") => return Ok(CancelOutcome::Requested),
+                Some("cancelled") => {
+                    Self::sent("events");
+                    return Ok(CancelOutcome::Cancelled);
+                }
+                Some("requested") => {
+                    Self::sent("worker");
+                    return Ok(CancelOutcome::Requested);
+                }
                 Some("missing") => return Ok(CancelOutcome::Missing),
                 Some("terminal") => {
                     let st = r
@@ -844,8 +887,14 @@ impl Store {
         for (id, v, delay) in &args {
             inv.arg(id).arg(v).arg(delay);
         }
-        let mut con = self.con().await?;
-        let v = to_strings("reap", inv.invoke_async(&mut con).await?)?;
+        let v = self.call("reap", &inv).await?;
+        let outcomes = || v.chunks(2).map(|p| p[1].as_str());
+        if outcomes().any(|o| !matches!(o, "renewed" | "conflict" | "gone")) {
+            Self::sent("events");
+        }
+        if outcomes().any(|o| o == "queued") {
+            Self::sent("intake");
+        }
         let mut stats = ReapStats::default();
         for pair in v.chunks(2) {
             match pair[1].as_str() {
@@ -912,8 +961,10 @@ impl Store {
         for t in &tasks {
             inv.arg(&t.id).arg(t.v - 1);
         }
-        let mut con = self.con().await?;
-        let v = to_strings("promote", inv.invoke_async(&mut con).await?)?;
+        let v = self.call("promote", &inv).await?;
+        if v.iter().any(|x| x == "queued") {
+            Self::sent("intake");
+        }
         for (s, t) in v.iter().zip(&tasks) {
             if s == "queued" {
                 tracing::debug!(task_id = %t.id, "promoted to queued");
@@ -945,8 +996,10 @@ impl Store {
         for t in tasks {
             inv.arg(&t.id).arg(t.v);
         }
-        let mut con = self.con().await?;
-        let v = to_strings("reannounce", inv.invoke_async(&mut con).await?)?;
+        let v = self.call("reannounce", &inv).await?;
+        if v.iter().any(|x| x == "queued") {
+            Self::sent("intake");
+        }
         for (s, t) in v.iter().zip(tasks) {
             if s == "queued" {
                 tracing::debug!(task_id = %t.id, "announced again on the intake stream");

@@ -4,5 +4,6 @@
 mod api;
 mod lifecycle;
 mod processes;
+mod prometheus;
 mod scripts;
 mod support;

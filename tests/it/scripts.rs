@@ -520,3 +520,178 @@ fn first_entry_payload(v: redis::Value) -> Vec<u8> {
         other => panic!("payload {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn the_reconciler_announces_again_a_queued_task_whose_entry_was_lost() {
+    let Some((_redis, ctx)) = store_ctx().await else {
+        return;
+    };
+    let t = new_task("noop");
+    ctx.store.submit(std::slice::from_ref(&t)).await.unwrap();
+    let intake = ctx.store.keys.intake();
+    let mut con = ctx.store.con().await.unwrap();
+    // Lose the entry, as a Redis restart with AOF everysec can.
+    let _: () = redis::cmd("DEL")
+        .arg(&intake)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let (cursor, n) = ctx
+        .store
+        .reconcile("0", 1000, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!((cursor.as_str(), n), ("0", 1));
+    let len: u64 = redis::cmd("XLEN")
+        .arg(&intake)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(len, 1, "announced again");
+    let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
+    assert_eq!((view.state, view.version), (TaskState::Queued, 2));
+    // With its entry present, a second sweep leaves it alone.
+    let (_, n) = ctx
+        .store
+        .reconcile("0", 1000, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    // The announcement is a valid one: the task can be assigned from it.
+    register(&ctx, "w1").await;
+    ctx.store
+        .ensure_group(&intake, "distributors")
+        .await
+        .unwrap();
+    let e = ctx
+        .store
+        .read_group(&intake, "distributors", "d", 10, None, true)
+        .await
+        .unwrap();
+    assert!(e.is_empty());
+    let _: () = redis::cmd("XGROUP")
+        .arg("SETID")
+        .arg(&intake)
+        .arg("distributors")
+        .arg("0")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let e = ctx
+        .store
+        .read_group(&intake, "distributors", "d", 10, None, false)
+        .await
+        .unwrap();
+    let body: IntakeBody = ctx.store.open(&intake, &e[0]).unwrap().parse().unwrap();
+    assert_eq!(
+        ctx.store
+            .assign("w1", &body.tasks, Duration::from_secs(5))
+            .await
+            .unwrap(),
+        vec!["ok"]
+    );
+}
+
+#[tokio::test]
+async fn tasks_due_right_at_submission_are_never_stranded() {
+    let Some(mut c) = Cluster::start(&[]).await else {
+        return;
+    };
+    c.add_distributor("dist-1");
+    c.add_worker("w1", 64, &[], Registry::builtins()).await;
+    let client = c.client();
+    let ctx = c.ctx("check");
+    let mut ids = Vec::new();
+    for round in 0..6 {
+        let now = ctx.store.clock().now_ms();
+        let reqs: Vec<_> = (0..50)
+            .map(|i| {
+                let mut r = crate::lifecycle::task("noop", serde_json::Value::Null);
+                r.run_at_ms = Some(now + (i % 10) + round);
+                r
+            })
+            .collect();
+        ids.extend(
+            client
+                .submit_batch(reqs)
+                .await
+                .unwrap()
+                .tasks
+                .into_iter()
+                .map(|t| t.id),
+        );
+    }
+    for id in &ids {
+        let t = client.wait(id, Duration::from_secs(20)).await.unwrap();
+        assert_eq!(t.state, TaskState::Succeeded, "{t:?}");
+    }
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_redis_restart_starts_a_new_epoch_and_running_tasks_keep_theirs() {
+    let Some(redis) = redis(Persistence::AofAlways) else {
+        return;
+    };
+    let mut redis = redis;
+    let ctx = Context::new(settings(&redis.url(), &[]), "test", "test").unwrap();
+    ctx.store.ping().await.unwrap();
+    register(&ctx, "w1").await;
+    let a = new_task("noop");
+    ctx.store.submit(std::slice::from_ref(&a)).await.unwrap();
+    let first = assign_and_start(&ctx, "w1", a.id.as_str(), 1).await;
+    redis.restart().unwrap();
+    // The pool reconnects on the next call.
+    let b = new_task("noop");
+    eventually(Duration::from_secs(10), "redis back", || async {
+        ctx.store
+            .submit(std::slice::from_ref(&b))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let second = assign_and_start(&ctx, "w1", b.id.as_str(), 1).await;
+    assert!(
+        second.token.epoch > first.token.epoch,
+        "{:?} then {:?}",
+        first.token,
+        second.token
+    );
+    // The attempt started before the restart completes under its own epoch.
+    let done = Completion {
+        task: first,
+        outcome: Outcome::Succeeded,
+        payload: "1".into(),
+        retry_delay_ms: 0,
+    };
+    assert_eq!(
+        ctx.store.complete("w1", &[done]).await.unwrap(),
+        vec!["succeeded"]
+    );
+}
+
+#[tokio::test]
+async fn handing_back_a_task_with_a_cancel_request_cancels_it() {
+    let Some((_redis, ctx)) = store_ctx().await else {
+        return;
+    };
+    register(&ctx, "w1").await;
+    let t = new_task("noop");
+    ctx.store.submit(std::slice::from_ref(&t)).await.unwrap();
+    let started = assign_and_start(&ctx, "w1", t.id.as_str(), 1).await;
+    assert_eq!(
+        ctx.store.cancel(&t.id).await.unwrap(),
+        drover::store::CancelOutcome::Requested
+    );
+    let back = Completion {
+        task: started,
+        outcome: Outcome::Released,
+        payload: String::new(),
+        retry_delay_ms: 0,
+    };
+    assert_eq!(
+        ctx.store.complete("w1", &[back]).await.unwrap(),
+        vec!["cancelled"]
+    );
+}
