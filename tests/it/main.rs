@@ -6,4 +6,5 @@ mod lifecycle;
 mod processes;
 mod prometheus;
 mod scripts;
+mod shutdown;
 mod support;
