@@ -38,10 +38,7 @@ async fn ready_route(State(h): State<Arc<Health>>) -> impl IntoResponse {
 
 async fn metrics_route() -> impl IntoResponse {
     (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::telemetry::metrics_handle().render(),
     )
 }

@@ -151,6 +151,28 @@ pub enum Command {
         #[arg(long)]
         token: bool,
     },
+    /// Start a cluster of its own, run workloads, print one JSON line of measurements.
+    Bench {
+        /// Small workloads that finish in seconds.
+        #[arg(long)]
+        quick: bool,
+        /// throughput, latency, memory or all (repeatable).
+        #[arg(long = "scenario")]
+        scenarios: Vec<String>,
+        /// Redis with AOF (appendfsync everysec) instead of no persistence.
+        #[arg(long)]
+        aof: bool,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Slots per worker.
+        #[arg(long, default_value_t = 256)]
+        capacity: u32,
+        #[arg(long, default_value_t = 1)]
+        distributors: usize,
+        /// Tasks for the throughput and memory scenarios (default 100000 and 1000000; 5000 and 20000 with --quick).
+        #[arg(long)]
+        tasks: Option<usize>,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -210,10 +232,7 @@ impl ServerArgs {
 pub fn on_signals(token: CancellationToken) {
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
             tracing::error!("cannot listen for signals");
             return;
         };
@@ -232,18 +251,21 @@ async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListe
 }
 
 /// Starts the admin server and the Redis watchdog for a role process.
-async fn start_common(ctx: &Context, shutdown: &CancellationToken) -> anyhow::Result<()> {
+/// The admin port and the watchdog live until the returned guard drops, after
+/// the role has drained, so `/ready` answers 503 "draining" meanwhile.
+async fn start_common(ctx: &Context) -> anyhow::Result<tokio_util::sync::DropGuard> {
     let admin = bind(ctx.settings.admin_addr, "admin port").await?;
     tracing::info!(addr = %admin.local_addr()?, "admin port: /health /ready /metrics");
     let health = ctx.health.clone();
-    let stop = shutdown.clone();
+    let admin_stop = CancellationToken::new();
+    let stop = admin_stop.clone();
     tokio::spawn(async move {
         if let Err(e) = admin::serve(admin, health, async move { stop.cancelled().await }).await {
             tracing::error!(error = %e, "admin server failed");
         }
     });
-    tokio::spawn(roles::watch_redis(ctx.clone(), shutdown.clone()));
-    Ok(())
+    tokio::spawn(roles::watch_redis(ctx.clone(), admin_stop.clone()));
+    Ok(admin_stop.drop_guard())
 }
 
 fn resolve(layers: &Layers) -> anyhow::Result<Settings> {
@@ -295,7 +317,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             let shutdown = CancellationToken::new();
             on_signals(shutdown.clone());
             let listener = bind(ctx.settings.coordinator.http_addr, "API").await?;
-            start_common(&ctx, &shutdown).await?;
+            let _admin = start_common(&ctx).await?;
             coordinator::run(ctx, listener, id, shutdown).await
         }
         Command::Distributor { common } => {
@@ -304,14 +326,10 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             let ctx = Context::new(settings, "distributor", &id)?;
             let shutdown = CancellationToken::new();
             on_signals(shutdown.clone());
-            start_common(&ctx, &shutdown).await?;
+            let _admin = start_common(&ctx).await?;
             distributor::run(ctx, id, shutdown).await
         }
-        Command::Worker {
-            common,
-            capacity,
-            tags,
-        } => {
+        Command::Worker { common, capacity, tags } => {
             let mut layers = common.layers()?;
             layers.set_flag("worker.id", "--id", common.id.clone());
             layers.set_flag("worker.capacity", "--capacity", capacity);
@@ -329,7 +347,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             let ctx = Context::new(settings, "worker", &spec.id)?;
             let shutdown = CancellationToken::new();
             on_signals(shutdown.clone());
-            start_common(&ctx, &shutdown).await?;
+            let _admin = start_common(&ctx).await?;
             worker::run(ctx, spec, shutdown).await
         }
         Command::Dev {
@@ -342,14 +360,13 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             layers.set_flag("coordinator.http_addr", "--http", http);
             layers.set_flag("worker.capacity", "--capacity", capacity);
             let mut settings = resolve(&layers)?;
-            let own_redis =
-                common.redis_url.is_none() && std::env::var("DROVER_REDIS_URL").is_err();
+            let own_redis = common.redis_url.is_none() && std::env::var("DROVER_REDIS_URL").is_err();
             let (redis, token) = dev::prepare(&mut settings, own_redis)?;
             let ctx = Context::new(settings, "dev", "dev")?;
             let shutdown = CancellationToken::new();
             on_signals(shutdown.clone());
             let listener = bind(ctx.settings.coordinator.http_addr, "API").await?;
-            start_common(&ctx, &shutdown).await?;
+            let _admin = start_common(&ctx).await?;
             let api = format!("http://{}", listener.local_addr()?);
             eprintln!(
                 "drover dev: API {api}, admin http://{}, redis {}",
@@ -379,11 +396,10 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             idempotency_key,
             json,
         } => {
-            let input: serde_json::Value = serde_json::from_str(&input)
-                .map_err(|e| anyhow::anyhow!("--input: not JSON: {e}"))?;
-            let wait_timeout = crate::handlers::parse_duration(&wait_timeout).ok_or_else(|| {
-                anyhow::anyhow!("--wait-timeout: {wait_timeout:?} is not a duration")
-            })?;
+            let input: serde_json::Value =
+                serde_json::from_str(&input).map_err(|e| anyhow::anyhow!("--input: not JSON: {e}"))?;
+            let wait_timeout = crate::handlers::parse_duration(&wait_timeout)
+                .ok_or_else(|| anyhow::anyhow!("--wait-timeout: {wait_timeout:?} is not a duration"))?;
             let req = crate::api::SubmitRequest {
                 handler,
                 input,
@@ -411,12 +427,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             )
             .await
         }
-        Command::Status {
-            api,
-            id,
-            wait,
-            json,
-        } => {
+        Command::Status { api, id, wait, json } => {
             let wait = match wait {
                 None => None,
                 Some(w) => Some(
@@ -426,9 +437,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             };
             client::status(&Client::new(&api.api, api.token)?, &id, wait, json).await
         }
-        Command::Cancel { api, id, json } => {
-            client::cancel(&Client::new(&api.api, api.token)?, &id, json).await
-        }
+        Command::Cancel { api, id, json } => client::cancel(&Client::new(&api.api, api.token)?, &id, json).await,
         Command::Tasks {
             api,
             state,
@@ -445,9 +454,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             )
             .await
         }
-        Command::Workers { api, json } => {
-            client::workers(&Client::new(&api.api, api.token)?, json).await
-        }
+        Command::Workers { api, json } => client::workers(&Client::new(&api.api, api.token)?, json).await,
         Command::Keygen { kid, token } => {
             if token {
                 println!("{}", crate::api::auth::generate_token());
@@ -458,6 +465,39 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
                 Keyring::parse(&line, None).map_err(|e| anyhow::anyhow!("--kid: {e}"))?;
                 println!("{line}");
             }
+            Ok(())
+        }
+        Command::Bench {
+            quick,
+            scenarios,
+            aof,
+            workers,
+            capacity,
+            distributors,
+            tasks,
+        } => {
+            if let Some(bad) = scenarios
+                .iter()
+                .find(|s| !["throughput", "latency", "memory", "all"].contains(&s.as_str()))
+            {
+                anyhow::bail!("--scenario: {bad:?} is not throughput, latency, memory or all");
+            }
+            if std::env::var("RUST_LOG").is_err() {
+                std::env::set_var("RUST_LOG", "warn");
+            }
+            crate::telemetry::init_logs(false);
+            crate::telemetry::metrics_handle();
+            let opts = crate::bench::BenchOptions {
+                scenarios,
+                quick,
+                aof,
+                workers,
+                capacity,
+                distributors,
+                tasks,
+            };
+            let out = crate::bench::run(opts).await?;
+            println!("{}", serde_json::to_string(&out)?);
             Ok(())
         }
         Command::Config {

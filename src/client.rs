@@ -3,9 +3,7 @@
 //! people, or the API's JSON with `--json` for scripts. API errors are shown
 //! with their code and message and make the command exit non-zero.
 
-use crate::api::{
-    BatchRequest, BatchResponse, CancelResponse, SubmitRequest, Submitted, TaskList, WorkerList,
-};
+use crate::api::{BatchRequest, BatchResponse, CancelResponse, SubmitRequest, Submitted, TaskList, WorkerList};
 use crate::task::{TaskState, TaskView};
 use anyhow::{bail, Context as _};
 use serde::de::DeserializeOwned;
@@ -101,12 +99,7 @@ impl Client {
             .await
     }
 
-    pub async fn list(
-        &self,
-        state: Option<&str>,
-        limit: usize,
-        cursor: Option<&str>,
-    ) -> anyhow::Result<TaskList> {
+    pub async fn list(&self, state: Option<&str>, limit: usize, cursor: Option<&str>) -> anyhow::Result<TaskList> {
         let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
         if let Some(s) = state {
             q.push(("state", s.to_string()));
@@ -114,13 +107,11 @@ impl Client {
         if let Some(c) = cursor {
             q.push(("cursor", c.to_string()));
         }
-        self.send(self.req(reqwest::Method::GET, "/v1/tasks").query(&q))
-            .await
+        self.send(self.req(reqwest::Method::GET, "/v1/tasks").query(&q)).await
     }
 
     pub async fn workers(&self) -> anyhow::Result<WorkerList> {
-        self.send(self.req(reqwest::Method::GET, "/v1/workers"))
-            .await
+        self.send(self.req(reqwest::Method::GET, "/v1/workers")).await
     }
 }
 
@@ -174,11 +165,7 @@ pub async fn submit(
     let mut tally: HashMap<&str, usize> = HashMap::new();
     for s in states.values() {
         *tally
-            .entry(if s.is_terminal() {
-                s.as_str()
-            } else {
-                "pending"
-            })
+            .entry(if s.is_terminal() { s.as_str() } else { "pending" })
             .or_default() += 1;
     }
     let pending = ids.len() - states.values().filter(|s| s.is_terminal()).count();
@@ -211,11 +198,7 @@ pub async fn submit(
 
 /// Long-polls every task until it ends or `timeout` passes; returns the
 /// last state seen of each.
-async fn wait_all(
-    client: &Client,
-    ids: &[String],
-    timeout: Duration,
-) -> anyhow::Result<HashMap<String, TaskState>> {
+async fn wait_all(client: &Client, ids: &[String], timeout: Duration) -> anyhow::Result<HashMap<String, TaskState>> {
     let deadline = Instant::now() + timeout;
     let states = Arc::new(tokio::sync::Mutex::new(HashMap::new()));
     let queue = Arc::new(tokio::sync::Mutex::new(ids.to_vec()));
@@ -240,19 +223,13 @@ async fn wait_all(
         });
     }
     while let Some(r) = set.join_next().await {
-        r.map_err(anyhow::Error::from)
-            .and_then(|r: anyhow::Result<()>| r)?;
+        r.map_err(anyhow::Error::from).and_then(|r: anyhow::Result<()>| r)?;
     }
     let states = states.lock().await.clone();
     Ok(states)
 }
 
-pub async fn status(
-    client: &Client,
-    id: &str,
-    wait: Option<Duration>,
-    json: bool,
-) -> anyhow::Result<()> {
+pub async fn status(client: &Client, id: &str, wait: Option<Duration>, json: bool) -> anyhow::Result<()> {
     let t = match wait {
         Some(w) => client.wait(id, w).await?,
         None => client.get(id).await?,

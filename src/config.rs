@@ -62,12 +62,7 @@ pub struct KeyDef {
     pub help: &'static str,
 }
 
-const fn k(
-    key: &'static str,
-    env: &'static str,
-    default: &'static str,
-    help: &'static str,
-) -> KeyDef {
+const fn k(key: &'static str, env: &'static str, default: &'static str, help: &'static str) -> KeyDef {
     KeyDef {
         key,
         env,
@@ -159,12 +154,7 @@ pub const KEYS: &[KeyDef] = &[
         "15s",
         "time a worker has to start an assigned task",
     ),
-    k(
-        "timing.heartbeat",
-        "DROVER_HEARTBEAT",
-        "1s",
-        "worker heartbeat period",
-    ),
+    k("timing.heartbeat", "DROVER_HEARTBEAT", "1s", "worker heartbeat period"),
     k(
         "timing.worker_ttl",
         "DROVER_WORKER_TTL",
@@ -183,12 +173,7 @@ pub const KEYS: &[KeyDef] = &[
         "5s",
         "leader lease of the coordinator running reaper and scheduler",
     ),
-    k(
-        "timing.tick",
-        "DROVER_TICK",
-        "100ms",
-        "reaper and scheduler period",
-    ),
+    k("timing.tick", "DROVER_TICK", "100ms", "reaper and scheduler period"),
     k(
         "timing.result_ttl",
         "DROVER_RESULT_TTL",
@@ -213,12 +198,7 @@ pub const KEYS: &[KeyDef] = &[
         "1s",
         "first retry delay; doubles per attempt, with jitter",
     ),
-    k(
-        "timing.backoff_max",
-        "DROVER_BACKOFF_MAX",
-        "5m",
-        "longest retry delay",
-    ),
+    k("timing.backoff_max", "DROVER_BACKOFF_MAX", "5m", "longest retry delay"),
     k(
         "limits.max_message",
         "DROVER_MAX_MESSAGE",
@@ -279,18 +259,8 @@ pub const KEYS: &[KeyDef] = &[
         "256",
         "intake entries read at once",
     ),
-    k(
-        "worker.id",
-        "DROVER_WORKER_ID",
-        "",
-        "worker id (default: hostname-pid)",
-    ),
-    k(
-        "worker.capacity",
-        "DROVER_WORKER_CAPACITY",
-        "16",
-        "tasks run at once",
-    ),
+    k("worker.id", "DROVER_WORKER_ID", "", "worker id (default: hostname-pid)"),
+    k("worker.capacity", "DROVER_WORKER_CAPACITY", "16", "tasks run at once"),
     k(
         "worker.tags",
         "DROVER_WORKER_TAGS",
@@ -362,27 +332,17 @@ impl Layers {
     fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
         let shown = path.display().to_string();
         let origin = Origin::File(shown.clone());
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new(
-                "--config",
-                &Origin::Default,
-                format!("cannot read {shown}: {e}"),
-            )
-        })?;
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            ConfigError::new("--config", &origin, e.message().to_string())
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("--config", &Origin::Default, format!("cannot read {shown}: {e}")))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::new("--config", &origin, e.message().to_string()))?;
         for (name, value) in table {
             match value {
                 toml::Value::Table(section) if name == "handlers" => {
                     for (h, spec) in section {
-                        let parsed = HandlerSpec::deserialize(spec).map_err(|e| {
-                            ConfigError::new(
-                                format!("handlers.{h}"),
-                                &origin,
-                                e.message().to_string(),
-                            )
-                        })?;
+                        let parsed = HandlerSpec::deserialize(spec)
+                            .map_err(|e| ConfigError::new(format!("handlers.{h}"), &origin, e.message().to_string()))?;
                         self.handlers.insert(h, parsed);
                     }
                 }
@@ -398,12 +358,7 @@ impl Layers {
         Ok(())
     }
 
-    fn set_file_value(
-        &mut self,
-        key: &str,
-        value: toml::Value,
-        origin: &Origin,
-    ) -> Result<(), ConfigError> {
+    fn set_file_value(&mut self, key: &str, value: toml::Value, origin: &Origin) -> Result<(), ConfigError> {
         let def = KEYS
             .iter()
             .find(|d| d.key == key)
@@ -439,13 +394,7 @@ impl Layers {
                 }
                 out.join(",")
             }
-            other => {
-                return Err(ConfigError::new(
-                    key,
-                    origin,
-                    format!("unexpected value {other}"),
-                ))
-            }
+            other => return Err(ConfigError::new(key, origin, format!("unexpected value {other}"))),
         };
         self.values.insert(def.key, (text, origin.clone()));
         Ok(())
@@ -465,13 +414,8 @@ impl Layers {
 
     fn duration(&self, key: &str) -> Result<Duration, ConfigError> {
         let (v, o) = self.raw(key);
-        let d = parse_duration(v.trim()).ok_or_else(|| {
-            ConfigError::new(
-                key,
-                o,
-                format!("{v:?} is not a duration (e.g. 500ms, 30s, 5m, 1h)"),
-            )
-        })?;
+        let d = parse_duration(v.trim())
+            .ok_or_else(|| ConfigError::new(key, o, format!("{v:?} is not a duration (e.g. 500ms, 30s, 5m, 1h)")))?;
         if d.is_zero() {
             return Err(ConfigError::new(key, o, "must be greater than zero"));
         }
@@ -480,13 +424,9 @@ impl Layers {
 
     fn size(&self, key: &str) -> Result<u64, ConfigError> {
         let (v, o) = self.raw(key);
-        parse_size(v.trim()).filter(|s| *s > 0).ok_or_else(|| {
-            ConfigError::new(
-                key,
-                o,
-                format!("{v:?} is not a positive size (e.g. 512KiB, 1MiB)"),
-            )
-        })
+        parse_size(v.trim())
+            .filter(|s| *s > 0)
+            .ok_or_else(|| ConfigError::new(key, o, format!("{v:?} is not a positive size (e.g. 512KiB, 1MiB)")))
     }
 
     fn number(&self, key: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
@@ -503,13 +443,9 @@ impl Layers {
 
     fn addr(&self, key: &str) -> Result<SocketAddr, ConfigError> {
         let (v, o) = self.raw(key);
-        v.trim().parse().map_err(|_| {
-            ConfigError::new(
-                key,
-                o,
-                format!("{v:?} is not an address like 127.0.0.1:7070"),
-            )
-        })
+        v.trim()
+            .parse()
+            .map_err(|_| ConfigError::new(key, o, format!("{v:?} is not an address like 127.0.0.1:7070")))
     }
 
     fn list(&self, key: &str) -> Vec<String> {
@@ -523,11 +459,7 @@ impl Layers {
     }
 
     /// A secret given inline (`key`) or through a file (`key_file`); not both.
-    fn secret(
-        &self,
-        key: &'static str,
-        file_key: &'static str,
-    ) -> Result<Option<String>, ConfigError> {
+    fn secret(&self, key: &'static str, file_key: &'static str) -> Result<Option<String>, ConfigError> {
         let (inline, inline_origin) = self.raw(key);
         let (path, path_origin) = self.raw(file_key);
         match (inline.trim().is_empty(), path.trim().is_empty()) {
@@ -540,13 +472,7 @@ impl Layers {
             (false, true) => Ok(Some(inline.trim().to_string())),
             (true, false) => std::fs::read_to_string(path.trim())
                 .map(|s| Some(s.trim().to_string()))
-                .map_err(|e| {
-                    ConfigError::new(
-                        file_key,
-                        path_origin,
-                        format!("cannot read {}: {e}", path.trim()),
-                    )
-                }),
+                .map_err(|e| ConfigError::new(file_key, path_origin, format!("cannot read {}: {e}", path.trim()))),
         }
     }
 
@@ -606,9 +532,7 @@ impl Layers {
                 Some(ApiTokens::parse(&spec).map_err(|e| ConfigError::new("api_tokens", o, e))?)
             }
         };
-        let redis_password = self
-            .secret("redis_password", "redis_password_file")?
-            .map(Secret);
+        let redis_password = self.secret("redis_password", "redis_password_file")?.map(Secret);
 
         let timing = Timing {
             lease_ttl: self.duration("timing.lease_ttl")?,
@@ -723,11 +647,7 @@ impl Layers {
             .collect();
         for (name, spec) in &self.handlers {
             let shown = serde_json::to_string(spec).unwrap_or_default();
-            rows.push((
-                format!("handlers.{name}"),
-                shown,
-                self.file.clone().unwrap_or_default(),
-            ));
+            rows.push((format!("handlers.{name}"), shown, self.file.clone().unwrap_or_default()));
         }
         rows
     }
@@ -736,18 +656,12 @@ impl Layers {
 use serde::Deserialize as _;
 
 fn valid_tag(t: &str) -> bool {
-    !t.is_empty()
-        && t.len() <= 64
-        && t.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
+    !t.is_empty() && t.len() <= 64 && t.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
 }
 
 /// Handler names as the API accepts them, shared with request validation.
 pub fn is_valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 /// Tags as the API accepts them, shared with request validation.
@@ -913,11 +827,7 @@ mod tests {
         assert!(err.contains("DROVER_API_TOKENS"), "{err}");
 
         let mut layers = Layers::load(None).unwrap();
-        layers.set_flag(
-            "redis_url",
-            "--redis-url",
-            Some("redis://:hunter2@h:1".into()),
-        );
+        layers.set_flag("redis_url", "--redis-url", Some("redis://:hunter2@h:1".into()));
         let rows = layers.describe();
         let url = rows.iter().find(|r| r.0 == "redis_url").unwrap();
         assert!(!url.1.contains("hunter2"), "{url:?}");
@@ -925,10 +835,7 @@ mod tests {
 
     #[test]
     fn redact_url_hides_passwords_only() {
-        assert_eq!(
-            redact_url("redis://u:p@h:6379/0"),
-            "redis://<redacted>@h:6379/0"
-        );
+        assert_eq!(redact_url("redis://u:p@h:6379/0"), "redis://<redacted>@h:6379/0");
         assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
     }
 }

@@ -157,9 +157,7 @@ impl Keyring {
             match keys.entry(kid.to_owned()) {
                 Entry::Occupied(_) => {
                     // Two secrets under one id would make verification depend on which one won.
-                    return Err(KeyringError::DuplicateKid {
-                        kid: kid.to_owned(),
-                    });
+                    return Err(KeyringError::DuplicateKid { kid: kid.to_owned() });
                 }
                 Entry::Vacant(slot) => {
                     slot.insert(Secret(secret));
@@ -170,9 +168,7 @@ impl Keyring {
         let first = first.ok_or(KeyringError::Empty)?;
         let active = active.unwrap_or(first);
         if !keys.contains_key(active) {
-            return Err(KeyringError::UnknownActive {
-                kid: show_id(active),
-            });
+            return Err(KeyringError::UnknownActive { kid: show_id(active) });
         }
         Ok(Keyring {
             keys,
@@ -402,10 +398,7 @@ impl<'a> Reader<'a> {
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], Rejection> {
-        Ok(self
-            .take(N)?
-            .try_into()
-            .expect("take returns exactly N bytes"))
+        Ok(self.take(N)?.try_into().expect("take returns exactly N bytes"))
     }
 
     /// A u8-length-prefixed string that must pass `valid`.
@@ -553,10 +546,7 @@ mod tests {
         let keyring = k1();
         let raw = keyring.sign(STREAM, "t", EXPIRY, BODY);
         for cut in 1..=TAG_LEN {
-            assert_eq!(
-                check(&keyring, &raw[..raw.len() - cut]),
-                Err(Rejection::Malformed)
-            );
+            assert_eq!(check(&keyring, &raw[..raw.len() - cut]), Err(Rejection::Malformed));
         }
         assert_eq!(check(&keyring, &[]), Err(Rejection::Malformed));
     }
@@ -617,9 +607,7 @@ mod tests {
         );
         let raw = keyring.sign(STREAM, "t", EXPIRY, BODY);
         assert_eq!(
-            keyring
-                .verify(STREAM, &raw, BEFORE, raw.len() - 1)
-                .unwrap_err(),
+            keyring.verify(STREAM, &raw, BEFORE, raw.len() - 1).unwrap_err(),
             Rejection::Oversize
         );
         assert!(keyring.verify(STREAM, &raw, BEFORE, raw.len()).is_ok());
@@ -642,10 +630,7 @@ mod tests {
     #[test]
     fn key_rotation() {
         let old = k1();
-        let both = ring(
-            &format!("k1:{},k2:{}", secret_hex(0x11), secret_hex(0x22)),
-            Some("k2"),
-        );
+        let both = ring(&format!("k1:{},k2:{}", secret_hex(0x11), secret_hex(0x22)), Some("k2"));
         let new_only = ring(&format!("k2:{}", secret_hex(0x22)), None);
         assert_eq!(both.active_kid(), "k2");
         assert_eq!(both.kids(), ["k1", "k2"]);
@@ -743,10 +728,7 @@ mod tests {
 
     #[test]
     fn debug_shows_no_secrets() {
-        let keyring = ring(
-            &format!("k1:{},k2:{}", secret_hex(0xab), secret_hex(0xcd)),
-            Some("k2"),
-        );
+        let keyring = ring(&format!("k1:{},k2:{}", secret_hex(0xab), secret_hex(0xcd)), Some("k2"));
         let debug = format!("{keyring:?} {keyring:#?}");
         assert!(debug.contains("k1") && debug.contains("k2"), "{debug}");
         for needle in ["abab", "cdcd", "171, 171", "205, 205"] {
@@ -759,10 +741,7 @@ mod tests {
 
     #[test]
     fn to_spec_round_trips() {
-        let keyring = ring(
-            &format!("k1:{} k2:{}", secret_hex(0x11), secret_hex(0x22)),
-            Some("k2"),
-        );
+        let keyring = ring(&format!("k1:{} k2:{}", secret_hex(0x11), secret_hex(0x22)), Some("k2"));
         let again = ring(&keyring.to_spec(), None);
         assert_eq!(again.kids(), keyring.kids());
         assert_eq!(again.active_kid(), "k2");
@@ -791,10 +770,7 @@ mod tests {
         let verified = keyring
             .verify(STREAM, &raw, BEFORE, DEFAULT_MAX_ENVELOPE_BYTES)
             .unwrap();
-        assert_eq!(
-            verified.parse::<serde_json::Value>().unwrap_err(),
-            Rejection::Malformed
-        );
+        assert_eq!(verified.parse::<serde_json::Value>().unwrap_err(), Rejection::Malformed);
     }
 
     #[test]

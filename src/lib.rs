@@ -17,9 +17,11 @@
 //! - [`telemetry`]: logs and metrics setup.
 //! - [`clock`]: Redis time as seen from this process.
 //! - [`redis_server`]: a `redis-server` child, for `drover dev` and tests.
+//! - [`bench`]: `drover bench`, workloads on a cluster of its own.
 
 pub mod admin;
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod clock;

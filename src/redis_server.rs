@@ -10,7 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The one-line answer when redis-server is missing.
-pub const INSTALL_HINT: &str = "redis-server is not installed; install it with: sudo apt-get install -y redis-server (or pass --redis-url)";
+pub const INSTALL_HINT: &str =
+    "redis-server is not installed; install it with: sudo apt-get install -y redis-server (or pass --redis-url)";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Persistence {
@@ -87,16 +88,10 @@ impl RedisServer {
                 cmd.arg("--appendonly").arg("no");
             }
             Persistence::AofAlways => {
-                cmd.arg("--appendonly")
-                    .arg("yes")
-                    .arg("--appendfsync")
-                    .arg("always");
+                cmd.arg("--appendonly").arg("yes").arg("--appendfsync").arg("always");
             }
             Persistence::AofEverySec => {
-                cmd.arg("--appendonly")
-                    .arg("yes")
-                    .arg("--appendfsync")
-                    .arg("everysec");
+                cmd.arg("--appendonly").arg("yes").arg("--appendfsync").arg("everysec");
             }
         }
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
@@ -117,18 +112,13 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.kill();
-        anyhow::bail!(
-            "redis-server did not answer on port {} within 10s",
-            self.port
-        )
+        anyhow::bail!("redis-server did not answer on port {} within 10s", self.port)
     }
 
     /// True when the server answers PING.
     pub fn ping(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect_timeout(
-            &([127, 0, 0, 1], self.port).into(),
-            Duration::from_millis(200),
-        ) else {
+        let Ok(mut s) = TcpStream::connect_timeout(&([127, 0, 0, 1], self.port).into(), Duration::from_millis(200))
+        else {
             return false;
         };
         let _ = s.set_read_timeout(Some(Duration::from_millis(500)));

@@ -84,10 +84,7 @@ impl TaskState {
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            TaskState::Succeeded | TaskState::Dead | TaskState::Cancelled
-        )
+        matches!(self, TaskState::Succeeded | TaskState::Dead | TaskState::Cancelled)
     }
 }
 

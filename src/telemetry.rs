@@ -29,9 +29,7 @@ pub fn metrics_handle() -> PrometheusHandle {
     RECORDER
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
-                .set_buckets(&[
-                    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0,
-                ])
+                .set_buckets(&[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0])
                 .expect("static buckets are valid")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
@@ -46,20 +44,14 @@ pub fn metrics_handle() -> PrometheusHandle {
 /// first event after start shows up as an increase (a series that appears
 /// already at 300 has no visible rate).
 fn zero_series() {
-    for outcome in [
-        "succeeded",
-        "failed",
-        "cancelled",
-        "released",
-        "stale",
-        "lost",
-    ] {
+    for outcome in ["succeeded", "failed", "cancelled", "released", "stale", "lost"] {
         metrics::counter!("drover_tasks_finished_total", "outcome" => outcome).increment(0);
     }
     for reason in ["signature", "expired", "malformed", "oversize", "stale"] {
         metrics::counter!("drover_messages_rejected_total", "reason" => reason).increment(0);
     }
     metrics::counter!("drover_lease_expired_total").increment(0);
+    metrics::counter!("drover_assignments_expired_total").increment(0);
     metrics::counter!("drover_retries_total").increment(0);
     metrics::counter!("drover_tasks_submitted_total").increment(0);
 }
@@ -68,7 +60,7 @@ fn describe_all() {
     describe_counter!("drover_tasks_submitted_total", "Tasks accepted by the API.");
     describe_counter!(
         "drover_tasks_finished_total",
-        "Attempts that ended, by outcome (succeeded, failed, cancelled, released, stale)."
+        "Attempts that ended, by outcome (succeeded, failed, cancelled, released; stale: refused by the fence; lost: the lease was lost first)."
     );
     describe_histogram!(
         "drover_task_duration_seconds",
@@ -82,35 +74,24 @@ fn describe_all() {
     describe_gauge!("drover_workers", "Live workers.");
     describe_gauge!("drover_worker_capacity", "Slots offered by live workers.");
     describe_gauge!("drover_worker_in_flight", "Tasks this worker is running.");
-    describe_counter!(
-        "drover_messages_sent_total",
-        "Stream messages sent, by stream kind."
-    );
+    describe_counter!("drover_messages_sent_total", "Stream messages sent, by stream kind.");
     describe_counter!(
         "drover_messages_received_total",
         "Stream messages received, by stream kind."
     );
-    describe_counter!(
-        "drover_messages_rejected_total",
-        "Stream messages refused, by reason."
-    );
+    describe_counter!("drover_messages_rejected_total", "Stream messages refused, by reason.");
     describe_counter!(
         "drover_state_conflicts_total",
         "Transitions refused because the task moved on, by operation."
     );
+    describe_counter!("drover_lease_expired_total", "Running attempts whose lease expired.");
     describe_counter!(
-        "drover_lease_expired_total",
-        "Running attempts whose lease expired."
+        "drover_assignments_expired_total",
+        "Assigned tasks no worker started in time, queued again without using an attempt."
     );
     describe_counter!("drover_retries_total", "Attempts scheduled for a retry.");
-    describe_counter!(
-        "drover_reaper_runs_total",
-        "Reaper and scheduler passes of the leader."
-    );
-    describe_gauge!(
-        "drover_leader",
-        "1 while this coordinator holds the leader lease."
-    );
+    describe_counter!("drover_reaper_runs_total", "Reaper and scheduler passes of the leader.");
+    describe_gauge!("drover_leader", "1 while this coordinator holds the leader lease.");
     describe_gauge!("drover_redis_up", "1 while Redis answers.");
     describe_histogram!(
         "drover_redis_command_seconds",
@@ -126,8 +107,5 @@ fn describe_all() {
         "drover_unplaceable_tasks",
         "Tasks a distributor holds that no live worker could take (handler or tags missing)."
     );
-    describe_counter!(
-        "drover_http_requests_total",
-        "API requests, by route and status."
-    );
+    describe_counter!("drover_http_requests_total", "API requests, by route and status.");
 }

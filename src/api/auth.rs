@@ -75,9 +75,7 @@ impl ApiTokens {
                 .rsplit_once(':')
                 .ok_or_else(|| format!("token entry #{n} is not TOKEN:SCOPE[,SCOPE]"))?;
             if token.len() < 16 {
-                return Err(format!(
-                    "token entry #{n}: tokens must be at least 16 characters"
-                ));
+                return Err(format!("token entry #{n}: tokens must be at least 16 characters"));
             }
             let mut grants = Grants::default();
             for s in scopes.split(',') {
@@ -129,10 +127,7 @@ mod tests {
 
     #[test]
     fn parses_scopes_and_admin_implies_all() {
-        let t = ApiTokens::parse(
-            "aaaaaaaaaaaaaaaa:read;bbbbbbbbbbbbbbbb:submit,read\ncccccccccccccccc:admin",
-        )
-        .unwrap();
+        let t = ApiTokens::parse("aaaaaaaaaaaaaaaa:read;bbbbbbbbbbbbbbbb:submit,read\ncccccccccccccccc:admin").unwrap();
         let r = t.grants("aaaaaaaaaaaaaaaa").unwrap();
         assert!(r.allows(Scope::Read) && !r.allows(Scope::Submit));
         assert!(t.grants("cccccccccccccccc").unwrap().allows(Scope::Submit));
@@ -141,16 +136,10 @@ mod tests {
 
     #[test]
     fn errors_never_echo_the_token() {
-        for bad in [
-            "supersecretvalue123",
-            "short:read",
-            "supersecretvalue123:write",
-        ] {
+        for bad in ["supersecretvalue123", "short:read", "supersecretvalue123:write"] {
             let e = ApiTokens::parse(bad).unwrap_err();
             assert!(!e.contains("supersecret") && !e.contains("short"), "{e}");
         }
-        assert!(
-            format!("{:?}", ApiTokens::single_admin("supersecretvalue123")).contains("1 tokens")
-        );
+        assert!(format!("{:?}", ApiTokens::single_admin("supersecretvalue123")).contains("1 tokens"));
     }
 }

@@ -52,9 +52,7 @@ impl ApiError {
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
-            crate::store::StoreError::Pool(_) => {
-                ApiError::Unavailable("redis is unavailable; retry shortly".into())
-            }
+            crate::store::StoreError::Pool(_) => ApiError::Unavailable("redis is unavailable; retry shortly".into()),
             crate::store::StoreError::Redis(ref r)
                 if r.is_io_error() || r.is_connection_dropped() || r.is_timeout() =>
             {

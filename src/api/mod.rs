@@ -57,12 +57,7 @@ impl ApiState {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(ApiError::Unauthorized)?;
-        let tokens = self
-            .ctx
-            .settings
-            .api_tokens
-            .as_ref()
-            .ok_or(ApiError::Unauthorized)?;
+        let tokens = self.ctx.settings.api_tokens.as_ref().ok_or(ApiError::Unauthorized)?;
         let grants = tokens.grants(token.trim()).ok_or(ApiError::Unauthorized)?;
         if grants.allows(scope) {
             Ok(())
@@ -76,21 +71,12 @@ impl ApiState {
     /// for two seconds; a miss refreshes at once so a new worker's handler
     /// is accepted without delay.
     async fn handler_known(&self, name: &str) -> Result<bool, ApiError> {
-        if self
-            .ctx
-            .settings
-            .coordinator
-            .handlers
-            .iter()
-            .any(|h| h == name)
-        {
+        if self.ctx.settings.coordinator.handlers.iter().any(|h| h == name) {
             return Ok(true);
         }
         {
             let cache = self.handlers.lock().expect("handler cache lock");
-            let fresh = cache
-                .0
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(2));
+            let fresh = cache.0.is_some_and(|t| t.elapsed() < Duration::from_secs(2));
             if cache.1.contains(name) && fresh {
                 return Ok(true);
             }
@@ -105,9 +91,7 @@ impl ApiState {
         if self.accepting.load(Ordering::SeqCst) {
             Ok(())
         } else {
-            Err(ApiError::Unavailable(
-                "the coordinator is shutting down".into(),
-            ))
+            Err(ApiError::Unavailable("the coordinator is shutting down".into()))
         }
     }
 }
@@ -202,10 +186,7 @@ pub struct WaitQuery {
     pub timeout: Option<String>,
 }
 
-fn body_json<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-    limit: usize,
-) -> Result<T, ApiError> {
+fn body_json<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<T, ApiError> {
     let bytes = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge(limit)
@@ -213,8 +194,7 @@ fn body_json<T: serde::de::DeserializeOwned>(
             ApiError::Malformed(r.body_text())
         }
     })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::Malformed(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::Malformed(format!("invalid JSON body: {e}")))
 }
 
 fn parse_id(id: &str) -> Result<TaskId, ApiError> {
@@ -223,12 +203,7 @@ fn parse_id(id: &str) -> Result<TaskId, ApiError> {
 
 impl ApiState {
     /// Turns a request into a task, or says exactly what is wrong with it.
-    async fn validate(
-        &self,
-        req: SubmitRequest,
-        header_key: Option<String>,
-        now_ms: u64,
-    ) -> Result<NewTask, ApiError> {
+    async fn validate(&self, req: SubmitRequest, header_key: Option<String>, now_ms: u64) -> Result<NewTask, ApiError> {
         let c = &self.ctx.settings.coordinator;
         if !is_valid_name(&req.handler) {
             return Err(ApiError::Invalid(
@@ -251,34 +226,24 @@ impl ApiState {
         }
         let max_attempts = req.max_attempts.unwrap_or(c.max_attempts);
         if !(1..=1000).contains(&max_attempts) {
-            return Err(ApiError::Invalid(
-                "max_attempts: must be from 1 to 1000".into(),
-            ));
+            return Err(ApiError::Invalid("max_attempts: must be from 1 to 1000".into()));
         }
         let timeout = match &req.timeout {
             None => c.timeout,
             Some(t) => parse_duration(t)
                 .filter(|d| !d.is_zero() && *d <= Duration::from_secs(7 * 24 * 3600))
                 .ok_or_else(|| {
-                    ApiError::Invalid(format!(
-                        "timeout: {t:?} is not a duration from 1ms to 7d (e.g. 30s)"
-                    ))
+                    ApiError::Invalid(format!("timeout: {t:?} is not a duration from 1ms to 7d (e.g. 30s)"))
                 })?,
         };
         let run_at_ms = match (&req.run_at_ms, &req.delay) {
-            (Some(_), Some(_)) => {
-                return Err(ApiError::Invalid(
-                    "give run_at_ms or delay, not both".into(),
-                ))
-            }
+            (Some(_), Some(_)) => return Err(ApiError::Invalid("give run_at_ms or delay, not both".into())),
             (Some(at), None) => Some(*at),
             (None, Some(d)) => {
                 let d = parse_duration(d)
                     .filter(|d| *d <= Duration::from_secs(365 * 24 * 3600))
                     .ok_or_else(|| {
-                        ApiError::Invalid(format!(
-                            "delay: {d:?} is not a duration up to a year (e.g. 5m)"
-                        ))
+                        ApiError::Invalid(format!("delay: {d:?} is not a duration up to a year (e.g. 5m)"))
                     })?;
                 Some(now_ms + d.as_millis() as u64)
             }
@@ -320,11 +285,7 @@ impl ApiState {
             } else {
                 TaskState::parse(&status).unwrap_or(TaskState::Queued)
             };
-            out.push(Submitted {
-                id,
-                state,
-                duplicate,
-            });
+            out.push(Submitted { id, state, duplicate });
         }
         let created = out.iter().filter(|s| !s.duplicate).count();
         metrics::counter!("drover_tasks_submitted_total").increment(created as u64);
@@ -417,11 +378,8 @@ async fn get_task(
     s.authorize(&headers, Scope::Read)?;
     let id = parse_id(&id)?;
     let task = s.ctx.store.get_task(&id).await?;
-    task.map(Json).ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "no task {id} (unknown, or expired after finishing)"
-        ))
-    })
+    task.map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no task {id} (unknown, or expired after finishing)")))
 }
 
 /// Waits until the task reaches a terminal state or the timeout passes,
@@ -443,9 +401,7 @@ async fn wait_task(
     let timeout = match q.timeout.as_deref() {
         None => max,
         Some(t) => parse_duration(t)
-            .ok_or_else(|| {
-                ApiError::Malformed(format!("timeout: {t:?} is not a duration (e.g. 30s)"))
-            })?
+            .ok_or_else(|| ApiError::Malformed(format!("timeout: {t:?} is not a duration (e.g. 30s)")))?
             .min(max),
     };
     let deadline = tokio::time::Instant::now() + timeout;
@@ -468,10 +424,7 @@ async fn wait_task(
             s.waiters.release(id.as_str());
             return Err(ApiError::NotFound(format!("no task {id}")));
         };
-        if task.state.is_terminal()
-            || tokio::time::Instant::now() >= deadline
-            || !s.accepting.load(Ordering::SeqCst)
-        {
+        if task.state.is_terminal() || tokio::time::Instant::now() >= deadline || !s.accepting.load(Ordering::SeqCst) {
             s.waiters.release(id.as_str());
             return Ok(Json(task));
         }
@@ -501,9 +454,7 @@ async fn cancel_task(
         CancelOutcome::Requested => (TaskState::Running, true),
         CancelOutcome::Missing => return Err(ApiError::NotFound(format!("no task {id}"))),
         CancelOutcome::AlreadyFinished(st) => {
-            return Err(ApiError::Conflict(format!(
-                "task {id} already finished: {st}"
-            )))
+            return Err(ApiError::Conflict(format!("task {id} already finished: {st}")))
         }
     };
     tracing::debug!(task_id = %id, %state, "cancel");
@@ -555,16 +506,9 @@ async fn list_tasks(
 #[utoipa::path(get, path = "/v1/workers",
     responses((status = 200, body = WorkerList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
-async fn list_workers(
-    State(s): State<Arc<ApiState>>,
-    headers: HeaderMap,
-) -> Result<Json<WorkerList>, ApiError> {
+async fn list_workers(State(s): State<Arc<ApiState>>, headers: HeaderMap) -> Result<Json<WorkerList>, ApiError> {
     s.authorize(&headers, Scope::Read)?;
-    let workers = s
-        .ctx
-        .store
-        .workers(s.ctx.settings.timing.worker_ttl)
-        .await?;
+    let workers = s.ctx.store.workers(s.ctx.settings.timing.worker_ttl).await?;
     Ok(Json(WorkerList { workers }))
 }
 
@@ -607,7 +551,8 @@ async fn count_requests(req: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
     let resp = next.run(req).await;
-    metrics::counter!("drover_http_requests_total", "route" => route, "status" => resp.status().as_u16().to_string()).increment(1);
+    metrics::counter!("drover_http_requests_total", "route" => route, "status" => resp.status().as_u16().to_string())
+        .increment(1);
     resp
 }
 

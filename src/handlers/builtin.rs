@@ -81,8 +81,7 @@ async fn sleep(ctx: &TaskContext, input: &Value) -> Result<Value, HandlerError> 
         .or_else(|| input.get("ms").and_then(Value::as_u64))
         .ok_or_else(|| {
             HandlerError::Failed(
-                "sleep: input must be a non-negative whole number of milliseconds or {\"ms\": N}"
-                    .into(),
+                "sleep: input must be a non-negative whole number of milliseconds or {\"ms\": N}".into(),
             )
         })?;
     let wanted = Duration::from_millis(ms);
@@ -145,12 +144,7 @@ mod tests {
 
     #[tokio::test]
     async fn fail_uses_message_or_default() {
-        let out = run(
-            "fail",
-            ctx(Duration::from_secs(1)),
-            json!({"message": "boom"}),
-        )
-        .await;
+        let out = run("fail", ctx(Duration::from_secs(1)), json!({"message": "boom"})).await;
         assert!(matches!(out, Err(HandlerError::Failed(m)) if m == "boom"));
         let out = run("fail", ctx(Duration::from_secs(1)), Value::Null).await;
         assert!(matches!(out, Err(HandlerError::Failed(m)) if m == "requested failure"));
@@ -169,13 +163,7 @@ mod tests {
 
     #[tokio::test]
     async fn sleep_rejects_bad_input() {
-        for input in [
-            json!("10"),
-            json!(-5),
-            json!(1.5),
-            json!({"ms": "x"}),
-            Value::Null,
-        ] {
+        for input in [json!("10"), json!(-5), json!(1.5), json!({"ms": "x"}), Value::Null] {
             let out = run("sleep", ctx(Duration::from_secs(1)), input.clone()).await;
             assert!(
                 matches!(&out, Err(HandlerError::Failed(m)) if m.starts_with("sleep: input must be")),
@@ -194,11 +182,7 @@ mod tests {
         cancel.cancel();
         let out = task.await.expect("join");
         assert!(matches!(out, Err(HandlerError::Cancelled)), "{out:?}");
-        assert!(
-            start.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
     }
 
     #[tokio::test]
@@ -216,10 +200,7 @@ mod tests {
 
     #[test]
     fn from_spec_defaults_to_the_handler_name() {
-        assert_eq!(
-            Builtin::from_spec("noop", &BuiltinSpec::default()),
-            Ok(Builtin::Noop)
-        );
+        assert_eq!(Builtin::from_spec("noop", &BuiltinSpec::default()), Ok(Builtin::Noop));
         let spec = BuiltinSpec {
             builtin: Some("sleep".into()),
         };

@@ -29,8 +29,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
 
 use super::{
-    lossy_excerpt, parse_output, spec_max_output, supervise, Handler, HandlerError, HandlerFuture,
-    SpecError, TaskContext,
+    lossy_excerpt, parse_output, spec_max_output, supervise, Handler, HandlerError, HandlerFuture, SpecError,
+    TaskContext,
 };
 
 /// How much of the end of stderr is kept for failure messages.
@@ -95,11 +95,7 @@ impl ExecHandler {
         }
         // A NUL would make every spawn fail; better to say so at startup.
         if let Some(i) = spec.command.iter().position(|a| a.contains('\0')) {
-            return Err(bad_entry(
-                "command",
-                &i.to_string(),
-                "must not contain NUL bytes",
-            ));
+            return Err(bad_entry("command", &i.to_string(), "must not contain NUL bytes"));
         }
         for (name, value) in &spec.env {
             if name.is_empty() || name.contains(['=', '\0']) {
@@ -168,8 +164,7 @@ impl Inner {
             // Only possible once the child has been reaped, which nothing has done.
             None => return Err(HandlerError::Start(format!("{program}: no pid"))),
         };
-        let (Some(stdin), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             group.kill();
             return Err(HandlerError::Start(format!("{program}: pipes missing")));
@@ -198,10 +193,7 @@ impl Inner {
                 // Reap the leader so no zombie is left. If it is stuck in the kernel
                 // even SIGKILL waits; dropping `child` then hands it to tokio's
                 // background reaper (kill_on_drop) instead of blocking the worker.
-                if tokio::time::timeout(REAP_GRACE, child.wait())
-                    .await
-                    .is_err()
-                {
+                if tokio::time::timeout(REAP_GRACE, child.wait()).await.is_err() {
                     tracing::warn!(program, "killed exec handler not reaped in time");
                 }
                 // Every member got SIGKILL above; nothing is left to signal.
@@ -224,10 +216,7 @@ async fn feed_stdin(mut stdin: ChildStdin, payload: Vec<u8>) -> Result<(), Handl
 
 /// Reads all of `reader`, failing as soon as it yields more than `limit` bytes so a
 /// runaway program is stopped without buffering its output.
-async fn read_bounded(
-    reader: impl AsyncRead + Unpin,
-    limit: usize,
-) -> Result<Vec<u8>, HandlerError> {
+async fn read_bounded(reader: impl AsyncRead + Unpin, limit: usize) -> Result<Vec<u8>, HandlerError> {
     let mut out = Vec::new();
     let probe = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
     reader
@@ -243,10 +232,7 @@ async fn read_bounded(
 
 /// Reads all of `reader`, keeping only its last `keep` bytes: stderr must be
 /// drained (or the program blocks once the pipe fills) but only its end matters.
-async fn read_tail(
-    mut reader: impl AsyncRead + Unpin,
-    keep: usize,
-) -> Result<Vec<u8>, HandlerError> {
+async fn read_tail(mut reader: impl AsyncRead + Unpin, keep: usize) -> Result<Vec<u8>, HandlerError> {
     let mut tail = Vec::with_capacity(keep * 2);
     let mut chunk = vec![0u8; 8 * 1024];
     loop {
@@ -272,10 +258,7 @@ async fn read_tail(
 /// Waits for the program to exit, then kills what is left of its group: background
 /// processes must not outlive the task, and they may hold stdout open, which would
 /// otherwise keep the result from ever completing.
-async fn wait_then_kill_group(
-    child: &mut Child,
-    group: &ProcessGroup,
-) -> Result<ExitStatus, HandlerError> {
+async fn wait_then_kill_group(child: &mut Child, group: &ProcessGroup) -> Result<ExitStatus, HandlerError> {
     let status = child
         .wait()
         .await
@@ -396,9 +379,7 @@ mod tests {
     }
 
     async fn run_script(script: &str, input: Value) -> Result<Value, HandlerError> {
-        handler(&spec(script))
-            .run(ctx(Duration::from_secs(10)), input)
-            .await
+        handler(&spec(script)).run(ctx(Duration::from_secs(10)), input).await
     }
 
     /// A scratch directory unique to one test, removed when dropped.
@@ -406,8 +387,7 @@ mod tests {
 
     impl TempDir {
         fn new(tag: &str) -> TempDir {
-            let dir =
-                std::env::temp_dir().join(format!("drover-exec-{tag}-{}", std::process::id()));
+            let dir = std::env::temp_dir().join(format!("drover-exec-{tag}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).expect("create temp dir");
             TempDir(dir)
@@ -488,9 +468,7 @@ sleep 30"#;
     #[tokio::test]
     async fn stdin_is_one_line_and_closed() {
         // `wc -l` only finishes once stdin is closed, and counts the newline.
-        let out = run_script("wc -l | tr -d ' '", json!([1, 2]))
-            .await
-            .unwrap();
+        let out = run_script("wc -l | tr -d ' '", json!([1, 2])).await.unwrap();
         assert_eq!(out, json!(1));
     }
 
@@ -498,9 +476,7 @@ sleep 30"#;
     async fn empty_and_plain_text_stdout() {
         assert_eq!(run_script("true", json!(1)).await.unwrap(), Value::Null);
         assert_eq!(
-            run_script("echo '  thumbnail ready  '", json!(1))
-                .await
-                .unwrap(),
+            run_script("echo '  thumbnail ready  '", json!(1)).await.unwrap(),
             json!("thumbnail ready")
         );
         assert!(matches!(
@@ -535,19 +511,13 @@ sleep 30"#;
             command: vec!["/bin/echo".into(), "a;b".into(), "$HOME".into()],
             ..spec("")
         };
-        let out = handler(&spec)
-            .run(ctx(Duration::from_secs(10)), Value::Null)
-            .await;
+        let out = handler(&spec).run(ctx(Duration::from_secs(10)), Value::Null).await;
         assert_eq!(out.unwrap(), json!("a;b $HOME"));
     }
 
     #[tokio::test]
     async fn non_zero_exit_reports_status_and_stderr_tail() {
-        let out = run_script(
-            "echo starting >&2; echo 'bad input' >&2; exit 3",
-            Value::Null,
-        )
-        .await;
+        let out = run_script("echo starting >&2; echo 'bad input' >&2; exit 3", Value::Null).await;
         match out {
             Err(HandlerError::Failed(msg)) => assert_eq!(msg, "exit status 3: starting\nbad input"),
             other => panic!("unexpected {other:?}"),
@@ -577,17 +547,9 @@ sleep 30"#;
         };
         assert!(msg.starts_with("exit status 1: aaaa"), "{}", &msg[..40]);
         assert!(msg.ends_with("aaaaTHE-END"), "{}", &msg[msg.len() - 40..]);
-        assert!(
-            msg.len() <= "exit status 1: ".len() + STDERR_TAIL,
-            "{}",
-            msg.len()
-        );
+        assert!(msg.len() <= "exit status 1: ".len() + STDERR_TAIL, "{}", msg.len());
 
-        let out = run_script(
-            "head -c 200000 /dev/zero >&2; echo '{\"ok\":true}'",
-            Value::Null,
-        )
-        .await;
+        let out = run_script("head -c 200000 /dev/zero >&2; echo '{\"ok\":true}'", Value::Null).await;
         assert_eq!(out.unwrap(), json!({"ok": true}));
     }
 
@@ -600,10 +562,7 @@ sleep 30"#;
 
         let grandchild = wait_for_pid(&dir.0.join("grandchild")).await;
         let leader = wait_for_pid(&dir.0.join("leader")).await;
-        assert!(
-            alive(grandchild),
-            "grandchild should run before the timeout"
-        );
+        assert!(alive(grandchild), "grandchild should run before the timeout");
         assert!(alive(leader), "leader should run before the timeout");
 
         let out = run.await.expect("join");
@@ -617,11 +576,7 @@ sleep 30"#;
         // The leader is our own child: kill(pid, 0) succeeding would mean an
         // unreaped zombie.
         // SAFETY: signal 0 only checks for existence.
-        assert_ne!(
-            unsafe { libc::kill(leader, 0) },
-            0,
-            "leader left as a zombie"
-        );
+        assert_ne!(unsafe { libc::kill(leader, 0) }, 0, "leader left as a zombie");
     }
 
     #[tokio::test]
@@ -639,18 +594,10 @@ sleep 30"#;
         cancel.cancel();
         let out = run.await.expect("join");
         assert!(matches!(out, Err(HandlerError::Cancelled)), "{out:?}");
-        assert!(
-            start.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
         assert_dies(grandchild, "grandchild").await;
         // SAFETY: signal 0 only checks for existence.
-        assert_ne!(
-            unsafe { libc::kill(leader, 0) },
-            0,
-            "leader left as a zombie"
-        );
+        assert_ne!(unsafe { libc::kill(leader, 0) }, 0, "leader left as a zombie");
     }
 
     #[tokio::test]
@@ -689,15 +636,9 @@ sleep 30"#;
             &dir.0,
         );
         let start = Instant::now();
-        let out = handler(&spec)
-            .run(ctx(Duration::from_secs(10)), Value::Null)
-            .await;
+        let out = handler(&spec).run(ctx(Duration::from_secs(10)), Value::Null).await;
         assert_eq!(out.unwrap(), json!({"done": true}));
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "{:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
         let grandchild = wait_for_pid(&dir.0.join("grandchild")).await;
         assert_dies(grandchild, "background sleep").await;
     }
@@ -706,37 +647,24 @@ sleep 30"#;
     async fn output_is_bounded() {
         let mut bounded = spec("printf '\"abc\"'");
         bounded.max_output = Some("5".into());
-        let out = handler(&bounded)
-            .run(ctx(Duration::from_secs(10)), Value::Null)
-            .await;
+        let out = handler(&bounded).run(ctx(Duration::from_secs(10)), Value::Null).await;
         assert_eq!(out.unwrap(), json!("abc"), "exactly the limit is fine");
 
         bounded.command[2] = "printf '\"abcd\"'".into();
-        let out = handler(&bounded)
-            .run(ctx(Duration::from_secs(10)), Value::Null)
-            .await;
-        assert!(
-            matches!(out, Err(HandlerError::OutputTooLarge { limit: 5 })),
-            "{out:?}"
-        );
+        let out = handler(&bounded).run(ctx(Duration::from_secs(10)), Value::Null).await;
+        assert!(matches!(out, Err(HandlerError::OutputTooLarge { limit: 5 })), "{out:?}");
 
         // A program that never stops writing is killed as soon as it passes the
         // bound, long before the timeout.
         let mut endless = spec("yes");
         endless.max_output = Some("1KiB".into());
         let start = Instant::now();
-        let out = handler(&endless)
-            .run(ctx(Duration::from_secs(30)), Value::Null)
-            .await;
+        let out = handler(&endless).run(ctx(Duration::from_secs(30)), Value::Null).await;
         assert!(
             matches!(out, Err(HandlerError::OutputTooLarge { limit: 1024 })),
             "{out:?}"
         );
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "{:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
     }
 
     #[tokio::test]
@@ -754,9 +682,7 @@ sleep 30"#;
             command: vec!["/nonexistent/drover-thumb".into()],
             ..spec("")
         };
-        let out = handler(&spec)
-            .run(ctx(Duration::from_secs(10)), Value::Null)
-            .await;
+        let out = handler(&spec).run(ctx(Duration::from_secs(10)), Value::Null).await;
         assert!(
             matches!(&out, Err(HandlerError::Start(m)) if m.starts_with("/nonexistent/drover-thumb: ")),
             "{out:?}"

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    lossy_excerpt, parse_output, spec_max_output, supervise, Handler, HandlerError, HandlerFuture,
-    SpecError, TaskContext,
+    lossy_excerpt, parse_output, spec_max_output, supervise, Handler, HandlerError, HandlerFuture, SpecError,
+    TaskContext,
 };
 
 /// How much of a non-2xx response body goes into the failure message.
@@ -28,12 +28,7 @@ pub const ERROR_BODY_EXCERPT: usize = 512;
 
 /// Headers drover sets itself; a profile setting them would either be overwritten
 /// or, worse, let it forge the identity of the task.
-const RESERVED_HEADERS: [&str; 4] = [
-    "content-type",
-    "content-length",
-    "transfer-encoding",
-    "host",
-];
+const RESERVED_HEADERS: [&str; 4] = ["content-type", "content-length", "transfer-encoding", "host"];
 const RESERVED_HEADER_PREFIX: &str = "x-drover-";
 
 /// A `kind = "http"` profile entry.
@@ -75,17 +70,12 @@ impl HttpHandler {
     /// Validates a profile entry named `handler`; requests go through `client`
     /// (normally from [`build_client`]). The `timeout` key is not read here: the
     /// worker folds it into [`TaskContext::timeout`].
-    pub fn from_spec(
-        handler: &str,
-        spec: &HttpSpec,
-        client: Client,
-    ) -> Result<HttpHandler, SpecError> {
+    pub fn from_spec(handler: &str, spec: &HttpSpec, client: Client) -> Result<HttpHandler, SpecError> {
         let bad_url = |reason: String| SpecError::BadUrl {
             handler: handler.to_owned(),
             reason,
         };
-        let url = Url::parse(&spec.url)
-            .map_err(|e| bad_url(format!("{:?} is not a URL ({e})", spec.url)))?;
+        let url = Url::parse(&spec.url).map_err(|e| bad_url(format!("{:?} is not a URL ({e})", spec.url)))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(bad_url("must be http:// or https://".into()));
         }
@@ -98,15 +88,11 @@ impl HttpHandler {
                 entry: name.clone(),
                 reason: reason.to_owned(),
             };
-            let header = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| bad_header("not a valid header name"))?;
-            if RESERVED_HEADERS.contains(&header.as_str())
-                || header.as_str().starts_with(RESERVED_HEADER_PREFIX)
-            {
+            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad_header("not a valid header name"))?;
+            if RESERVED_HEADERS.contains(&header.as_str()) || header.as_str().starts_with(RESERVED_HEADER_PREFIX) {
                 return Err(bad_header("is set by drover"));
             }
-            let value =
-                HeaderValue::from_str(value).map_err(|_| bad_header("not a valid header value"))?;
+            let value = HeaderValue::from_str(value).map_err(|_| bad_header("not a valid header value"))?;
             headers.insert(header, value);
         }
 
@@ -148,9 +134,7 @@ impl Inner {
         if !status.is_success() {
             // The body is only an excerpt for the message; an error reading it
             // must not hide the status, so it just ends the excerpt.
-            let body = read_up_to(&mut response, ERROR_BODY_EXCERPT)
-                .await
-                .unwrap_or_default();
+            let body = read_up_to(&mut response, ERROR_BODY_EXCERPT).await.unwrap_or_default();
             let excerpt = lossy_excerpt(&body, ERROR_BODY_EXCERPT);
             let code = status.as_u16();
             return Err(HandlerError::Failed(if excerpt.is_empty() {
@@ -170,9 +154,7 @@ impl Inner {
         }
         let body = read_up_to(&mut response, limit.saturating_add(1))
             .await
-            .map_err(|e| {
-                HandlerError::Failed(format!("reading response body: {}", error_chain(&e)))
-            })?;
+            .map_err(|e| HandlerError::Failed(format!("reading response body: {}", error_chain(&e))))?;
         if body.len() > limit {
             return Err(HandlerError::OutputTooLarge { limit });
         }
@@ -280,9 +262,7 @@ mod tests {
                     "late"
                 }),
             );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(listener, app).await });
         addr
@@ -295,8 +275,7 @@ mod tests {
             headers: BTreeMap::from([("X-Team".into(), "a".into())]),
             max_output: max_output.map(str::to_owned),
         };
-        HttpHandler::from_spec("notify", &spec, build_client().expect("client"))
-            .expect("valid spec")
+        HttpHandler::from_spec("notify", &spec, build_client().expect("client")).expect("valid spec")
     }
 
     async fn call(addr: SocketAddr, path: &str, input: Value) -> Result<Value, HandlerError> {
@@ -326,14 +305,8 @@ mod tests {
     #[tokio::test]
     async fn text_and_empty_bodies() {
         let addr = server().await;
-        assert_eq!(
-            call(addr, "/text", Value::Null).await.unwrap(),
-            json!("accepted")
-        );
-        assert_eq!(
-            call(addr, "/empty", Value::Null).await.unwrap(),
-            Value::Null
-        );
+        assert_eq!(call(addr, "/text", Value::Null).await.unwrap(), json!("accepted"));
+        assert_eq!(call(addr, "/empty", Value::Null).await.unwrap(), Value::Null);
     }
 
     #[tokio::test]
@@ -377,26 +350,19 @@ mod tests {
         let out = handler(format!("http://{addr}/big"), Some("2KiB"))
             .run(ctx(Duration::from_secs(10)), Value::Null)
             .await;
-        assert_eq!(
-            out.unwrap(),
-            json!("x".repeat(2048)),
-            "exactly the limit is fine"
-        );
+        assert_eq!(out.unwrap(), json!("x".repeat(2048)), "exactly the limit is fine");
     }
 
     /// A raw server whose chunked response body never ends and declares no length,
     /// so only reading in bounded chunks can stop it.
     async fn endless_server() -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.expect("accept");
             let mut request = [0u8; 4096];
             let _ = socket.read(&mut request).await;
-            let head =
-                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n";
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n";
             if socket.write_all(head.as_bytes()).await.is_err() {
                 return;
             }
@@ -422,11 +388,7 @@ mod tests {
             matches!(out, Err(HandlerError::OutputTooLarge { limit: 65536 })),
             "{out:?}"
         );
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "{:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
     }
 
     #[tokio::test]
@@ -440,11 +402,7 @@ mod tests {
             matches!(out, Err(HandlerError::Timeout(d)) if d == Duration::from_millis(300)),
             "{out:?}"
         );
-        assert!(
-            start.elapsed() < Duration::from_secs(3),
-            "{:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
 
         let ctx = ctx(Duration::from_secs(60));
         let cancel = ctx.cancel.clone();
@@ -454,20 +412,14 @@ mod tests {
         cancel.cancel();
         let out = run.await.expect("join");
         assert!(matches!(out, Err(HandlerError::Cancelled)), "{out:?}");
-        assert!(
-            start.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
     }
 
     #[tokio::test]
     async fn connect_error_is_a_failure() {
         // Bind then drop a listener: the port is then (almost certainly) closed.
         let addr = {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
             listener.local_addr().expect("addr")
         };
         let out = call(addr, "/echo", Value::Null).await;
@@ -488,8 +440,7 @@ mod tests {
             headers: BTreeMap::new(),
             max_output: None,
         };
-        let handler =
-            HttpHandler::from_spec("n", &spec, build_client().expect("client")).expect("valid");
+        let handler = HttpHandler::from_spec("n", &spec, build_client().expect("client")).expect("valid");
         assert_eq!(handler.inner.max_output, super::super::DEFAULT_MAX_OUTPUT);
     }
 }

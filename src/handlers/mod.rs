@@ -220,19 +220,13 @@ impl Registry {
                 return Err(SpecError::EmptyName);
             }
             let entry = match spec {
-                HandlerSpec::Builtin(spec) => {
-                    Entry::plain(Arc::new(Builtin::from_spec(name, spec)?), None)
-                }
+                HandlerSpec::Builtin(spec) => Entry::plain(Arc::new(Builtin::from_spec(name, spec)?), None),
                 HandlerSpec::Exec(spec) => Entry::plain(
                     Arc::new(ExecHandler::from_spec(name, spec)?),
                     spec_duration(name, "timeout", spec.timeout.as_deref())?,
                 ),
                 HandlerSpec::Http(spec) => Entry::plain(
-                    Arc::new(HttpHandler::from_spec(
-                        name,
-                        spec,
-                        shared_client(&mut client, name)?,
-                    )?),
+                    Arc::new(HttpHandler::from_spec(name, spec, shared_client(&mut client, name)?)?),
                     spec_duration(name, "timeout", spec.timeout.as_deref())?,
                 ),
                 HandlerSpec::Container(spec) => {
@@ -257,18 +251,12 @@ impl Registry {
     /// Adds (or replaces) a handler under `name`, with no profile timeout: the
     /// worker's default task timeout applies to it.
     pub fn register(&mut self, name: impl Into<String>, handler: Arc<dyn Handler>) {
-        self.entries
-            .insert(name.into(), Entry::plain(handler, None));
+        self.entries.insert(name.into(), Entry::plain(handler, None));
     }
 
     /// Like [`Registry::register`], for a handler that can only run while `probe`
     /// succeeds (e.g. one that needs a service or a device).
-    pub fn register_with_probe(
-        &mut self,
-        name: impl Into<String>,
-        handler: Arc<dyn Handler>,
-        probe: Probe,
-    ) {
+    pub fn register_with_probe(&mut self, name: impl Into<String>, handler: Arc<dyn Handler>, probe: Probe) {
         let mut entry = Entry::plain(handler, None);
         entry.probe = Some(probe);
         self.entries.insert(name.into(), entry);
@@ -324,14 +312,12 @@ impl Registry {
         let mut first_error = None;
         for engine in engines {
             let swept = match engine.client().await {
-                Ok(docker) => {
-                    container::sweep_orphans(&docker, worker_id)
-                        .await
-                        .map_err(|source| DockerError::Api {
-                            host: engine.host().to_owned(),
-                            source,
-                        })
-                }
+                Ok(docker) => container::sweep_orphans(&docker, worker_id)
+                    .await
+                    .map_err(|source| DockerError::Api {
+                        host: engine.host().to_owned(),
+                        source,
+                    }),
                 Err(e) => Err(e),
             };
             match swept {
@@ -370,10 +356,7 @@ impl Registry {
 }
 
 /// The registry's one HTTP client, built the first time an http handler needs it.
-fn shared_client(
-    client: &mut Option<reqwest::Client>,
-    handler: &str,
-) -> Result<reqwest::Client, SpecError> {
+fn shared_client(client: &mut Option<reqwest::Client>, handler: &str) -> Result<reqwest::Client, SpecError> {
     if let Some(client) = client {
         return Ok(client.clone());
     }
@@ -387,9 +370,7 @@ fn shared_client(
 impl fmt::Debug for Registry {
     // Handlers are opaque trait objects; the names are what is useful in logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registry")
-            .field("handlers", &self.names())
-            .finish()
+        f.debug_struct("Registry").field("handlers", &self.names()).finish()
     }
 }
 
@@ -407,9 +388,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "h" => 3_600_000,
         _ => return None,
     };
-    number
-        .checked_mul(millis_per_unit)
-        .map(Duration::from_millis)
+    number.checked_mul(millis_per_unit).map(Duration::from_millis)
 }
 
 /// Parses a profile size in bytes: a whole number with an optional unit. `B` or no
@@ -473,11 +452,7 @@ pub(crate) fn spec_duration(
 
 /// Parses an optional output bound of a profile entry, defaulting to
 /// [`DEFAULT_MAX_OUTPUT`]; zero and sizes beyond the address space are rejected.
-pub(crate) fn spec_max_output(
-    handler: &str,
-    key: &'static str,
-    value: Option<&str>,
-) -> Result<usize, SpecError> {
+pub(crate) fn spec_max_output(handler: &str, key: &'static str, value: Option<&str>) -> Result<usize, SpecError> {
     let Some(value) = value else {
         return Ok(DEFAULT_MAX_OUTPUT);
     };
@@ -593,11 +568,7 @@ mod tests {
             ("18446744073709551615h", None),
         ];
         for (input, expected) in cases {
-            assert_eq!(
-                parse_duration(input),
-                *expected,
-                "parse_duration({input:?})"
-            );
+            assert_eq!(parse_duration(input), *expected, "parse_duration({input:?})");
         }
     }
 
@@ -664,14 +635,8 @@ mod tests {
         );
         let registry = Registry::from_specs(&parsed).expect("valid profile");
         assert_eq!(registry.names(), ["noop", "notify", "slow", "thumb"]);
-        assert_eq!(
-            registry.spec_timeout("thumb"),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            registry.spec_timeout("notify"),
-            Some(Duration::from_secs(10))
-        );
+        assert_eq!(registry.spec_timeout("thumb"), Some(Duration::from_secs(30)));
+        assert_eq!(registry.spec_timeout("notify"), Some(Duration::from_secs(10)));
         assert_eq!(registry.spec_timeout("noop"), None);
         assert_eq!(registry.spec_timeout("missing"), None);
         assert!(registry.get("thumb").is_some());
@@ -702,10 +667,7 @@ mod tests {
             .expect_err("unknown kind")
             .to_string();
         assert!(err.contains("unknown variant `wasm`"), "{err}");
-        assert!(
-            err.contains("`builtin`, `exec`, `http`, `container`"),
-            "{err}"
-        );
+        assert!(err.contains("`builtin`, `exec`, `http`, `container`"), "{err}");
 
         let err = serde_json::from_value::<HandlerSpec>(json!({"kind": "container"}))
             .expect_err("container without an image")
@@ -831,10 +793,7 @@ mod tests {
     fn builtins_registry_offers_the_four_builtins() {
         let registry = Registry::builtins();
         assert_eq!(registry.names(), ["echo", "fail", "noop", "sleep"]);
-        assert!(registry
-            .names()
-            .iter()
-            .all(|n| registry.spec_timeout(n).is_none()));
+        assert!(registry.names().iter().all(|n| registry.spec_timeout(n).is_none()));
     }
 
     #[tokio::test]
@@ -845,9 +804,7 @@ mod tests {
 
         let up: Probe = Arc::new(|| Box::pin(async { Ok(()) }));
         let down: Probe = Arc::new(|| Box::pin(async { Err("GPU missing".to_owned()) }));
-        let handler = || -> Arc<dyn Handler> {
-            Arc::new(|_ctx: TaskContext, _input: Value| async { Ok(Value::Null) })
-        };
+        let handler = || -> Arc<dyn Handler> { Arc::new(|_ctx: TaskContext, _input: Value| async { Ok(Value::Null) }) };
         registry.register_with_probe("render", handler(), down.clone());
         registry.register_with_probe("encode", handler(), down);
         registry.register_with_probe("resize", handler(), up);
@@ -894,17 +851,12 @@ mod tests {
         registry.register(
             "double",
             Arc::new(|_ctx: TaskContext, input: Value| async move {
-                let n = input
-                    .as_i64()
-                    .ok_or_else(|| HandlerError::Failed("nan".into()))?;
+                let n = input.as_i64().ok_or_else(|| HandlerError::Failed("nan".into()))?;
                 Ok(json!(n * 2))
             }),
         );
         let double = registry.get("double").expect("registered");
-        let out = double
-            .run(ctx(Duration::from_secs(1)), json!(21))
-            .await
-            .expect("ok");
+        let out = double.run(ctx(Duration::from_secs(1)), json!(21)).await.expect("ok");
         assert_eq!(out, json!(42));
 
         // Re-registering a name replaces the handler, including a builtin.
@@ -913,10 +865,7 @@ mod tests {
             Arc::new(|_ctx: TaskContext, _input: Value| async { Ok(json!("mine")) }),
         );
         let echo = registry.get("echo").expect("echo");
-        let out = echo
-            .run(ctx(Duration::from_secs(1)), json!(1))
-            .await
-            .expect("ok");
+        let out = echo.run(ctx(Duration::from_secs(1)), json!(1)).await.expect("ok");
         assert_eq!(out, json!("mine"));
     }
 

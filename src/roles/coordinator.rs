@@ -23,12 +23,7 @@ const RECONCILE_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs until `shutdown`: then stops accepting (503), finishes open
 /// requests, gives up the leader lease and returns.
-pub async fn run(
-    ctx: Context,
-    listener: TcpListener,
-    id: String,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(ctx: Context, listener: TcpListener, id: String, shutdown: CancellationToken) -> anyhow::Result<()> {
     if ctx.settings.api_tokens.is_none() {
         anyhow::bail!("config: api_tokens: the API needs tokens: set DROVER_API_TOKENS or DROVER_API_TOKENS_FILE (e.g. \"$(drover keygen --token):admin\")");
     }
@@ -76,9 +71,7 @@ async fn read_events(ctx: Context, waiters: Arc<Waiters>, shutdown: Cancellation
                     continue;
                 }
                 Err(e) => {
-                    retry
-                        .failed("reading the events stream", &e, &shutdown)
-                        .await;
+                    retry.failed("reading the events stream", &e, &shutdown).await;
                     continue;
                 }
             },
@@ -91,8 +84,7 @@ async fn read_events(ctx: Context, waiters: Arc<Waiters>, shutdown: Cancellation
             Ok(entries) => {
                 retry.success();
                 for entry in &entries {
-                    metrics::counter!("drover_messages_received_total", "stream" => "events")
-                        .increment(1);
+                    metrics::counter!("drover_messages_received_total", "stream" => "events").increment(1);
                     let Ok(verified) = ctx.store.open(&stream, entry) else {
                         continue;
                     };
@@ -113,9 +105,7 @@ async fn read_events(ctx: Context, waiters: Arc<Waiters>, shutdown: Cancellation
                 // Events may have been missed: every waiter re-reads.
                 waiters.wake_all();
                 last = None;
-                retry
-                    .failed("reading the events stream", &e, &shutdown)
-                    .await;
+                retry.failed("reading the events stream", &e, &shutdown).await;
             }
         }
     }
@@ -151,14 +141,8 @@ async fn lead(ctx: Context, id: String, shutdown: CancellationToken) {
                 }
                 Err(e) => {
                     held_until = held_until.filter(|h| *h > Instant::now());
-                    metrics::gauge!("drover_leader").set(if held_until.is_some() {
-                        1.0
-                    } else {
-                        0.0
-                    });
-                    retry
-                        .failed("renewing the leader lease", &e, &shutdown)
-                        .await;
+                    metrics::gauge!("drover_leader").set(if held_until.is_some() { 1.0 } else { 0.0 });
+                    retry.failed("renewing the leader lease", &e, &shutdown).await;
                     continue;
                 }
             }
@@ -180,9 +164,7 @@ async fn lead(ctx: Context, id: String, shutdown: CancellationToken) {
                     }
                 }
                 Err(e) => {
-                    retry
-                        .failed("the reaper/scheduler pass", &e, &shutdown)
-                        .await;
+                    retry.failed("the reaper/scheduler pass", &e, &shutdown).await;
                     continue;
                 }
             }
@@ -212,11 +194,10 @@ async fn leader_pass(
     for _ in 0..10 {
         let stats = ctx
             .store
-            .reap(500, |attempt| {
-                retry_backoff_ms(attempt, t.backoff_base, t.backoff_max)
-            })
+            .reap(500, |attempt| retry_backoff_ms(attempt, t.backoff_base, t.backoff_max))
             .await?;
         metrics::counter!("drover_lease_expired_total").increment(stats.lease_expired);
+        metrics::counter!("drover_assignments_expired_total").increment(stats.requeued);
         metrics::counter!("drover_retries_total").increment(stats.retried);
         if stats.lease_expired > 0 || stats.requeued > 0 {
             tracing::info!(
@@ -243,17 +224,10 @@ async fn leader_pass(
         }
         let intake = ctx.store.keys.intake();
         ctx.store
-            .forget_idle_consumers(
-                &intake,
-                crate::store::keys::DISTRIBUTORS_GROUP,
-                t.forget_worker_after,
-            )
+            .forget_idle_consumers(&intake, crate::store::keys::DISTRIBUTORS_GROUP, t.forget_worker_after)
             .await?;
         for _ in 0..10 {
-            let (next, _) = ctx
-                .store
-                .reconcile(reconcile_cursor, 1000, RECONCILE_GRACE)
-                .await?;
+            let (next, _) = ctx.store.reconcile(reconcile_cursor, 1000, RECONCILE_GRACE).await?;
             *reconcile_cursor = next;
             if reconcile_cursor == "0" {
                 break;
@@ -274,8 +248,7 @@ async fn publish_backlog(ctx: Context, shutdown: CancellationToken) {
         }
         if let Ok(workers) = ctx.store.workers(ctx.settings.timing.worker_ttl).await {
             metrics::gauge!("drover_workers").set(workers.len() as f64);
-            metrics::gauge!("drover_worker_capacity")
-                .set(workers.iter().map(|w| w.capacity as f64).sum::<f64>());
+            metrics::gauge!("drover_worker_capacity").set(workers.iter().map(|w| w.capacity as f64).sum::<f64>());
         }
     }
 }

@@ -20,10 +20,7 @@ pub struct DevOptions {
 /// Prepares settings for a dev cluster: a Redis of its own when none is
 /// given, a generated key and token when none are set. Returns the Redis
 /// child (kept alive by the caller) and the token to print, if generated.
-pub fn prepare(
-    settings: &mut Settings,
-    own_redis: bool,
-) -> anyhow::Result<(Option<RedisServer>, Option<String>)> {
+pub fn prepare(settings: &mut Settings, own_redis: bool) -> anyhow::Result<(Option<RedisServer>, Option<String>)> {
     let redis = if own_redis {
         let server = RedisServer::start(Persistence::None)?;
         settings.redis_url.0 = server.url();

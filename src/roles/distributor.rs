@@ -60,10 +60,7 @@ pub async fn run(ctx: Context, id: String, shutdown: CancellationToken) -> anyho
             return Ok(());
         }
         let setup = async {
-            d.ctx
-                .store
-                .ensure_group(&d.stream, DISTRIBUTORS_GROUP)
-                .await?;
+            d.ctx.store.ensure_group(&d.stream, DISTRIBUTORS_GROUP).await?;
             let mine = d
                 .ctx
                 .store
@@ -74,10 +71,7 @@ pub async fn run(ctx: Context, id: String, shutdown: CancellationToken) -> anyho
         match setup.await {
             Ok(mine) => {
                 if !mine.is_empty() {
-                    tracing::info!(
-                        entries = mine.len(),
-                        "re-reading intake entries held before a restart"
-                    );
+                    tracing::info!(entries = mine.len(), "re-reading intake entries held before a restart");
                 }
                 d.take(mine).await;
                 break;
@@ -161,12 +155,7 @@ impl Distributor {
                 });
             }
         }
-        if let Err(e) = self
-            .ctx
-            .store
-            .ack(&self.stream, DISTRIBUTORS_GROUP, &refused)
-            .await
-        {
+        if let Err(e) = self.ctx.store.ack(&self.stream, DISTRIBUTORS_GROUP, &refused).await {
             tracing::warn!(error = %e, "could not acknowledge refused intake entries; they will be refused again");
         }
     }
@@ -179,11 +168,7 @@ impl Distributor {
         }
         // Slots free up as fast as workers finish: place from a fresh view
         // (one read of the live workers per round, not per task).
-        self.workers = self
-            .ctx
-            .store
-            .workers(self.ctx.settings.timing.worker_ttl)
-            .await?;
+        self.workers = self.ctx.store.workers(self.ctx.settings.timing.worker_ttl).await?;
         // Highest priority first; the sort is stable, so arrival order
         // holds within a priority.
         self.waiting.sort_by_key(|w| std::cmp::Reverse(w.task.prio));
@@ -197,11 +182,10 @@ impl Distributor {
         let mut unplaceable = 0u64;
         for (i, waiting) in self.waiting.iter().enumerate() {
             let t = &waiting.task;
-            let candidates = self.workers.iter().filter(|w| {
-                !w.draining
-                    && w.handlers.contains(&t.h)
-                    && t.tags.iter().all(|tag| w.tags.contains(tag))
-            });
+            let candidates = self
+                .workers
+                .iter()
+                .filter(|w| !w.draining && w.handlers.contains(&t.h) && t.tags.iter().all(|tag| w.tags.contains(tag)));
             let mut any = false;
             let mut best: Option<(&str, i64)> = None;
             for w in candidates {
@@ -229,8 +213,7 @@ impl Distributor {
         let mut settled = vec![false; self.waiting.len()];
         let assign_ttl = self.ctx.settings.timing.assign_ttl;
         for (wid, idx) in plan {
-            let tasks: Vec<IntakeTask> =
-                idx.iter().map(|&i| self.waiting[i].task.clone()).collect();
+            let tasks: Vec<IntakeTask> = idx.iter().map(|&i| self.waiting[i].task.clone()).collect();
             let replies = self.ctx.store.assign(&wid, &tasks, assign_ttl).await?;
             for (&i, status) in idx.iter().zip(&replies) {
                 match status.as_str() {
@@ -243,12 +226,9 @@ impl Distributor {
                         // Cancelled, already moved on, or a replay: stale.
                         tracing::debug!(task_id = %self.waiting[i].task.id, status = other, "not assigned: stale");
                         if other == "conflict" {
-                            metrics::counter!("drover_state_conflicts_total", "op" => "assign")
-                                .increment(1);
+                            metrics::counter!("drover_state_conflicts_total", "op" => "assign").increment(1);
                         }
-                        self.ctx
-                            .store
-                            .reject(&self.stream, &self.waiting[i].entry, "stale");
+                        self.ctx.store.reject(&self.stream, &self.waiting[i].entry, "stale");
                         settled[i] = true;
                     }
                 }
@@ -291,11 +271,7 @@ impl Distributor {
         // Tasks that waited long for a worker go to the tail of the stream
         // under a new version, so their old entries can be acknowledged and
         // trimmed: one stuck task must not pin the whole stream.
-        let long: Vec<bool> = self
-            .waiting
-            .iter()
-            .map(|w| w.since.elapsed() >= CLAIM_AFTER)
-            .collect();
+        let long: Vec<bool> = self.waiting.iter().map(|w| w.since.elapsed() >= CLAIM_AFTER).collect();
         if long.iter().any(|l| *l) {
             let tasks: Vec<IntakeTask> = self
                 .waiting
@@ -331,10 +307,7 @@ impl Distributor {
             );
             self.take(claimed).await;
         }
-        self.ctx
-            .store
-            .trim(&self.stream, DISTRIBUTORS_GROUP)
-            .await?;
+        self.ctx.store.trim(&self.stream, DISTRIBUTORS_GROUP).await?;
         Ok(())
     }
 }

@@ -100,10 +100,12 @@ impl Health {
     }
 
     pub fn not_ready_reason(&self) -> Option<&'static str> {
-        if self.starting.load(Ordering::SeqCst) > 0 {
-            Some("starting")
-        } else if !self.redis_up() {
+        // Redis first: a role that cannot reach it at start is also still
+        // starting, and the cause is what an operator needs to see.
+        if !self.redis_up() {
             Some("redis unreachable")
+        } else if self.starting.load(Ordering::SeqCst) > 0 {
+            Some("starting")
         } else if self.is_draining() {
             Some("draining")
         } else {
@@ -173,12 +175,7 @@ impl RetryDelay {
 
     /// Logs the error (the first time at warn, then at debug) and sleeps,
     /// or returns early on shutdown.
-    pub async fn failed(
-        &mut self,
-        what: &str,
-        error: &(dyn std::fmt::Display + Sync),
-        shutdown: &CancellationToken,
-    ) {
+    pub async fn failed(&mut self, what: &str, error: &(dyn std::fmt::Display + Sync), shutdown: &CancellationToken) {
         self.failures = self.failures.saturating_add(1);
         let delay = Duration::from_millis((100u64 << self.failures.min(6)).min(5000));
         if self.failures == 1 {
@@ -235,10 +232,10 @@ mod tests {
     fn readiness_follows_starting_redis_and_draining() {
         let h = Health::new("worker", "w1");
         h.role_starting();
-        assert_eq!(h.not_ready_reason(), Some("starting"));
-        h.role_started();
         assert_eq!(h.not_ready_reason(), Some("redis unreachable"));
         h.redis_up.store(true, Ordering::SeqCst);
+        assert_eq!(h.not_ready_reason(), Some("starting"));
+        h.role_started();
         assert!(h.is_ready());
         h.set_draining();
         assert_eq!(h.not_ready_reason(), Some("draining"));

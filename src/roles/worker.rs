@@ -13,9 +13,7 @@ use super::{pause, retry_backoff_ms, Context, RetryDelay};
 use crate::handlers::{HandlerError, Registry, TaskContext};
 use crate::messages::{AssignBody, CancelBody, ASSIGN, CANCEL};
 use crate::store::keys::WORKER_GROUP;
-use crate::store::{
-    Completion, Entry, Heartbeat, Outcome, RenewStatus, StartReply, StartedTask, StoreError,
-};
+use crate::store::{Completion, Entry, Heartbeat, Outcome, RenewStatus, StartReply, StartedTask, StoreError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -70,13 +68,12 @@ struct Worker {
     draining: AtomicBool,
 }
 
-pub async fn run(
-    ctx: Context,
-    spec: WorkerSpec,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(ctx: Context, spec: WorkerSpec, shutdown: CancellationToken) -> anyhow::Result<()> {
     if spec.registry.names().is_empty() {
-        anyhow::bail!("config: handlers: worker {} offers no handlers; add a [handlers] section to its profile", spec.id);
+        anyhow::bail!(
+            "config: handlers: worker {} offers no handlers; add a [handlers] section to its profile",
+            spec.id
+        );
     }
     ctx.health.role_starting();
     let stream = ctx.store.keys.worker_stream(&spec.id);
@@ -135,11 +132,7 @@ pub async fn run(
                     last_trim = Instant::now();
                 }
             }
-            Err(e) => {
-                retry
-                    .failed("reading the worker stream", &e, &shutdown)
-                    .await
-            }
+            Err(e) => retry.failed("reading the worker stream", &e, &shutdown).await,
         }
     }
 
@@ -184,13 +177,7 @@ impl Worker {
         metrics::counter!("drover_messages_received_total", "stream" => "worker").increment(1);
         let verified = match self.ctx.store.open(&self.stream, &entry) {
             Ok(v) => v,
-            Err(_) => {
-                return self
-                    .ctx
-                    .store
-                    .ack(&self.stream, WORKER_GROUP, &[entry.id])
-                    .await
-            }
+            Err(_) => return self.ctx.store.ack(&self.stream, WORKER_GROUP, &[entry.id]).await,
         };
         match verified.msg_type() {
             ASSIGN => {
@@ -198,16 +185,9 @@ impl Worker {
                     Ok(b) => b,
                     Err(r) => {
                         self.ctx.store.reject(&self.stream, &entry.id, r.reason());
-                        return self
-                            .ctx
-                            .store
-                            .ack(&self.stream, WORKER_GROUP, &[entry.id])
-                            .await;
+                        return self.ctx.store.ack(&self.stream, WORKER_GROUP, &[entry.id]).await;
                     }
                 };
-                if self.draining.load(Ordering::SeqCst) {
-                    return self.hand_back(&entry.id, &body).await;
-                }
                 let lease = self.ctx.settings.timing.lease_ttl;
                 let replies = self
                     .ctx
@@ -216,12 +196,15 @@ impl Worker {
                     .await?;
                 for (reply, a) in replies.into_iter().zip(&body.tasks) {
                     match reply {
-                        StartReply::Started(task) => self.clone().launch(*task),
+                        StartReply::Started(task) => {
+                            let waited = self.ctx.store.clock().now_ms().saturating_sub(task.ready_ms);
+                            metrics::histogram!("drover_task_wait_seconds").record(waited as f64 / 1000.0);
+                            self.clone().launch(*task)
+                        }
                         StartReply::Refused(why) => {
                             tracing::debug!(task_id = %a.id, why = %why, "assignment refused: stale");
                             if why == "conflict" {
-                                metrics::counter!("drover_state_conflicts_total", "op" => "start")
-                                    .increment(1);
+                                metrics::counter!("drover_state_conflicts_total", "op" => "start").increment(1);
                             }
                             self.ctx.store.reject(&self.stream, &entry.id, "stale");
                         }
@@ -234,10 +217,7 @@ impl Worker {
                     Ok(c) => {
                         let running = self.running.lock().expect("running lock");
                         match running.get(&c.id) {
-                            Some(r)
-                                if r.task.token.epoch == c.epoch
-                                    && r.task.token.fence == c.fence =>
-                            {
+                            Some(r) if r.task.token.epoch == c.epoch && r.task.token.fence == c.fence => {
                                 tracing::info!(task_id = %c.id, "cancel requested: stopping the handler");
                                 r.stop(Stop::Cancelled);
                             }
@@ -248,34 +228,23 @@ impl Worker {
                     }
                     Err(r) => self.ctx.store.reject(&self.stream, &entry.id, r.reason()),
                 }
-                self.ctx
-                    .store
-                    .ack(&self.stream, WORKER_GROUP, &[entry.id])
-                    .await
+                self.ctx.store.ack(&self.stream, WORKER_GROUP, &[entry.id]).await
             }
             _ => {
                 self.ctx.store.reject(&self.stream, &entry.id, "malformed");
-                self.ctx
-                    .store
-                    .ack(&self.stream, WORKER_GROUP, &[entry.id])
-                    .await
+                self.ctx.store.ack(&self.stream, WORKER_GROUP, &[entry.id]).await
             }
         }
     }
 
-    /// While draining, an assignment still arriving is started and handed
-    /// straight back, so it is queued again without waiting for the reaper
-    /// and without using an attempt.
+    /// During shutdown, an assignment that arrived but was never read is
+    /// started and handed straight back, so it is queued again without
+    /// waiting for the reaper and without using an attempt.
     async fn hand_back(&self, entry_id: &str, body: &AssignBody) -> Result<(), StoreError> {
         let replies = self
             .ctx
             .store
-            .start(
-                &self.spec.id,
-                entry_id,
-                &body.tasks,
-                self.ctx.settings.timing.lease_ttl,
-            )
+            .start(&self.spec.id, entry_id, &body.tasks, self.ctx.settings.timing.lease_ttl)
             .await?;
         let back: Vec<Completion> = replies
             .into_iter()
@@ -291,10 +260,8 @@ impl Worker {
             .collect();
         if !back.is_empty() {
             self.ctx.store.complete(&self.spec.id, &back).await?;
-            tracing::info!(
-                tasks = back.len(),
-                "handed back tasks assigned during shutdown"
-            );
+            metrics::counter!("drover_tasks_finished_total", "outcome" => "released").increment(back.len() as u64);
+            tracing::info!(tasks = back.len(), "handed back tasks assigned during shutdown");
         }
         Ok(())
     }
@@ -321,21 +288,14 @@ impl Worker {
             let stop = *stop.lock().expect("stop lock");
             let (outcome, payload) = match (result, stop) {
                 (_, Some(Stop::Lost)) => {
-                    tracing::warn!(
-                        "lease lost: the result is dropped, another attempt owns the task"
-                    );
+                    tracing::warn!("lease lost: the result is dropped, another attempt owns the task");
                     self.running.lock().expect("running lock").remove(&task.id);
-                    metrics::counter!("drover_tasks_finished_total", "outcome" => "lost")
-                        .increment(1);
+                    metrics::counter!("drover_tasks_finished_total", "outcome" => "lost").increment(1);
                     return;
                 }
                 (Ok(v), _) => (Outcome::Succeeded, v.to_string()),
-                (Err(HandlerError::Cancelled), Some(Stop::Cancelled)) => {
-                    (Outcome::Cancelled, "cancelled".to_string())
-                }
-                (Err(HandlerError::Cancelled), Some(Stop::Released)) => {
-                    (Outcome::Released, String::new())
-                }
+                (Err(HandlerError::Cancelled), Some(Stop::Cancelled)) => (Outcome::Cancelled, "cancelled".to_string()),
+                (Err(HandlerError::Cancelled), Some(Stop::Released)) => (Outcome::Released, String::new()),
                 (Err(e), _) => (Outcome::Failed, e.to_string()),
             };
             tracing::debug!(outcome = ?outcome, ms = elapsed.as_millis() as u64, "attempt ended");
@@ -351,11 +311,7 @@ impl Worker {
         tokio::spawn(run.instrument(span));
     }
 
-    async fn execute(
-        &self,
-        task: &StartedTask,
-        cancel: CancellationToken,
-    ) -> Result<serde_json::Value, HandlerError> {
+    async fn execute(&self, task: &StartedTask, cancel: CancellationToken) -> Result<serde_json::Value, HandlerError> {
         let Some(handler) = self.spec.registry.get(&task.handler) else {
             return Err(HandlerError::Failed(format!(
                 "handler {:?} is not offered by worker {}",
@@ -378,8 +334,7 @@ impl Worker {
         };
         // Handlers stop themselves at the timeout; this outer bound only
         // guards against one that does not.
-        match tokio::time::timeout(timeout + Duration::from_secs(5), handler.run(ctx, input)).await
-        {
+        match tokio::time::timeout(timeout + Duration::from_secs(5), handler.run(ctx, input)).await {
             Ok(r) => r,
             Err(_) => {
                 cancel.cancel();
@@ -390,11 +345,7 @@ impl Worker {
 
     /// Reports finished attempts in batches: whatever has finished by the
     /// time the previous report returns goes in the next one.
-    async fn complete_loop(
-        self: Arc<Self>,
-        mut rx: mpsc::UnboundedReceiver<Completion>,
-        stopped: CancellationToken,
-    ) {
+    async fn complete_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Completion>, stopped: CancellationToken) {
         let mut retry = RetryDelay::default();
         loop {
             let first = tokio::select! {
@@ -421,8 +372,7 @@ impl Worker {
                             } else {
                                 outcome_label(c.outcome)
                             };
-                            metrics::counter!("drover_tasks_finished_total", "outcome" => outcome)
-                                .increment(1);
+                            metrics::counter!("drover_tasks_finished_total", "outcome" => outcome).increment(1);
                             if state == "scheduled" {
                                 metrics::counter!("drover_retries_total").increment(1);
                             }
@@ -488,9 +438,7 @@ impl Worker {
                 Err(e) => {
                     tracing::warn!(error = %e, "lease renewal failed");
                     if last_ok.elapsed() >= lease {
-                        tracing::error!(
-                            "cut off from redis for longer than the lease: stopping every handler"
-                        );
+                        tracing::error!("cut off from redis for longer than the lease: stopping every handler");
                         for r in self.running.lock().expect("running lock").values() {
                             r.stop(Stop::Lost);
                         }
@@ -545,11 +493,7 @@ impl Worker {
                                 }
                             }
                         }
-                        let _ = self
-                            .ctx
-                            .store
-                            .ack(&self.stream, WORKER_GROUP, &[entry.id])
-                            .await;
+                        let _ = self.ctx.store.ack(&self.stream, WORKER_GROUP, &[entry.id]).await;
                     }
                 }
                 _ => break,

@@ -34,10 +34,7 @@ pub enum StoreError {
     #[error("redis unavailable: {0}")]
     Pool(String),
     #[error("unexpected reply from {script}: {detail}")]
-    Reply {
-        script: &'static str,
-        detail: String,
-    },
+    Reply { script: &'static str, detail: String },
 }
 
 impl From<deadpool_redis::PoolError> for StoreError {
@@ -51,13 +48,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// Stream entries as XRANGE returns them: id, then field/value pairs.
 type RawEntries = Vec<(String, Vec<(String, Vec<u8>)>)>;
 /// state, version, worker, epoch, fence of a task, as cancel reads them.
-type CancelFields = (
-    Option<String>,
-    Option<u64>,
-    Option<String>,
-    Option<u64>,
-    Option<u64>,
-);
+type CancelFields = (Option<String>, Option<u64>, Option<String>, Option<u64>, Option<u64>);
 
 /// How to reach Redis and what to call things there.
 #[derive(Clone)]
@@ -248,17 +239,24 @@ impl Store {
 
     /// Runs a script, timing it (`drover_redis_command_seconds{op}`), and
     /// returns its reply as strings.
-    async fn call(
-        &self,
-        op: &'static str,
-        inv: &redis::ScriptInvocation<'_>,
-    ) -> Result<Vec<String>> {
+    async fn call(&self, op: &'static str, inv: &redis::ScriptInvocation<'_>) -> Result<Vec<String>> {
+        to_strings(op, self.call_raw(op, inv).await?)
+    }
+
+    /// Runs a script, timing it, and returns its raw reply.
+    async fn call_raw(&self, op: &'static str, inv: &redis::ScriptInvocation<'_>) -> Result<Value> {
         let mut con = self.con().await?;
         let started = std::time::Instant::now();
         let reply = inv.invoke_async(&mut con).await;
-        metrics::histogram!("drover_redis_command_seconds", "op" => op)
-            .record(started.elapsed().as_secs_f64());
-        to_strings(op, reply?)
+        metrics::histogram!("drover_redis_command_seconds", "op" => op).record(started.elapsed().as_secs_f64());
+        Ok(reply?)
+    }
+
+    fn int(op: &'static str, v: Value) -> Result<i64> {
+        redis::from_redis_value::<i64>(v).map_err(|e| StoreError::Reply {
+            script: op,
+            detail: e.to_string(),
+        })
     }
 
     /// Counts one message appended to a stream of `kind`.
@@ -294,18 +292,9 @@ impl Store {
 
     /// Verifies an entry read from `stream`; failures are counted by reason
     /// and logged without the body.
-    pub fn open<'a>(
-        &self,
-        stream: &str,
-        entry: &'a Entry,
-    ) -> std::result::Result<Verified<'a>, Rejection> {
+    pub fn open<'a>(&self, stream: &str, entry: &'a Entry) -> std::result::Result<Verified<'a>, Rejection> {
         self.keyring
-            .verify(
-                stream,
-                &entry.raw,
-                self.clock.now_ms(),
-                self.opts.max_message,
-            )
+            .verify(stream, &entry.raw, self.clock.now_ms(), self.opts.max_message)
             .inspect_err(|r| self.reject(stream, &entry.id, r.reason()))
     }
 
@@ -340,16 +329,13 @@ impl Store {
         block: Option<Duration>,
         pending: bool,
     ) -> Result<Vec<Entry>> {
-        let mut opts = StreamReadOptions::default()
-            .group(group, consumer)
-            .count(count);
+        let mut opts = StreamReadOptions::default().group(group, consumer).count(count);
         if let (Some(b), false) = (block, pending) {
             opts = opts.block(b.as_millis() as usize);
         }
         let id = if pending { "0" } else { ">" };
         let mut con = self.con().await?;
-        let reply: redis::RedisResult<Option<StreamReadReply>> =
-            con.xread_options(&[stream], &[id], &opts).await;
+        let reply: redis::RedisResult<Option<StreamReadReply>> = con.xread_options(&[stream], &[id], &opts).await;
         let reply = match reply {
             Err(e) if e.code() == Some("NOGROUP") => {
                 drop(con);
@@ -426,13 +412,7 @@ impl Store {
 
     /// Resets the idle time of entries this consumer still holds, so others
     /// do not claim them while it waits for a worker.
-    pub async fn touch(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        ids: &[String],
-    ) -> Result<()> {
+    pub async fn touch(&self, stream: &str, group: &str, consumer: &str, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -460,14 +440,9 @@ impl Store {
 
     /// Drops acknowledged entries (see `lua/trim.lua`).
     pub async fn trim(&self, stream: &str, group: &str) -> Result<u64> {
-        let mut con = self.con().await?;
-        Ok(self
-            .scripts
-            .trim
-            .key(stream)
-            .arg(group)
-            .invoke_async(&mut con)
-            .await?)
+        let mut inv = self.scripts.trim.prepare_invoke();
+        inv.key(stream).arg(group);
+        Ok(Self::int("trim", self.call_raw("trim", &inv).await?)?.max(0) as u64)
     }
 
     /// Reads the events stream after `last_id` (no group: every coordinator
@@ -477,9 +452,7 @@ impl Store {
         let opts = StreamReadOptions::default()
             .count(1000)
             .block(block.as_millis() as usize);
-        let reply: Option<StreamReadReply> = con
-            .xread_options(&[self.keys.events()], &[last_id], &opts)
-            .await?;
+        let reply: Option<StreamReadReply> = con.xread_options(&[self.keys.events()], &[last_id], &opts).await?;
         Ok(Self::entries(reply))
     }
 
@@ -494,10 +467,7 @@ impl Store {
             .arg(1)
             .query_async(&mut con)
             .await?;
-        Ok(v.into_iter()
-            .next()
-            .map(|e| e.0)
-            .unwrap_or_else(|| "0-0".into()))
+        Ok(v.into_iter().next().map(|e| e.0).unwrap_or_else(|| "0-0".into()))
     }
 
     // ---- transitions ---------------------------------------------------
@@ -552,12 +522,7 @@ impl Store {
 
     /// Places tasks on one worker. Returns one status per task: 'ok',
     /// 'full', 'missing', 'gone', 'conflict' or 'state:<s>'.
-    pub async fn assign(
-        &self,
-        worker_id: &str,
-        tasks: &[IntakeTask],
-        assign_ttl: Duration,
-    ) -> Result<Vec<String>> {
+    pub async fn assign(&self, worker_id: &str, tasks: &[IntakeTask], assign_ttl: Duration) -> Result<Vec<String>> {
         let stream = self.keys.worker_stream(worker_id);
         let body = messages::AssignBody {
             tasks: tasks
@@ -752,25 +717,21 @@ impl Store {
                     ids: vec![id.to_string()],
                 },
             );
-            let r = to_strings(
-                "cancel",
-                self.scripts
-                    .cancel
-                    .key(self.keys.deadlines())
-                    .key(self.keys.scheduled())
-                    .key(self.keys.counts())
-                    .key(&events)
-                    .arg(self.keys.prefix())
-                    .arg(id.as_str())
-                    .arg(v.unwrap_or(0))
-                    .arg(self.opts.result_ttl.as_millis() as u64)
-                    .arg(event)
-                    .arg(self.opts.events_maxlen)
-                    .arg(&worker)
-                    .arg(control)
-                    .invoke_async(&mut con)
-                    .await?,
-            )?;
+            let mut inv = self.scripts.cancel.prepare_invoke();
+            inv.key(self.keys.deadlines())
+                .key(self.keys.scheduled())
+                .key(self.keys.counts())
+                .key(&events)
+                .arg(self.keys.prefix())
+                .arg(id.as_str())
+                .arg(v.unwrap_or(0))
+                .arg(self.opts.result_ttl.as_millis() as u64)
+                .arg(event)
+                .arg(self.opts.events_maxlen)
+                .arg(&worker)
+                .arg(control);
+            drop(con);
+            let r = self.call("cancel", &inv).await?;
             match r.first().map(String::as_str) {
                 Some("cancelled") => {
                     Self::sent("events");
@@ -789,8 +750,7 @@ impl Store {
                     return Ok(CancelOutcome::AlreadyFinished(st));
                 }
                 _ => {
-                    metrics::counter!("drover_state_conflicts_total", "op" => "cancel")
-                        .increment(1);
+                    metrics::counter!("drover_state_conflicts_total", "op" => "cancel").increment(1);
                     continue;
                 }
             }
@@ -803,12 +763,7 @@ impl Store {
 
     /// Reads up to `limit` ids due in a sorted set, with the fields the
     /// leader needs to predict their next versions.
-    async fn due(
-        &self,
-        zset: &str,
-        limit: usize,
-        fields: &[&str],
-    ) -> Result<Vec<(String, Vec<Option<String>>)>> {
+    async fn due(&self, zset: &str, limit: usize, fields: &[&str]) -> Result<Vec<(String, Vec<Option<String>>)>> {
         let mut con = self.con().await?;
         let now = self.clock.now_ms();
         let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
@@ -908,9 +863,7 @@ impl Store {
                     stats.dead += 1
                 }
                 "cancelled" => stats.lease_expired += 1,
-                "conflict" => {
-                    metrics::counter!("drover_state_conflicts_total", "op" => "reap").increment(1)
-                }
+                "conflict" => metrics::counter!("drover_state_conflicts_total", "op" => "reap").increment(1),
                 _ => {}
             }
             if pair[1] != "renewed" {
@@ -923,11 +876,7 @@ impl Store {
     /// Queues delayed tasks and retries whose time has come; returns how many.
     pub async fn promote(&self, limit: usize) -> Result<u64> {
         let due = self
-            .due(
-                &self.keys.scheduled(),
-                limit,
-                &["state", "v", "h", "tags", "prio"],
-            )
+            .due(&self.keys.scheduled(), limit, &["state", "v", "h", "tags", "prio"])
             .await?;
         if due.is_empty() {
             return Ok(0);
@@ -951,13 +900,7 @@ impl Store {
             .key(self.keys.counts())
             .key(&intake)
             .arg(self.keys.prefix())
-            .arg(self.seal(
-                &intake,
-                messages::SUBMIT,
-                &IntakeBody {
-                    tasks: tasks.clone(),
-                },
-            ));
+            .arg(self.seal(&intake, messages::SUBMIT, &IntakeBody { tasks: tasks.clone() }));
         for t in &tasks {
             inv.arg(&t.id).arg(t.v - 1);
         }
@@ -988,11 +931,9 @@ impl Store {
             })
             .collect();
         let mut inv = self.scripts.reannounce.prepare_invoke();
-        inv.key(&intake).arg(self.keys.prefix()).arg(self.seal(
-            &intake,
-            messages::SUBMIT,
-            &IntakeBody { tasks: next },
-        ));
+        inv.key(&intake)
+            .arg(self.keys.prefix())
+            .arg(self.seal(&intake, messages::SUBMIT, &IntakeBody { tasks: next }));
         for t in tasks {
             inv.arg(&t.id).arg(t.v);
         }
@@ -1013,12 +954,7 @@ impl Store {
     /// longer than `grace` while its intake entry is gone (lost with a Redis
     /// restart, or refused as expired and trimmed). Returns the next cursor
     /// ("0" when a sweep is complete) and how many tasks were announced.
-    pub async fn reconcile(
-        &self,
-        cursor: &str,
-        count: usize,
-        grace: Duration,
-    ) -> Result<(String, u64)> {
+    pub async fn reconcile(&self, cursor: &str, count: usize, grace: Duration) -> Result<(String, u64)> {
         let mut con = self.con().await?;
         let (next, keys): (String, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
@@ -1071,17 +1007,8 @@ impl Store {
         for (_, ent) in &candidates {
             // An id that is not a stream id ('' for a task never announced)
             // matches nothing; XRANGE would refuse it, so ask for "0-0".
-            let ent = if ent.contains('-') {
-                ent.as_str()
-            } else {
-                "0-0"
-            };
-            pipe.cmd("XRANGE")
-                .arg(&intake)
-                .arg(ent)
-                .arg(ent)
-                .arg("COUNT")
-                .arg(1);
+            let ent = if ent.contains('-') { ent.as_str() } else { "0-0" };
+            pipe.cmd("XRANGE").arg(&intake).arg(ent).arg(ent).arg("COUNT").arg(1);
         }
         let found: Vec<redis::Value> = pipe.query_async(&mut con).await?;
         let orphans: Vec<IntakeTask> = candidates
@@ -1103,12 +1030,7 @@ impl Store {
 
     /// Removes consumers of `group` that hold nothing and have been idle for
     /// `idle` (e.g. distributors that were restarted under a new id).
-    pub async fn forget_idle_consumers(
-        &self,
-        stream: &str,
-        group: &str,
-        idle: Duration,
-    ) -> Result<u64> {
+    pub async fn forget_idle_consumers(&self, stream: &str, group: &str, idle: Duration) -> Result<u64> {
         let mut con = self.con().await?;
         let info: redis::RedisResult<Vec<HashMap<String, Value>>> = redis::cmd("XINFO")
             .arg("CONSUMERS")
@@ -1144,11 +1066,8 @@ impl Store {
     }
 
     pub async fn heartbeat(&self, hb: &Heartbeat<'_>) -> Result<()> {
-        let mut con = self.con().await?;
-        let _: i64 = self
-            .scripts
-            .heartbeat
-            .key(self.keys.worker(hb.worker_id))
+        let mut inv = self.scripts.heartbeat.prepare_invoke();
+        inv.key(self.keys.worker(hb.worker_id))
             .key(self.keys.workers())
             .key(self.keys.handlers())
             .arg(hb.worker_id)
@@ -1157,38 +1076,25 @@ impl Store {
             .arg(serde_json::to_string(hb.tags).expect("strings serialize"))
             .arg(hb.in_flight)
             .arg(if hb.draining { 1 } else { 0 })
-            .arg(env!("CARGO_PKG_VERSION"))
-            .invoke_async(&mut con)
-            .await?;
+            .arg(env!("CARGO_PKG_VERSION"));
+        Self::int("heartbeat", self.call_raw("heartbeat", &inv).await?)?;
         Ok(())
     }
 
     /// Takes or keeps the leader lease (`ttl` zero gives it up).
     pub async fn lead(&self, candidate: &str, ttl: Duration) -> Result<bool> {
-        let mut con = self.con().await?;
-        let held: i64 = self
-            .scripts
-            .leader
-            .key(self.keys.leader())
-            .arg(candidate)
-            .arg(ttl.as_millis() as u64)
-            .invoke_async(&mut con)
-            .await?;
-        Ok(held == 1)
+        let mut inv = self.scripts.leader.prepare_invoke();
+        inv.key(self.keys.leader()).arg(candidate).arg(ttl.as_millis() as u64);
+        Ok(Self::int("leader", self.call_raw("leader", &inv).await?)? == 1)
     }
 
     pub async fn forget_workers(&self, silent_for: Duration) -> Result<Vec<String>> {
-        let mut con = self.con().await?;
-        let v = self
-            .scripts
-            .forget_workers
-            .key(self.keys.workers())
+        let mut inv = self.scripts.forget_workers.prepare_invoke();
+        inv.key(self.keys.workers())
             .key(self.keys.handlers())
             .arg(self.keys.prefix())
-            .arg(silent_for.as_millis() as u64)
-            .invoke_async(&mut con)
-            .await?;
-        to_strings("forget_workers", v)
+            .arg(silent_for.as_millis() as u64);
+        self.call("forget_workers", &inv).await
     }
 
     // ---- reads ---------------------------------------------------------
@@ -1251,9 +1157,7 @@ impl Store {
     pub async fn workers(&self, ttl: Duration) -> Result<Vec<WorkerView>> {
         let mut con = self.con().await?;
         let since = self.clock.now_ms().saturating_sub(ttl.as_millis() as u64);
-        let ids: Vec<String> = con
-            .zrangebyscore(self.keys.workers(), since, "+inf")
-            .await?;
+        let ids: Vec<String> = con.zrangebyscore(self.keys.workers(), since, "+inf").await?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -1301,11 +1205,7 @@ impl Store {
 
 fn task_view(id: &str, m: &HashMap<String, String>) -> Option<TaskView> {
     let state = TaskState::parse(m.get("state")?)?;
-    let opt_num = |k: &str| {
-        m.get(k)
-            .and_then(|s| s.parse::<u64>().ok())
-            .filter(|n| *n > 0)
-    };
+    let opt_num = |k: &str| m.get(k).and_then(|s| s.parse::<u64>().ok()).filter(|n| *n > 0);
     let fence = match (m.get("e"), m.get("f")) {
         (Some(e), Some(f)) => Some(format!("{e}.{f}")),
         _ => None,

@@ -21,9 +21,7 @@ async fn raw(
         rb = rb.bearer_auth(t);
     }
     if let Some(b) = body {
-        rb = rb
-            .header("content-type", "application/json")
-            .body(b.to_string());
+        rb = rb.header("content-type", "application/json").body(b.to_string());
     }
     let resp = rb.send().await.unwrap();
     let status = resp.status();
@@ -146,20 +144,10 @@ async fn bad_requests_get_json_errors_and_write_nothing() {
     }
     // A batch with one bad item writes none of them.
     let batch = r#"{"tasks":[{"handler":"noop"},{"handler":"nope"}]}"#;
-    let (got, json) = raw(
-        &c,
-        post.clone(),
-        "/v1/tasks/batch",
-        Some(SUBMIT_TOKEN),
-        Some(batch),
-    )
-    .await;
+    let (got, json) = raw(&c, post.clone(), "/v1/tasks/batch", Some(SUBMIT_TOKEN), Some(batch)).await;
     assert_eq!(got, StatusCode::UNPROCESSABLE_ENTITY, "{json}");
     assert!(
-        json["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("tasks[1]"),
+        json["error"]["message"].as_str().unwrap().contains("tasks[1]"),
         "{json}"
     );
     assert_eq!(task_keys(&c).await, 0, "nothing was written");
@@ -230,10 +218,7 @@ async fn list_pages_by_state_and_wait_long_polls() {
     let mut seen = std::collections::HashSet::new();
     let mut cursor: Option<String> = None;
     for _ in 0..100 {
-        let page = client
-            .list(Some("succeeded"), 7, cursor.as_deref())
-            .await
-            .unwrap();
+        let page = client.list(Some("succeeded"), 7, cursor.as_deref()).await.unwrap();
         for t in &page.tasks {
             assert_eq!(t.state, TaskState::Succeeded);
             seen.insert(t.id.clone());

@@ -47,27 +47,14 @@ async fn builtin_tasks_run_to_success_with_their_results() {
         .await
         .unwrap();
     assert_eq!(echo.state, TaskState::Queued);
-    let noop = client
-        .submit_one(&task("noop", serde_json::Value::Null))
-        .await
-        .unwrap();
-    let t = client
-        .wait(&echo.id, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let noop = client.submit_one(&task("noop", serde_json::Value::Null)).await.unwrap();
+    let t = client.wait(&echo.id, Duration::from_secs(10)).await.unwrap();
     assert_eq!(t.state, TaskState::Succeeded, "{t:?}");
     assert_eq!(t.result, Some(serde_json::json!({"hello": [1, 2]})));
     assert_eq!(t.attempts, 1);
     assert_eq!(t.worker, None, "a finished task names no worker");
-    assert!(
-        t.fence.as_deref().is_some_and(|f| f.ends_with(".1")),
-        "{:?}",
-        t.fence
-    );
-    let n = client
-        .wait(&noop.id, Duration::from_secs(10))
-        .await
-        .unwrap();
+    assert!(t.fence.as_deref().is_some_and(|f| f.ends_with(".1")), "{:?}", t.fence);
+    let n = client.wait(&noop.id, Duration::from_secs(10)).await.unwrap();
     assert_eq!(n.state, TaskState::Succeeded);
     assert_eq!(n.result.unwrap_or_default(), serde_json::Value::Null);
     c.stop().await;
@@ -87,8 +74,7 @@ async fn exec_handler_gets_input_on_stdin_and_its_fencing_token() {
             "kind = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\ntimeout = \"10s\""
         )),
     );
-    c.add_worker("w1", 2, &[], Registry::from_specs(&specs).unwrap())
-        .await;
+    c.add_worker("w1", 2, &[], Registry::from_specs(&specs).unwrap()).await;
     let client = c.client();
     let s = client
         .submit_one(&task("shell", serde_json::json!({"n": 7})))
@@ -127,12 +113,8 @@ async fn http_handler_posts_the_input_with_the_fencing_token() {
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let mut specs = BTreeMap::new();
-    specs.insert(
-        "hook".to_string(),
-        spec(&format!("kind = \"http\"\nurl = {url:?}")),
-    );
-    c.add_worker("w1", 2, &[], Registry::from_specs(&specs).unwrap())
-        .await;
+    specs.insert("hook".to_string(), spec(&format!("kind = \"http\"\nurl = {url:?}")));
+    c.add_worker("w1", 2, &[], Registry::from_specs(&specs).unwrap()).await;
     let client = c.client();
     let s = client
         .submit_one(&task("hook", serde_json::json!([1, "two"])))
@@ -140,10 +122,7 @@ async fn http_handler_posts_the_input_with_the_fencing_token() {
         .unwrap();
     let t = client.wait(&s.id, Duration::from_secs(10)).await.unwrap();
     assert_eq!(t.state, TaskState::Succeeded, "{t:?}");
-    assert_eq!(
-        t.result.as_ref().unwrap()["got"],
-        serde_json::json!([1, "two"])
-    );
+    assert_eq!(t.result.as_ref().unwrap()["got"], serde_json::json!([1, "two"]));
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1);
     assert_eq!(Some(seen[0].0.as_str()), t.fence.as_deref());
@@ -230,19 +209,10 @@ async fn cancel_works_in_every_state() {
         .await
         .unwrap();
     let assigned = client.submit_one(&req).await.unwrap();
-    wait_state(
-        &client,
-        &assigned.id,
-        TaskState::Assigned,
-        Duration::from_secs(5),
-    )
-    .await;
+    wait_state(&client, &assigned.id, TaskState::Assigned, Duration::from_secs(5)).await;
     let queued = client.submit_one(&req).await.unwrap(); // the ghost is full
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        client.get(&queued.id).await.unwrap().state,
-        TaskState::Queued
-    );
+    assert_eq!(client.get(&queued.id).await.unwrap().state, TaskState::Queued);
     req.delay = Some("1h".into());
     let scheduled = client.submit_one(&req).await.unwrap();
     assert_eq!(scheduled.state, TaskState::Scheduled);
@@ -257,12 +227,7 @@ async fn cancel_works_in_every_state() {
     let workers = client.workers().await.unwrap().workers;
     assert_eq!(workers.iter().find(|w| w.id == "ghost").unwrap().used, 0);
     // Cancelling again is a conflict.
-    assert!(client
-        .cancel(&queued.id)
-        .await
-        .unwrap_err()
-        .to_string()
-        .contains("409"));
+    assert!(client.cancel(&queued.id).await.unwrap_err().to_string().contains("409"));
 
     // running: a real worker runs a long sleep and is told to stop. The
     // ghost says it is draining so nothing more goes to it.
@@ -280,30 +245,17 @@ async fn cancel_works_in_every_state() {
     c.add_worker("w1", 1, &[], Registry::builtins()).await;
     req.delay = None;
     let running = client.submit_one(&req).await.unwrap();
-    wait_state(
-        &client,
-        &running.id,
-        TaskState::Running,
-        Duration::from_secs(10),
-    )
-    .await;
+    wait_state(&client, &running.id, TaskState::Running, Duration::from_secs(10)).await;
     let r = client.cancel(&running.id).await.unwrap();
     assert!(r.cancel_requested);
-    let t = wait_state(
-        &client,
-        &running.id,
-        TaskState::Cancelled,
-        Duration::from_secs(3),
-    )
-    .await;
+    let t = wait_state(&client, &running.id, TaskState::Cancelled, Duration::from_secs(3)).await;
     assert!(
         t.finished_ms.unwrap() - t.started_ms.unwrap() < 4000,
         "the handler was stopped, not waited for"
     );
-    let counts: HashMap<String, i64> =
-        redis::AsyncCommands::hgetall(&mut c.redis_con().await, "{drover:0}:counts")
-            .await
-            .unwrap();
+    let counts: HashMap<String, i64> = redis::AsyncCommands::hgetall(&mut c.redis_con().await, "{drover:0}:counts")
+        .await
+        .unwrap();
     for (state, n) in counts {
         assert_eq!(n, 0, "backlog count of {state} returns to zero");
     }
@@ -437,11 +389,7 @@ async fn tasks_go_only_to_workers_with_their_tags() {
     let batch = client.submit_batch(vec![req; 10]).await.unwrap();
     for s in &batch.tasks {
         assert_eq!(
-            client
-                .wait(&s.id, Duration::from_secs(10))
-                .await
-                .unwrap()
-                .state,
+            client.wait(&s.id, Duration::from_secs(10)).await.unwrap().state,
             TaskState::Succeeded
         );
     }
@@ -491,20 +439,13 @@ async fn ten_thousand_noop_tasks_all_succeed() {
         ids.extend(b.tasks.into_iter().map(|t| t.id));
     }
     let ctx = c.ctx("check");
-    eventually(
-        Duration::from_secs(120),
-        "all 10000 tasks to finish",
-        || async {
-            let counts = ctx.store.counts().await.unwrap();
-            (counts.values().all(|n| *n == 0)).then_some(())
-        },
-    )
+    eventually(Duration::from_secs(120), "all 10000 tasks to finish", || async {
+        let counts = ctx.store.counts().await.unwrap();
+        (counts.values().all(|n| *n == 0)).then_some(())
+    })
     .await;
     for chunk in ids.chunks(1000) {
-        assert_eq!(
-            client.get(&chunk[0]).await.unwrap().state,
-            TaskState::Succeeded
-        );
+        assert_eq!(client.get(&chunk[0]).await.unwrap().state, TaskState::Succeeded);
     }
     let mut con = c.redis_con().await;
     assert_eq!(

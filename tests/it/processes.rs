@@ -9,8 +9,7 @@ use drover::redis_server::Persistence;
 use drover::task::TaskState;
 use std::time::Duration;
 
-const SLEEP_WORKER: &str =
-    "[handlers]\nsleep = { kind = \"builtin\" }\nnoop = { kind = \"builtin\" }\n";
+const SLEEP_WORKER: &str = "[handlers]\nsleep = { kind = \"builtin\" }\nnoop = { kind = \"builtin\" }\n";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -58,10 +57,7 @@ async fn a_task_on_a_killed_worker_completes_on_another_after_its_lease() {
     assert_eq!(t.attempts, 2, "the killed attempt was charged: {t:?}");
     assert!(t.fence.as_deref().unwrap().ends_with(".2"));
     let survivor = &workers[1 - i];
-    assert!(
-        survivor.log_text().contains(&s.id),
-        "the other worker ran it"
-    );
+    assert!(survivor.log_text().contains(&s.id), "the other worker ran it");
     c.stop().await;
 }
 
@@ -125,10 +121,7 @@ async fn a_zombie_worker_cannot_complete_after_its_lease_passed() {
         (log.contains("completion refused") || log.contains("lease lost")).then_some(log)
     })
     .await;
-    assert!(
-        !log.contains("state=succeeded"),
-        "the zombie never completed: {log}"
-    );
+    assert!(!log.contains("state=succeeded"), "the zombie never completed: {log}");
     drop(fresh);
     c.stop().await;
 }
@@ -184,11 +177,7 @@ async fn when_the_leader_coordinator_dies_another_takes_over() {
     })
     .await;
     let li: usize = if leader == "coord-0" { 0 } else { 1 };
-    let survivor = Client::new(
-        &format!("http://127.0.0.1:{}", ports[1 - li]),
-        Some(ADMIN_TOKEN.into()),
-    )
-    .unwrap();
+    let survivor = Client::new(&format!("http://127.0.0.1:{}", ports[1 - li]), Some(ADMIN_TOKEN.into())).unwrap();
     eventually(Duration::from_secs(15), "the worker", || async {
         survivor
             .workers()
@@ -212,10 +201,7 @@ async fn when_the_leader_coordinator_dies_another_takes_over() {
         .query_async(&mut con)
         .await
         .unwrap();
-    assert_eq!(
-        now_leader.as_deref(),
-        Some(if li == 0 { "coord-1" } else { "coord-0" })
-    );
+    assert_eq!(now_leader.as_deref(), Some(if li == 0 { "coord-1" } else { "coord-0" }));
 }
 
 #[tokio::test]
@@ -227,10 +213,7 @@ async fn a_role_waits_for_redis_and_becomes_ready_without_a_restart() {
     let prof = profile(dir.path(), "worker", SLEEP_WORKER);
     redis.kill();
     let admin = free_port();
-    let env = proc_env(
-        &redis.url(),
-        &[("DROVER_ADMIN_ADDR", &format!("127.0.0.1:{admin}"))],
-    );
+    let env = proc_env(&redis.url(), &[("DROVER_ADMIN_ADDR", &format!("127.0.0.1:{admin}"))]);
     let w = spawn(
         "worker",
         &["worker", "--config", &prof, "--id", "patient"],
@@ -262,11 +245,7 @@ async fn a_role_waits_for_redis_and_becomes_ready_without_a_restart() {
         (r.status() == 200).then_some(())
     })
     .await;
-    assert!(
-        w.log_text().contains("redis unreachable"),
-        "{}",
-        w.log_text()
-    );
+    assert!(w.log_text().contains("redis unreachable"), "{}", w.log_text());
     let metrics = http
         .get(format!("http://127.0.0.1:{admin}/metrics"))
         .send()
@@ -296,12 +275,7 @@ async fn a_bad_config_value_exits_with_one_line_naming_the_key() {
     let prof = profile(dir.path(), "worker", SLEEP_WORKER);
     for (i, (extra, want)) in cases.into_iter().enumerate() {
         let env = proc_env("redis://127.0.0.1:1", &extra);
-        let mut p = spawn(
-            &format!("bad-{i}"),
-            &["worker", "--config", &prof],
-            &env,
-            dir.path(),
-        );
+        let mut p = spawn(&format!("bad-{i}"), &["worker", "--config", &prof], &env, dir.path());
         let status = p.wait_exit(Duration::from_secs(10));
         assert_eq!(status.code(), Some(2), "{want}");
         let out = p.log_text();

@@ -43,18 +43,13 @@ fn promtool_accepts_the_rules_and_their_unit_tests_pass() {
         .current_dir(&dir)
         .output()
         .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     let test = Command::new("promtool")
         .args(["test", "rules", "alerts_test.yml"])
         .current_dir(&dir)
         .output()
         .unwrap();
-    let out =
-        String::from_utf8_lossy(&test.stdout).to_string() + &String::from_utf8_lossy(&test.stderr);
+    let out = String::from_utf8_lossy(&test.stdout).to_string() + &String::from_utf8_lossy(&test.stderr);
     assert!(test.status.success() && out.contains("SUCCESS"), "{out}");
 }
 
@@ -106,13 +101,8 @@ async fn a_real_prometheus_sees_backlog_and_failure_alerts_fire_and_resolve() {
     };
     let dir = tempfile::tempdir().unwrap();
     let url = redis.url();
-    let (api_port, coord_admin, dist_admin, worker_admin, prom_port) = (
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    );
+    let (api_port, coord_admin, dist_admin, worker_admin, prom_port) =
+        (free_port(), free_port(), free_port(), free_port(), free_port());
     let coord_env = proc_env(
         &url,
         &[
@@ -123,12 +113,7 @@ async fn a_real_prometheus_sees_backlog_and_failure_alerts_fire_and_resolve() {
             ("RUST_LOG", "info"),
         ],
     );
-    let _coord = spawn(
-        "coordinator",
-        &["coordinator", "--id", "c1"],
-        &coord_env,
-        dir.path(),
-    );
+    let _coord = spawn("coordinator", &["coordinator", "--id", "c1"], &coord_env, dir.path());
     let dist_env = proc_env(
         &url,
         &[
@@ -136,12 +121,7 @@ async fn a_real_prometheus_sees_backlog_and_failure_alerts_fire_and_resolve() {
             ("RUST_LOG", "info"),
         ],
     );
-    let _dist = spawn(
-        "distributor",
-        &["distributor", "--id", "d1"],
-        &dist_env,
-        dir.path(),
-    );
+    let _dist = spawn("distributor", &["distributor", "--id", "d1"], &dist_env, dir.path());
 
     let prom_yml = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {rules}\nscrape_configs:\n  - job_name: drover\n    static_configs:\n      - targets: ['127.0.0.1:{coord_admin}', '127.0.0.1:{dist_admin}', '127.0.0.1:{worker_admin}']\n",
@@ -150,14 +130,8 @@ async fn a_real_prometheus_sees_backlog_and_failure_alerts_fire_and_resolve() {
     std::fs::write(dir.path().join("prometheus.yml"), prom_yml).unwrap();
     let prom_log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
     let mut prom = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.path().join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
+        .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
         .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
         .stdout(prom_log.try_clone().unwrap())
         .stderr(prom_log)
@@ -165,11 +139,7 @@ async fn a_real_prometheus_sees_backlog_and_failure_alerts_fire_and_resolve() {
         .unwrap();
     let prom_url = format!("http://127.0.0.1:{prom_port}");
     let http = reqwest::Client::new();
-    let client = Client::new(
-        &format!("http://127.0.0.1:{api_port}"),
-        Some(ADMIN_TOKEN.into()),
-    )
-    .unwrap();
+    let client = Client::new(&format!("http://127.0.0.1:{api_port}"), Some(ADMIN_TOKEN.into())).unwrap();
 
     // No worker: a backlog builds up and the backlog alert fires.
     eventually(Duration::from_secs(20), "the API", || async {
@@ -187,9 +157,8 @@ async fn a_real_prometheus_sees_backlog_and_failure_alerts_fire_and_resolve() {
         "DroverBacklogHigh and DroverNoWorkerForHandler firing",
         || async {
             let f = firing(&http, &prom_url).await;
-            (f.contains(&"DroverBacklogHigh".to_string())
-                && f.contains(&"DroverNoWorkerForHandler".to_string()))
-            .then_some(())
+            (f.contains(&"DroverBacklogHigh".to_string()) && f.contains(&"DroverNoWorkerForHandler".to_string()))
+                .then_some(())
         },
     )
     .await;
@@ -209,15 +178,7 @@ async fn a_real_prometheus_sees_backlog_and_failure_alerts_fire_and_resolve() {
     );
     let _worker = spawn(
         "worker",
-        &[
-            "worker",
-            "--config",
-            &prof,
-            "--id",
-            "w1",
-            "--capacity",
-            "64",
-        ],
+        &["worker", "--config", &prof, "--id", "w1", "--capacity", "64"],
         &worker_env,
         dir.path(),
     );
@@ -228,10 +189,7 @@ async fn a_real_prometheus_sees_backlog_and_failure_alerts_fire_and_resolve() {
     for _ in 0..120 {
         seen = firing(&http, &prom_url).await;
         let has = |a: &str| seen.iter().any(|x| x == a);
-        if has("DroverFailureRateHigh")
-            && !has("DroverBacklogHigh")
-            && !has("DroverNoWorkerForHandler")
-        {
+        if has("DroverFailureRateHigh") && !has("DroverBacklogHigh") && !has("DroverNoWorkerForHandler") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -62,22 +62,11 @@ async fn assign_and_start(ctx: &Context, wid: &str, id: &str, v: u64) -> Started
         tags: vec![],
         prio: 0,
     };
-    let r = ctx
-        .store
-        .assign(wid, &[it], Duration::from_secs(5))
-        .await
-        .unwrap();
+    let r = ctx.store.assign(wid, &[it], Duration::from_secs(5)).await.unwrap();
     assert_eq!(r, vec!["ok"]);
     let entries = ctx
         .store
-        .read_group(
-            &ctx.store.keys.worker_stream(wid),
-            "worker",
-            wid,
-            10,
-            None,
-            false,
-        )
+        .read_group(&ctx.store.keys.worker_stream(wid), "worker", wid, 10, None, false)
         .await
         .unwrap();
     assert_eq!(entries.len(), 1);
@@ -125,11 +114,7 @@ async fn a_stale_fence_can_neither_renew_nor_complete() {
 
     let renew = ctx
         .store
-        .renew(
-            "w1",
-            &[(first.id.clone(), first.token)],
-            Duration::from_secs(5),
-        )
+        .renew("w1", &[(first.id.clone(), first.token)], Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(renew, vec![RenewStatus::Lost]);
@@ -139,10 +124,7 @@ async fn a_stale_fence_can_neither_renew_nor_complete() {
         payload: "\"zombie\"".into(),
         retry_delay_ms: 0,
     };
-    assert_eq!(
-        ctx.store.complete("w1", &[late]).await.unwrap(),
-        vec!["stale"]
-    );
+    assert_eq!(ctx.store.complete("w1", &[late]).await.unwrap(), vec!["stale"]);
     // Even with the right worker id, an old fence is refused.
     let forged = Completion {
         task: StartedTask {
@@ -153,10 +135,7 @@ async fn a_stale_fence_can_neither_renew_nor_complete() {
         payload: "1".into(),
         retry_delay_ms: 0,
     };
-    assert_eq!(
-        ctx.store.complete("w2", &[forged]).await.unwrap(),
-        vec!["stale"]
-    );
+    assert_eq!(ctx.store.complete("w2", &[forged]).await.unwrap(), vec!["stale"]);
 
     let ok = Completion {
         task: second.clone(),
@@ -164,17 +143,11 @@ async fn a_stale_fence_can_neither_renew_nor_complete() {
         payload: "\"fresh\"".into(),
         retry_delay_ms: 0,
     };
-    assert_eq!(
-        ctx.store.complete("w2", &[ok]).await.unwrap(),
-        vec!["succeeded"]
-    );
+    assert_eq!(ctx.store.complete("w2", &[ok]).await.unwrap(), vec!["succeeded"]);
     let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
     assert_eq!(view.result, Some(serde_json::json!("fresh")));
     assert_eq!(view.attempts, 2);
-    assert_eq!(
-        view.fence.as_deref(),
-        Some(format!("{}.2", first.token.epoch).as_str())
-    );
+    assert_eq!(view.fence.as_deref(), Some(format!("{}.2", first.token.epoch).as_str()));
 }
 
 #[tokio::test]
@@ -239,10 +212,7 @@ async fn a_replayed_assignment_is_not_started_again() {
         0,
         "the replay was acknowledged"
     );
-    assert_eq!(
-        ctx.store.get_task(&t.id).await.unwrap().unwrap().attempts,
-        1
-    );
+    assert_eq!(ctx.store.get_task(&t.id).await.unwrap().unwrap().attempts, 1);
 }
 
 #[tokio::test]
@@ -286,18 +256,11 @@ async fn forged_expired_moved_and_truncated_messages_are_refused_by_reason() {
             Rejection::Expired,
         ),
         ("flipped bit", flipped, Rejection::Signature),
-        (
-            "truncated tag",
-            good[..good.len() - 3].to_vec(),
-            Rejection::Malformed,
-        ),
+        ("truncated tag", good[..good.len() - 3].to_vec(), Rejection::Malformed),
         ("oversize", vec![0u8; 2 << 20], Rejection::Oversize),
     ];
     for (what, raw, want) in cases {
-        let entry = Entry {
-            id: "1-1".into(),
-            raw,
-        };
+        let entry = Entry { id: "1-1".into(), raw };
         let got = ctx.store.open(&intake, &entry).map(|_| ()).unwrap_err();
         assert_eq!(got, want, "{what}");
     }
@@ -324,15 +287,13 @@ async fn forged_intake_and_worker_messages_are_never_executed() {
     let r2 = runs.clone();
     reg.register(
         "count",
-        std::sync::Arc::new(
-            move |_ctx: drover::handlers::TaskContext, _in: serde_json::Value| {
-                let r = r2.clone();
-                async move {
-                    r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    Ok::<_, drover::handlers::HandlerError>(serde_json::Value::Null)
-                }
-            },
-        ),
+        std::sync::Arc::new(move |_ctx: drover::handlers::TaskContext, _in: serde_json::Value| {
+            let r = r2.clone();
+            async move {
+                r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, drover::handlers::HandlerError>(serde_json::Value::Null)
+            }
+        }),
     );
     c.add_worker("w1", 4, &[], reg).await;
     let client = c.client();
@@ -345,10 +306,7 @@ async fn forged_intake_and_worker_messages_are_never_executed() {
         .submit_one(&crate::lifecycle::task("count", serde_json::Value::Null))
         .await
         .unwrap();
-    client
-        .wait(&real.id, Duration::from_secs(10))
-        .await
-        .unwrap();
+    client.wait(&real.id, Duration::from_secs(10)).await.unwrap();
     assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
 
     // An attacker with Redis access but not the key writes assignments and
@@ -406,25 +364,17 @@ async fn forged_intake_and_worker_messages_are_never_executed() {
         .query_async(&mut con)
         .await
         .unwrap();
-    eventually(
-        Duration::from_secs(5),
-        "forged entries acknowledged",
-        || {
-            let mut con = con.clone();
-            let ws = ws.clone();
-            let intake = intake.clone();
-            async move {
-                let a = pending_count(&mut con, &ws, "worker").await;
-                let b = pending_count(&mut con, &intake, "distributors").await;
-                let len: u64 = redis::cmd("XLEN")
-                    .arg(&ws)
-                    .query_async(&mut con)
-                    .await
-                    .unwrap();
-                (a == 0 && b == 0 && len >= 1).then_some(())
-            }
-        },
-    )
+    eventually(Duration::from_secs(5), "forged entries acknowledged", || {
+        let mut con = con.clone();
+        let ws = ws.clone();
+        let intake = intake.clone();
+        async move {
+            let a = pending_count(&mut con, &ws, "worker").await;
+            let b = pending_count(&mut con, &intake, "distributors").await;
+            let len: u64 = redis::cmd("XLEN").arg(&ws).query_async(&mut con).await.unwrap();
+            (a == 0 && b == 0 && len >= 1).then_some(())
+        }
+    })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
@@ -451,10 +401,7 @@ async fn trimming_keeps_every_unacknowledged_entry() {
         return;
     };
     let stream = ctx.store.keys.intake();
-    ctx.store
-        .ensure_group(&stream, "distributors")
-        .await
-        .unwrap();
+    ctx.store.ensure_group(&stream, "distributors").await.unwrap();
     for _ in 0..5 {
         ctx.store.submit(&[new_task("noop")]).await.unwrap();
     }
@@ -470,32 +417,17 @@ async fn trimming_keeps_every_unacknowledged_entry() {
         .unwrap();
     ctx.store.trim(&stream, "distributors").await.unwrap();
     let mut con = ctx.store.con().await.unwrap();
-    let len: u64 = redis::cmd("XLEN")
-        .arg(&stream)
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    let len: u64 = redis::cmd("XLEN").arg(&stream).query_async(&mut con).await.unwrap();
     assert_eq!(len, 5, "the oldest pending entry bounds the trim");
     // Acknowledge the rest of the delivered ones: only delivered, acked
     // entries go; the two never delivered stay.
     ctx.store
-        .ack(
-            &stream,
-            "distributors",
-            &[got[0].id.clone(), got[2].id.clone()],
-        )
+        .ack(&stream, "distributors", &[got[0].id.clone(), got[2].id.clone()])
         .await
         .unwrap();
     ctx.store.trim(&stream, "distributors").await.unwrap();
-    let len: u64 = redis::cmd("XLEN")
-        .arg(&stream)
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    assert_eq!(
-        len, 3,
-        "the last delivered entry and the two undelivered remain"
-    );
+    let len: u64 = redis::cmd("XLEN").arg(&stream).query_async(&mut con).await.unwrap();
+    assert_eq!(len, 3, "the last delivered entry and the two undelivered remain");
     let rest = ctx
         .store
         .read_group(&stream, "distributors", "d1", 10, None, false)
@@ -531,38 +463,19 @@ async fn the_reconciler_announces_again_a_queued_task_whose_entry_was_lost() {
     let intake = ctx.store.keys.intake();
     let mut con = ctx.store.con().await.unwrap();
     // Lose the entry, as a Redis restart with AOF everysec can.
-    let _: () = redis::cmd("DEL")
-        .arg(&intake)
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    let (cursor, n) = ctx
-        .store
-        .reconcile("0", 1000, Duration::ZERO)
-        .await
-        .unwrap();
+    let _: () = redis::cmd("DEL").arg(&intake).query_async(&mut con).await.unwrap();
+    let (cursor, n) = ctx.store.reconcile("0", 1000, Duration::ZERO).await.unwrap();
     assert_eq!((cursor.as_str(), n), ("0", 1));
-    let len: u64 = redis::cmd("XLEN")
-        .arg(&intake)
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    let len: u64 = redis::cmd("XLEN").arg(&intake).query_async(&mut con).await.unwrap();
     assert_eq!(len, 1, "announced again");
     let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
     assert_eq!((view.state, view.version), (TaskState::Queued, 2));
     // With its entry present, a second sweep leaves it alone.
-    let (_, n) = ctx
-        .store
-        .reconcile("0", 1000, Duration::ZERO)
-        .await
-        .unwrap();
+    let (_, n) = ctx.store.reconcile("0", 1000, Duration::ZERO).await.unwrap();
     assert_eq!(n, 0);
     // The announcement is a valid one: the task can be assigned from it.
     register(&ctx, "w1").await;
-    ctx.store
-        .ensure_group(&intake, "distributors")
-        .await
-        .unwrap();
+    ctx.store.ensure_group(&intake, "distributors").await.unwrap();
     let e = ctx
         .store
         .read_group(&intake, "distributors", "d", 10, None, true)
@@ -611,15 +524,7 @@ async fn tasks_due_right_at_submission_are_never_stranded() {
                 r
             })
             .collect();
-        ids.extend(
-            client
-                .submit_batch(reqs)
-                .await
-                .unwrap()
-                .tasks
-                .into_iter()
-                .map(|t| t.id),
-        );
+        ids.extend(client.submit_batch(reqs).await.unwrap().tasks.into_iter().map(|t| t.id));
     }
     for id in &ids {
         let t = client.wait(id, Duration::from_secs(20)).await.unwrap();
@@ -644,11 +549,7 @@ async fn a_redis_restart_starts_a_new_epoch_and_running_tasks_keep_theirs() {
     // The pool reconnects on the next call.
     let b = new_task("noop");
     eventually(Duration::from_secs(10), "redis back", || async {
-        ctx.store
-            .submit(std::slice::from_ref(&b))
-            .await
-            .ok()
-            .map(|_| ())
+        ctx.store.submit(std::slice::from_ref(&b)).await.ok().map(|_| ())
     })
     .await;
     let second = assign_and_start(&ctx, "w1", b.id.as_str(), 1).await;
@@ -665,10 +566,7 @@ async fn a_redis_restart_starts_a_new_epoch_and_running_tasks_keep_theirs() {
         payload: "1".into(),
         retry_delay_ms: 0,
     };
-    assert_eq!(
-        ctx.store.complete("w1", &[done]).await.unwrap(),
-        vec!["succeeded"]
-    );
+    assert_eq!(ctx.store.complete("w1", &[done]).await.unwrap(), vec!["succeeded"]);
 }
 
 #[tokio::test]
@@ -690,8 +588,5 @@ async fn handing_back_a_task_with_a_cancel_request_cancels_it() {
         payload: String::new(),
         retry_delay_ms: 0,
     };
-    assert_eq!(
-        ctx.store.complete("w1", &[back]).await.unwrap(),
-        vec!["cancelled"]
-    );
+    assert_eq!(ctx.store.complete("w1", &[back]).await.unwrap(), vec!["cancelled"]);
 }

@@ -34,25 +34,13 @@ async fn sigterm_on_the_coordinator_finishes_open_requests_and_refuses_new_work(
             ("DROVER_HANDLERS", "noop"),
         ],
     );
-    let mut coord = spawn(
-        "coordinator",
-        &["coordinator", "--id", "c1"],
-        &env,
-        dir.path(),
-    );
-    let client = Client::new(
-        &format!("http://127.0.0.1:{port}"),
-        Some(ADMIN_TOKEN.into()),
-    )
-    .unwrap();
+    let mut coord = spawn("coordinator", &["coordinator", "--id", "c1"], &env, dir.path());
+    let client = Client::new(&format!("http://127.0.0.1:{port}"), Some(ADMIN_TOKEN.into())).unwrap();
     eventually(Duration::from_secs(20), "the API", || async {
         client.workers().await.ok().map(|_| ())
     })
     .await;
-    let queued = client
-        .submit_one(&task("noop", serde_json::Value::Null))
-        .await
-        .unwrap();
+    let queued = client.submit_one(&task("noop", serde_json::Value::Null)).await.unwrap();
     // An open long-poll on a task nobody will run.
     let waiter = {
         let client = client.clone();
@@ -62,20 +50,14 @@ async fn sigterm_on_the_coordinator_finishes_open_requests_and_refuses_new_work(
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t0 = std::time::Instant::now();
     coord.signal(libc::SIGTERM);
-    let answered = waiter
-        .await
-        .unwrap()
-        .expect("the open request is answered, not cut");
+    let answered = waiter.await.unwrap().expect("the open request is answered, not cut");
     assert_eq!(answered.state, TaskState::Queued);
     assert!(
         t0.elapsed() < Duration::from_secs(5),
         "waiters are released at shutdown"
     );
     // New work is never accepted once draining: 503 or no connection at all.
-    if let Ok(s) = client
-        .submit_one(&task("noop", serde_json::Value::Null))
-        .await
-    {
+    if let Ok(s) = client.submit_one(&task("noop", serde_json::Value::Null)).await {
         panic!("a submission was accepted during shutdown: {s:?}");
     }
     let status = coord.wait_exit(Duration::from_secs(10));
@@ -97,35 +79,34 @@ async fn sigterm_on_distributor_and_sigint_on_worker_lose_nothing() {
     let prof = profile(dir.path(), "worker", WORKER);
     let client = c.client();
     // A worker process that runs a long task when interrupted.
-    let env = proc_env(&url, &[("DROVER_WORKER_GRACE", "300ms")]);
-    let mut w1 = spawn(
-        "w1",
-        &["worker", "--config", &prof, "--id", "w1"],
-        &env,
-        dir.path(),
+    let admin = free_port();
+    let env = proc_env(
+        &url,
+        &[
+            ("DROVER_WORKER_GRACE", "1500ms"),
+            ("DROVER_ADMIN_ADDR", &format!("127.0.0.1:{admin}")),
+        ],
     );
+    let mut w1 = spawn("w1", &["worker", "--config", &prof, "--id", "w1"], &env, dir.path());
     eventually(Duration::from_secs(15), "w1", || async {
         (client.workers().await.unwrap().workers.len() == 1).then_some(())
     })
     .await;
-    let mut d1 = spawn(
-        "d1",
-        &["distributor", "--id", "d1"],
-        &proc_env(&url, &[]),
-        dir.path(),
-    );
+    let mut d1 = spawn("d1", &["distributor", "--id", "d1"], &proc_env(&url, &[]), dir.path());
     let long = client
         .submit_one(&task("sleep", serde_json::json!(10_000)))
         .await
         .unwrap();
-    wait_state(
-        &client,
-        &long.id,
-        TaskState::Running,
-        Duration::from_secs(15),
-    )
-    .await;
+    wait_state(&client, &long.id, TaskState::Running, Duration::from_secs(15)).await;
     w1.signal(libc::SIGINT);
+    // While it drains, its admin port says so.
+    let ready: serde_json::Value = eventually(Duration::from_secs(2), "/ready to report draining", || async {
+        let r = reqwest::get(format!("http://127.0.0.1:{admin}/ready")).await.ok()?;
+        (r.status() == 503).then_some(())?;
+        r.json().await.ok()
+    })
+    .await;
+    assert_eq!(ready["reason"], "draining");
     assert_eq!(
         w1.wait_exit(Duration::from_secs(10)).code(),
         Some(0),
@@ -165,17 +146,10 @@ async fn sigterm_on_distributor_and_sigint_on_worker_lose_nothing() {
     quick.max_attempts = Some(1);
     let q = client.submit_one(&quick).await.unwrap();
     assert_eq!(
-        client
-            .wait(&q.id, Duration::from_secs(20))
-            .await
-            .unwrap()
-            .state,
+        client.wait(&q.id, Duration::from_secs(20)).await.unwrap().state,
         TaskState::Succeeded
     );
-    let t = client
-        .wait(&long.id, Duration::from_secs(30))
-        .await
-        .unwrap();
+    let t = client.wait(&long.id, Duration::from_secs(30)).await.unwrap();
     assert_eq!((t.state, t.attempts), (TaskState::Succeeded, 1), "{t:?}");
     c.stop().await;
 }
@@ -191,12 +165,7 @@ async fn one_task_can_be_followed_by_its_id_through_json_logs_of_every_role() {
     let json = [("DROVER_LOG_FORMAT", "json"), ("RUST_LOG", "drover=debug")];
     let mut cenv = proc_env(&url, &json);
     cenv.push(("DROVER_HTTP_ADDR".into(), format!("127.0.0.1:{port}")));
-    let coord = spawn(
-        "coordinator",
-        &["coordinator", "--id", "c1"],
-        &cenv,
-        dir.path(),
-    );
+    let coord = spawn("coordinator", &["coordinator", "--id", "c1"], &cenv, dir.path());
     let dist = spawn(
         "distributor",
         &["distributor", "--id", "d1"],
@@ -210,11 +179,7 @@ async fn one_task_can_be_followed_by_its_id_through_json_logs_of_every_role() {
         &proc_env(&url, &json),
         dir.path(),
     );
-    let client = Client::new(
-        &format!("http://127.0.0.1:{port}"),
-        Some(ADMIN_TOKEN.into()),
-    )
-    .unwrap();
+    let client = Client::new(&format!("http://127.0.0.1:{port}"), Some(ADMIN_TOKEN.into())).unwrap();
     eventually(Duration::from_secs(20), "a worker", || async {
         client
             .workers()
@@ -224,23 +189,12 @@ async fn one_task_can_be_followed_by_its_id_through_json_logs_of_every_role() {
             .map(|_| ())
     })
     .await;
-    let s = client
-        .submit_one(&task("noop", serde_json::Value::Null))
-        .await
-        .unwrap();
+    let s = client.submit_one(&task("noop", serde_json::Value::Null)).await.unwrap();
     assert_eq!(
-        client
-            .wait(&s.id, Duration::from_secs(10))
-            .await
-            .unwrap()
-            .state,
+        client.wait(&s.id, Duration::from_secs(10)).await.unwrap().state,
         TaskState::Succeeded
     );
-    for (proc, expect) in [
-        (&coord, "submitted"),
-        (&dist, "assigned"),
-        (&worker, "completed"),
-    ] {
+    for (proc, expect) in [(&coord, "submitted"), (&dist, "assigned"), (&worker, "completed")] {
         let log = eventually(Duration::from_secs(5), "the log line", || async {
             let log = proc.log_text();
             log.contains(&s.id).then_some(log)
@@ -248,18 +202,11 @@ async fn one_task_can_be_followed_by_its_id_through_json_logs_of_every_role() {
         .await;
         let lines: Vec<serde_json::Value> = log
             .lines()
-            .map(|l| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("{}: not a JSON line ({e}): {l}", proc.name))
-            })
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: not a JSON line ({e}): {l}", proc.name)))
             .collect();
-        let mine: Vec<&serde_json::Value> = lines
-            .iter()
-            .filter(|l| l.to_string().contains(&s.id))
-            .collect();
+        let mine: Vec<&serde_json::Value> = lines.iter().filter(|l| l.to_string().contains(&s.id)).collect();
         assert!(
-            mine.iter()
-                .any(|l| l["message"] == expect && l["level"] == "DEBUG"),
+            mine.iter().any(|l| l["message"] == expect && l["level"] == "DEBUG"),
             "{}: no debug {expect:?} line for the task: {mine:?}",
             proc.name
         );
@@ -277,8 +224,7 @@ fn config_check_validates_profiles_and_redacts_secrets() {
             .env("DROVER_REDIS_URL", "redis://:hunter2hunter2@redis:6379")
             .output()
             .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{prof}: {text}");
         assert!(text.contains("# ok"), "{prof}: {text}");
         assert!(
@@ -293,6 +239,5 @@ fn config_check_validates_profiles_and_redacts_secrets() {
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr)
-        .contains("worker.capacity (from DROVER_WORKER_CAPACITY)"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("worker.capacity (from DROVER_WORKER_CAPACITY)"));
 }

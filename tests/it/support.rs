@@ -24,8 +24,7 @@ use tokio_util::sync::CancellationToken;
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const READ_TOKEN: &str = "test-read-token-0123456789";
 pub const SUBMIT_TOKEN: &str = "test-submit-token-0123456789";
-pub const SIGNING_KEYS: &str =
-    "t1:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+pub const SIGNING_KEYS: &str = "t1:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
 /// Starts a Redis for one test, or says loudly why the test is skipped
 /// (a failure when DROVER_TEST_REQUIRE=all).
@@ -66,12 +65,8 @@ pub fn settings(redis_url: &str, overrides: &[(&'static str, &str)]) -> Settings
     }
     let mut s = layers.resolve().expect("test settings are valid");
     s.keyring = Some(Keyring::parse(SIGNING_KEYS, None).unwrap());
-    s.api_tokens = Some(
-        ApiTokens::parse(&format!(
-            "{ADMIN_TOKEN}:admin;{READ_TOKEN}:read;{SUBMIT_TOKEN}:submit"
-        ))
-        .unwrap(),
-    );
+    s.api_tokens =
+        Some(ApiTokens::parse(&format!("{ADMIN_TOKEN}:admin;{READ_TOKEN}:read;{SUBMIT_TOKEN}:submit")).unwrap());
     s
 }
 
@@ -90,10 +85,7 @@ impl Cluster {
         Self::start_with(redis(Persistence::None)?, overrides).await
     }
 
-    pub async fn start_with(
-        redis: RedisServer,
-        overrides: &[(&'static str, &str)],
-    ) -> Option<Cluster> {
+    pub async fn start_with(redis: RedisServer, overrides: &[(&'static str, &str)]) -> Option<Cluster> {
         drover::telemetry::metrics_handle();
         let settings = settings(&redis.url(), overrides);
         let mut c = Cluster {
@@ -117,12 +109,7 @@ impl Cluster {
         let api = format!("http://{}", listener.local_addr().unwrap());
         let ctx = self.ctx("coordinator");
         let stop = self.shutdown.child_token();
-        let h = tokio::spawn(coordinator::run(
-            ctx,
-            listener,
-            id.to_string(),
-            stop.clone(),
-        ));
+        let h = tokio::spawn(coordinator::run(ctx, listener, id.to_string(), stop.clone()));
         self.roles.push((id.to_string(), stop, h));
         api
     }
@@ -150,24 +137,16 @@ impl Cluster {
         let h = tokio::spawn(worker::run(ctx, spec, stop.clone()));
         self.roles.push((id.to_string(), stop, h));
         let ttl = self.settings.timing.worker_ttl;
-        eventually(
-            Duration::from_secs(10),
-            "the worker's first heartbeat",
-            || async {
-                let live = store.workers(ttl).await.ok()?;
-                live.iter().any(|w| w.id == id).then_some(())
-            },
-        )
+        eventually(Duration::from_secs(10), "the worker's first heartbeat", || async {
+            let live = store.workers(ttl).await.ok()?;
+            live.iter().any(|w| w.id == id).then_some(())
+        })
         .await;
     }
 
     /// Stops one role gracefully and waits for it.
     pub async fn stop_role(&mut self, id: &str) {
-        let i = self
-            .roles
-            .iter()
-            .position(|r| r.0 == id)
-            .expect("role exists");
+        let i = self.roles.iter().position(|r| r.0 == id).expect("role exists");
         let (_, stop, h) = self.roles.remove(i);
         stop.cancel();
         h.await.unwrap().unwrap();
@@ -175,11 +154,7 @@ impl Cluster {
 
     /// Ends a role abruptly (its task is aborted, nothing drains).
     pub fn abort_role(&mut self, id: &str) {
-        let i = self
-            .roles
-            .iter()
-            .position(|r| r.0 == id)
-            .expect("role exists");
+        let i = self.roles.iter().position(|r| r.0 == id).expect("role exists");
         let (_, _, h) = self.roles.remove(i);
         h.abort();
     }
@@ -342,11 +317,7 @@ pub fn profile(dir: &std::path::Path, name: &str, toml: &str) -> String {
 }
 
 /// Entries of `stream` delivered to `group` and not yet acknowledged.
-pub async fn pending_count(
-    con: &mut redis::aio::MultiplexedConnection,
-    stream: &str,
-    group: &str,
-) -> u64 {
+pub async fn pending_count(con: &mut redis::aio::MultiplexedConnection, stream: &str, group: &str) -> u64 {
     let v: redis::Value = redis::cmd("XPENDING")
         .arg(stream)
         .arg(group)

@@ -1,0 +1,456 @@
+//! `drover bench`: starts a cluster of its own (a `redis-server` child and
+//! the roles in-process, with signing, leases, fencing and acknowledgements
+//! all on), runs workloads and prints one JSON line with what it measured.
+//!
+//! Scenarios: `throughput` (N noop tasks end to end, as fast as they go),
+//! `latency` (an open-loop rate: 1k/s and half of the measured throughput),
+//! `memory` (M tasks queued with no workers, then drained). Latencies are
+//! taken in this process: submit → the handler starting, and submit → the
+//! events stream reporting the task finished, into HDR histograms in µs.
+//! Redis cost comes from `INFO commandstats`, `INFO cpu` and `INFO memory`
+//! deltas. Numbers are for reading and comparing, never asserted.
+
+use crate::config::{Layers, Settings};
+use crate::envelope::Keyring;
+use crate::handlers::{HandlerError, Registry, TaskContext};
+use crate::messages::{EventBody, EVENT};
+use crate::redis_server::{Persistence, RedisServer};
+use crate::roles::worker::WorkerSpec;
+use crate::roles::{coordinator, distributor, worker, Context};
+use crate::task::{NewTask, TaskId};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub scenarios: Vec<String>,
+    pub quick: bool,
+    pub aof: bool,
+    pub workers: usize,
+    pub capacity: u32,
+    pub distributors: usize,
+    pub tasks: Option<usize>,
+}
+
+/// Submit and start/finish instants per task, filled by the submitter, the
+/// bench handler and the events reader.
+#[derive(Default)]
+struct Clocks {
+    submitted: HashMap<String, Instant>,
+    started: HashMap<String, Instant>,
+    finished: HashMap<String, Instant>,
+}
+
+struct Bench {
+    settings: Settings,
+    clocks: Arc<Mutex<Clocks>>,
+    ctx: Context,
+    stop: CancellationToken,
+    roles: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _redis: RedisServer,
+}
+
+fn settings(url: &str, result_ttl: &str) -> anyhow::Result<Settings> {
+    let mut layers = Layers::load(None)?;
+    for (k, v) in [
+        ("redis_url", url),
+        ("coordinator.http_addr", "127.0.0.1:0"),
+        ("timing.result_ttl", result_ttl),
+        ("distributor.batch", "1024"),
+    ] {
+        layers.set_flag(k, "bench", Some(v.to_string()));
+    }
+    let mut s = layers.resolve()?;
+    s.keyring = Some(Keyring::generate());
+    s.api_tokens = Some(crate::api::auth::ApiTokens::single_admin(
+        &crate::api::auth::generate_token(),
+    ));
+    Ok(s)
+}
+
+fn noop_registry(clocks: Arc<Mutex<Clocks>>) -> Registry {
+    let mut r = Registry::default();
+    r.register(
+        "noop",
+        Arc::new(move |ctx: TaskContext, _input: Value| {
+            clocks
+                .lock()
+                .expect("clocks")
+                .started
+                .entry(ctx.task_id)
+                .or_insert_with(Instant::now);
+            async { Ok::<_, HandlerError>(Value::Null) }
+        }),
+    );
+    r
+}
+
+impl Bench {
+    async fn start(aof: bool, result_ttl: &str) -> anyhow::Result<Bench> {
+        let redis = RedisServer::start(if aof {
+            Persistence::AofEverySec
+        } else {
+            Persistence::None
+        })?;
+        let settings = settings(&redis.url(), result_ttl)?;
+        let ctx = Context::new(settings.clone(), "bench", "bench")?;
+        ctx.store.ping().await?;
+        let bench = Bench {
+            settings,
+            clocks: Arc::default(),
+            ctx,
+            stop: CancellationToken::new(),
+            roles: Vec::new(),
+            _redis: redis,
+        };
+        Ok(bench)
+    }
+
+    fn role_ctx(&self, role: &str) -> anyhow::Result<Context> {
+        Context::new(self.settings.clone(), role, role)
+    }
+
+    /// Coordinator (leader duties), distributors and workers, in-process.
+    async fn start_roles(&mut self, opts: &BenchOptions) -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        self.roles.push(tokio::spawn(coordinator::run(
+            self.role_ctx("coordinator")?,
+            listener,
+            "bench-c".into(),
+            self.stop.clone(),
+        )));
+        for d in 0..opts.distributors.max(1) {
+            self.roles.push(tokio::spawn(distributor::run(
+                self.role_ctx("distributor")?,
+                format!("bench-d{d}"),
+                self.stop.clone(),
+            )));
+        }
+        for w in 0..opts.workers.max(1) {
+            let spec = WorkerSpec {
+                id: format!("bench-w{w}"),
+                capacity: opts.capacity,
+                tags: Vec::new(),
+                grace: Duration::from_secs(1),
+                registry: noop_registry(self.clocks.clone()),
+            };
+            self.roles.push(tokio::spawn(worker::run(
+                self.role_ctx("worker")?,
+                spec,
+                self.stop.clone(),
+            )));
+        }
+        // Wait until every worker has announced itself.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.ctx.store.workers(self.settings.timing.worker_ttl).await?.len() < opts.workers.max(1) {
+            anyhow::ensure!(Instant::now() < deadline, "bench workers did not register");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Follows the events stream and stamps finish times.
+    fn follow_events(&self) -> tokio::task::JoinHandle<()> {
+        let ctx = self.ctx.clone();
+        let clocks = self.clocks.clone();
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            let stream = ctx.store.keys.events();
+            let mut last = ctx.store.last_event_id().await.unwrap_or_else(|_| "0-0".into());
+            while !stop.is_cancelled() {
+                let Ok(entries) = ctx.store.read_events(&last, Duration::from_millis(200)).await else {
+                    continue;
+                };
+                let now = Instant::now();
+                for e in &entries {
+                    if let Ok(v) = ctx.store.open(&stream, e) {
+                        if v.msg_type() == EVENT {
+                            if let Ok(body) = v.parse::<EventBody>() {
+                                let mut c = clocks.lock().expect("clocks");
+                                for id in body.ids {
+                                    c.finished.entry(id).or_insert(now);
+                                }
+                            }
+                        }
+                    }
+                }
+                if let Some(e) = entries.last() {
+                    last = e.id.clone();
+                }
+            }
+        })
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        for r in self.roles {
+            let _ = tokio::time::timeout(Duration::from_secs(10), r).await;
+        }
+    }
+}
+
+fn new_task() -> NewTask {
+    NewTask {
+        id: TaskId::generate(),
+        handler: "noop".into(),
+        input: "null".into(),
+        tags: Vec::new(),
+        priority: 0,
+        max_attempts: 3,
+        timeout_ms: 60_000,
+        run_at_ms: None,
+        idempotency_key: None,
+    }
+}
+
+/// Submits `tasks` in batches of `batch` from one loop, stamping each.
+async fn submit(ctx: &Context, clocks: &Mutex<Clocks>, n: usize, batch: usize) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::with_capacity(n);
+    let mut left = n;
+    while left > 0 {
+        let tasks: Vec<NewTask> = (0..left.min(batch)).map(|_| new_task()).collect();
+        let now = Instant::now();
+        {
+            let mut c = clocks.lock().expect("clocks");
+            for t in &tasks {
+                c.submitted.insert(t.id.to_string(), now);
+            }
+        }
+        ctx.store.submit(&tasks).await?;
+        left -= tasks.len();
+        ids.extend(tasks.into_iter().map(|t| t.id.to_string()));
+    }
+    Ok(ids)
+}
+
+async fn wait_finished(clocks: &Mutex<Clocks>, ids: &[String], within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let done = {
+            let c = clocks.lock().expect("clocks");
+            ids.iter().filter(|id| c.finished.contains_key(*id)).count()
+        };
+        if done == ids.len() {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {done} of {} tasks finished within {within:?}",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// p50/p99/p99.9/max in ms of submit→start and submit→finish for `ids`.
+fn latencies(clocks: &Mutex<Clocks>, ids: &[String]) -> Value {
+    let c = clocks.lock().expect("clocks");
+    let mut start = Histogram::<u64>::new(3).expect("histogram");
+    let mut finish = Histogram::<u64>::new(3).expect("histogram");
+    for id in ids {
+        let Some(s) = c.submitted.get(id) else { continue };
+        if let Some(t) = c.started.get(id) {
+            let _ = start.record(t.saturating_duration_since(*s).as_micros() as u64);
+        }
+        if let Some(t) = c.finished.get(id) {
+            let _ = finish.record(t.saturating_duration_since(*s).as_micros() as u64);
+        }
+    }
+    let q = |h: &Histogram<u64>| {
+        json!({
+            "p50_ms": h.value_at_quantile(0.5) as f64 / 1000.0,
+            "p99_ms": h.value_at_quantile(0.99) as f64 / 1000.0,
+            "p999_ms": h.value_at_quantile(0.999) as f64 / 1000.0,
+            "max_ms": h.max() as f64 / 1000.0,
+        })
+    };
+    json!({ "submit_to_start": q(&start), "submit_to_finish": q(&finish) })
+}
+
+/// What Redis has done so far: calls, CPU seconds, memory.
+#[derive(Debug, Clone, Copy, Default)]
+struct RedisUsage {
+    calls: u64,
+    cpu_s: f64,
+    used_memory: u64,
+}
+
+async fn redis_usage(ctx: &Context) -> anyhow::Result<RedisUsage> {
+    let mut con = ctx.store.con().await?;
+    let info: String = redis::cmd("INFO").arg("all").query_async(&mut con).await?;
+    let mut u = RedisUsage::default();
+    for line in info.lines() {
+        if let Some(rest) = line.strip_prefix("cmdstat_") {
+            // cmdstat_xadd:calls=3,usec=…,…
+            if let Some(calls) = rest
+                .split(':')
+                .nth(1)
+                .and_then(|f| f.split(',').next())
+                .and_then(|c| c.strip_prefix("calls="))
+            {
+                u.calls += calls.parse::<u64>().unwrap_or(0);
+            }
+        } else if let Some(v) = line
+            .strip_prefix("used_cpu_sys:")
+            .or_else(|| line.strip_prefix("used_cpu_user:"))
+        {
+            u.cpu_s += v.trim().parse::<f64>().unwrap_or(0.0);
+        } else if let Some(v) = line.strip_prefix("used_memory:") {
+            u.used_memory = v.trim().parse().unwrap_or(0);
+        }
+    }
+    Ok(u)
+}
+
+fn per_task(before: RedisUsage, after: RedisUsage, n: usize) -> Value {
+    let n = n.max(1) as f64;
+    json!({
+        "redis_commands_per_task": (after.calls.saturating_sub(before.calls)) as f64 / n,
+        "redis_cpu_us_per_task": (after.cpu_s - before.cpu_s) * 1e6 / n,
+    })
+}
+
+async fn throughput(opts: &BenchOptions) -> anyhow::Result<Value> {
+    let n = opts.tasks.unwrap_or(if opts.quick { 5_000 } else { 100_000 });
+    let mut b = Bench::start(opts.aof, "10m").await?;
+    b.start_roles(opts).await?;
+    let events = b.follow_events();
+    let before = redis_usage(&b.ctx).await?;
+    let t0 = Instant::now();
+    let ids = submit(&b.ctx, &b.clocks, n, 500).await?;
+    let submit_s = t0.elapsed().as_secs_f64();
+    wait_finished(&b.clocks, &ids, Duration::from_secs(600)).await?;
+    let total_s = t0.elapsed().as_secs_f64();
+    let after = redis_usage(&b.ctx).await?;
+    let mut out = json!({
+        "tasks": n,
+        "submit_per_s": n as f64 / submit_s,
+        "end_to_end_per_s": n as f64 / total_s,
+        "seconds": total_s,
+        "latency": latencies(&b.clocks, &ids),
+    });
+    merge(&mut out, per_task(before, after, n));
+    events.abort();
+    b.stop().await;
+    Ok(out)
+}
+
+async fn open_loop(opts: &BenchOptions, rate: f64, seconds: f64) -> anyhow::Result<Value> {
+    let mut b = Bench::start(opts.aof, "10m").await?;
+    b.start_roles(opts).await?;
+    let events = b.follow_events();
+    let before = redis_usage(&b.ctx).await?;
+    // One tick per millisecond; each tick submits what the rate owes by then.
+    let t0 = Instant::now();
+    let mut sent = 0usize;
+    let mut ids = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    while t0.elapsed().as_secs_f64() < seconds {
+        tick.tick().await;
+        let owed = (t0.elapsed().as_secs_f64() * rate) as usize;
+        if owed > sent {
+            ids.extend(submit(&b.ctx, &b.clocks, owed - sent, 500).await?);
+            sent = owed;
+        }
+    }
+    wait_finished(&b.clocks, &ids, Duration::from_secs(120)).await?;
+    let after = redis_usage(&b.ctx).await?;
+    let mut out = json!({ "rate_per_s": rate, "tasks": ids.len(), "latency": latencies(&b.clocks, &ids) });
+    merge(&mut out, per_task(before, after, ids.len()));
+    events.abort();
+    b.stop().await;
+    Ok(out)
+}
+
+async fn memory(opts: &BenchOptions) -> anyhow::Result<Value> {
+    let n = opts.tasks.unwrap_or(if opts.quick { 20_000 } else { 1_000_000 });
+    let mut b = Bench::start(opts.aof, "2s").await?;
+    let baseline = redis_usage(&b.ctx).await?.used_memory;
+    let ids = submit(&b.ctx, &b.clocks, n, 1000).await?;
+    let queued = redis_usage(&b.ctx).await?.used_memory;
+    // The input of a noop task is the 4 bytes "null"; count that as payload.
+    let per_task = (queued.saturating_sub(baseline)) as f64 / n as f64;
+    let events = b.follow_events();
+    let t0 = Instant::now();
+    b.start_roles(opts).await?;
+    wait_finished(&b.clocks, &ids, Duration::from_secs(1800)).await?;
+    let drain_s = t0.elapsed().as_secs_f64();
+    let drained = redis_usage(&b.ctx).await?.used_memory;
+    // Results expire after the 2 s result TTL; give Redis' active expiry
+    // time to reclaim them.
+    let deadline = Instant::now() + Duration::from_secs(if opts.quick { 30 } else { 300 });
+    let mut after_ttl = drained;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut con = b.ctx.store.con().await?;
+        let keys: u64 = redis::cmd("DBSIZE").query_async(&mut con).await?;
+        after_ttl = redis_usage(&b.ctx).await?.used_memory;
+        if keys < 50 {
+            break;
+        }
+    }
+    events.abort();
+    b.stop().await;
+    Ok(json!({
+        "tasks": n,
+        "baseline_bytes": baseline,
+        "bytes_per_queued_task": per_task,
+        "payload_bytes_per_task": 4,
+        "drain_per_s": n as f64 / drain_s,
+        "after_drain_bytes": drained,
+        "after_result_ttl_bytes": after_ttl,
+        "growth_over_baseline_bytes": after_ttl as i64 - baseline as i64,
+    }))
+}
+
+fn merge(into: &mut Value, from: Value) {
+    if let (Value::Object(a), Value::Object(b)) = (into, from) {
+        a.extend(b);
+    }
+}
+
+/// Runs the chosen scenarios and returns the one JSON object to print.
+pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
+    let mut out = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "quick": opts.quick,
+        "aof": if opts.aof { "everysec" } else { "off" },
+        "workers": opts.workers,
+        "capacity": opts.capacity,
+        "distributors": opts.distributors,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    });
+    let all = opts.scenarios.is_empty() || opts.scenarios.iter().any(|s| s == "all");
+    let want = |s: &str| all || opts.scenarios.iter().any(|x| x == s);
+    let mut measured_rate = None;
+    if want("throughput") {
+        let t = throughput(&opts).await?;
+        measured_rate = t["end_to_end_per_s"].as_f64();
+        out["throughput"] = t;
+    }
+    if want("latency") {
+        let secs = if opts.quick { 2.0 } else { 10.0 };
+        let idle = open_loop(&opts, if opts.quick { 200.0 } else { 1000.0 }, secs).await?;
+        let half = match measured_rate {
+            Some(r) => r / 2.0,
+            None => {
+                if opts.quick {
+                    1000.0
+                } else {
+                    5000.0
+                }
+            }
+        };
+        let loaded = open_loop(&opts, half, secs).await?;
+        out["latency"] = json!({ "idle": idle, "half_load": loaded });
+    }
+    if want("memory") {
+        out["memory"] = memory(&opts).await?;
+    }
+    Ok(out)
+}
