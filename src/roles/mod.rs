@@ -90,9 +90,10 @@ impl Health {
     pub fn redis_up(&self) -> bool {
         self.redis_up.load(Ordering::SeqCst)
     }
-    /// Adds a line to what `/health` says (e.g. a handler kind unavailable).
-    pub fn note(&self, line: impl Into<String>) {
-        self.notes.lock().expect("notes lock").push(line.into());
+    /// Replaces the lines `/health` adds about this process (e.g. handlers
+    /// that cannot run here now, and why).
+    pub fn set_notes(&self, lines: Vec<String>) {
+        *self.notes.lock().expect("notes lock") = lines;
     }
 
     pub fn is_ready(&self) -> bool {

@@ -76,6 +76,20 @@ pub async fn run(ctx: Context, spec: WorkerSpec, shutdown: CancellationToken) ->
         );
     }
     ctx.health.role_starting();
+    // Container handlers label what they start with this worker's id, so a
+    // restarted worker can sweep what a crashed one left behind.
+    let spec = WorkerSpec {
+        registry: spec.registry.for_worker(&spec.id),
+        ..spec
+    };
+    match spec.registry.sweep_orphans(&spec.id).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            containers = n,
+            "removed containers left by an earlier run of this worker"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not sweep leftover containers"),
+    }
     let stream = ctx.store.keys.worker_stream(&spec.id);
     let (tx, rx) = mpsc::unbounded_channel();
     let w = Arc::new(Worker {
@@ -149,12 +163,28 @@ impl Worker {
     async fn heartbeat(&self) -> Result<(), StoreError> {
         let in_flight = self.running.lock().expect("running lock").len() as u32;
         metrics::gauge!("drover_worker_in_flight").set(in_flight as f64);
+        // Handlers that cannot run now (e.g. Docker unreachable) are not
+        // offered, so nothing is placed here that would only fail.
+        let unavailable = self.spec.registry.unavailable().await;
+        let offered: Vec<String> = self
+            .spec
+            .registry
+            .names()
+            .into_iter()
+            .filter(|n| !unavailable.iter().any(|(u, _)| u == n))
+            .collect();
+        self.ctx.health.set_notes(
+            unavailable
+                .iter()
+                .map(|(name, why)| format!("handler {name} unavailable: {why}"))
+                .collect(),
+        );
         self.ctx
             .store
             .heartbeat(&Heartbeat {
                 worker_id: &self.spec.id,
                 capacity: self.spec.capacity,
-                handlers: &self.spec.registry.names(),
+                handlers: &offered,
                 tags: &self.spec.tags,
                 in_flight,
                 draining: self.draining.load(Ordering::SeqCst),
