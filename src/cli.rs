@@ -178,6 +178,37 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Back up and restore task state.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCommand {
+    /// Write every live task (and with --results, finished ones) to a file.
+    Export {
+        #[command(flatten)]
+        common: ServerArgs,
+        /// The snapshot file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Include finished tasks and their results.
+        #[arg(long)]
+        results: bool,
+    },
+    /// Restore a snapshot into an empty namespace; live tasks run again.
+    Import {
+        #[command(flatten)]
+        common: ServerArgs,
+        /// The snapshot file to read.
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// Import even if the namespace holds tasks (existing ids are left alone).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -498,6 +529,34 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             };
             let out = crate::bench::run(opts).await?;
             println!("{}", serde_json::to_string(&out)?);
+            Ok(())
+        }
+        Command::Snapshot { command } => {
+            let common = match &command {
+                SnapshotCommand::Export { common, .. } | SnapshotCommand::Import { common, .. } => common,
+            };
+            let settings = resolve(&common.layers()?)?;
+            let namespace = settings.namespace.clone();
+            let ctx = Context::new(settings, "snapshot", "snapshot")?;
+            ctx.store
+                .ping()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot reach redis: {e}"))?;
+            match command {
+                SnapshotCommand::Export { out, results, .. } => {
+                    let (live, finished) = crate::snapshot::export(&ctx.store, &namespace, &out, results).await?;
+                    println!(
+                        "exported {live} live and {finished} finished tasks to {}",
+                        out.display()
+                    );
+                }
+                SnapshotCommand::Import { input, force, .. } => {
+                    let counts = crate::snapshot::import(&ctx.store, &input, force).await?;
+                    let mut parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+                    parts.sort();
+                    println!("imported from {}: {}", input.display(), parts.join(", "));
+                }
+            }
             Ok(())
         }
         Command::Config {

@@ -18,6 +18,7 @@
 //! - [`clock`]: Redis time as seen from this process.
 //! - [`redis_server`]: a `redis-server` child, for `drover dev` and tests.
 //! - [`bench`]: `drover bench`, workloads on a cluster of its own.
+//! - [`snapshot`]: export and import of task state.
 
 pub mod admin;
 pub mod api;
@@ -31,6 +32,7 @@ pub mod handlers;
 pub mod messages;
 pub mod redis_server;
 pub mod roles;
+pub mod snapshot;
 pub mod store;
 pub mod task;
 pub mod telemetry;

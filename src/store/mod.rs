@@ -1097,6 +1097,89 @@ impl Store {
         self.call("forget_workers", &inv).await
     }
 
+    /// Writes tasks read from a snapshot (see `lua/restore.lua`); returns
+    /// (id, outcome) per task.
+    pub async fn restore(&self, tasks: &[(String, HashMap<String, String>)]) -> Result<Vec<(String, String)>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let intake = self.keys.intake();
+        let runnable: Vec<IntakeTask> = tasks
+            .iter()
+            .filter(|(_, f)| {
+                matches!(
+                    f.get("state").map(String::as_str),
+                    Some("queued" | "assigned" | "running")
+                )
+            })
+            .map(|(id, f)| IntakeTask {
+                id: id.clone(),
+                v: num::<u64>(f.get("v")) + 1,
+                h: f.get("h").cloned().unwrap_or_default(),
+                tags: f
+                    .get("tags")
+                    .and_then(|t| serde_json::from_str(t).ok())
+                    .unwrap_or_default(),
+                prio: num(f.get("prio")),
+            })
+            .collect();
+        let envelope = if runnable.is_empty() {
+            Vec::new()
+        } else {
+            self.seal(&intake, messages::SUBMIT, &IntakeBody { tasks: runnable })
+        };
+        let mut inv = self.scripts.restore.prepare_invoke();
+        inv.key(&intake)
+            .key(self.keys.scheduled())
+            .key(self.keys.counts())
+            .arg(self.keys.prefix())
+            .arg(self.opts.result_ttl.as_millis() as u64)
+            .arg(envelope);
+        for (id, fields) in tasks {
+            inv.arg(id)
+                .arg(serde_json::to_string(fields).expect("string maps serialize"));
+        }
+        let v = self.call("restore", &inv).await?;
+        if v.chunks(2).any(|p| p[1] == "queued") {
+            Self::sent("intake");
+        }
+        Ok(v.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect())
+    }
+
+    /// One SCAN step over task records, with every field: for snapshots.
+    pub async fn scan_tasks(
+        &self,
+        cursor: &str,
+        count: usize,
+    ) -> Result<(String, Vec<(String, HashMap<String, String>)>)> {
+        let mut con = self.con().await?;
+        let (next, keys): (String, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(self.keys.task_pattern())
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut con)
+            .await?;
+        if keys.is_empty() {
+            return Ok((next, Vec::new()));
+        }
+        let mut pipe = redis::pipe();
+        for k in &keys {
+            pipe.cmd("HGETALL").arg(k);
+        }
+        let maps: Vec<HashMap<String, String>> = pipe.query_async(&mut con).await?;
+        let prefix_len = self.keys.task("").len();
+        Ok((
+            next,
+            keys.iter()
+                .zip(maps)
+                .filter(|(_, m)| m.contains_key("state"))
+                .map(|(k, m)| (k[prefix_len..].to_string(), m))
+                .collect(),
+        ))
+    }
+
     // ---- reads ---------------------------------------------------------
 
     pub async fn get_task(&self, id: &TaskId) -> Result<Option<TaskView>> {

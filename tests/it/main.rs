@@ -8,4 +8,5 @@ mod processes;
 mod prometheus;
 mod scripts;
 mod shutdown;
+mod snapshot;
 mod support;

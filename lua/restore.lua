@@ -1,0 +1,60 @@
+-- restore.lua — write tasks read from a snapshot into this Redis (snapshot
+-- import). Live tasks come back runnable: queued (and announced) unless they
+-- were scheduled, which keep their run_at. Attempts, ids, inputs and fence
+-- counters are kept; worker and lease fields are dropped, since no worker
+-- holds anything in the new Redis. Terminal tasks keep their result for the
+-- result TTL.
+-- KEYS[1] intake stream      KEYS[2] scheduled zset     KEYS[3] counts hash
+-- ARGV[1] key prefix         ARGV[2] result TTL ms
+-- ARGV[3] signed intake envelope naming the tasks expected to be queued, with
+--         the versions they will have ('' if none)
+-- ARGV[4..] 2 per task: id, the task's fields as a JSON object (strings)
+-- Reply: flat array, 2 per task: id, 'queued' | 'scheduled' | 'terminal' |
+--        'exists' (a task with this id is already here: left alone)
+local prefix, ttl = ARGV[1], tonumber(ARGV[2])
+local now = now_ms()
+local reply, deltas, queued = {}, {}, {}
+local drop = { w = true, ent = true, cr = true }
+for i = 4, #ARGV, 2 do
+  local id, fields = ARGV[i], cjson.decode(ARGV[i + 1])
+  local key = task_key(prefix, id)
+  local outcome
+  if redis.call('EXISTS', key) == 1 then
+    outcome = 'exists'
+  else
+    local state = fields['state']
+    local args = {}
+    for k, v in pairs(fields) do
+      if not drop[k] then
+        args[#args + 1] = k
+        args[#args + 1] = v
+      end
+    end
+    redis.call('HSET', key, unpack(args))
+    local v = tonumber(fields['v'] or '0') + 1
+    if state == 'succeeded' or state == 'dead' or state == 'cancelled' then
+      redis.call('PEXPIRE', key, ttl)
+      outcome = 'terminal'
+    elseif state == 'scheduled' then
+      redis.call('HSET', key, 'v', v, 'ut', now)
+      redis.call('ZADD', KEYS[2], tonumber(fields['run_at'] or '0'), id)
+      bump(deltas, 'scheduled', 1)
+      outcome = 'scheduled'
+    else
+      -- queued, assigned or running: the attempt in flight (if any) died
+      -- with the old Redis and is not charged.
+      if state == 'running' then
+        redis.call('HSET', key, 'att', math.max(0, tonumber(fields['att'] or '1') - 1))
+      end
+      redis.call('HSET', key, 'state', 'queued', 'v', v, 'ut', now)
+      bump(deltas, 'queued', 1)
+      queued[#queued + 1] = id
+      outcome = 'queued'
+    end
+  end
+  reply[#reply + 1] = id
+  reply[#reply + 1] = outcome
+end
+flush_counts(KEYS[3], deltas)
+announce(prefix, KEYS[1], ARGV[3], queued)
+return reply
