@@ -31,6 +31,12 @@ pub fn metrics_handle() -> PrometheusHandle {
             let handle = PrometheusBuilder::new()
                 .set_buckets(&[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0])
                 .expect("static buckets are valid")
+                // Redis calls take well under a millisecond: finer buckets.
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full("drover_redis_command_seconds".into()),
+                    crate::store::REDIS_LATENCY_BUCKETS,
+                )
+                .expect("static buckets are valid")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
             describe_all();

@@ -289,8 +289,15 @@ impl Worker {
             })
             .collect();
         if !back.is_empty() {
-            self.ctx.store.complete(&self.spec.id, &back).await?;
-            metrics::counter!("drover_tasks_finished_total", "outcome" => "released").increment(back.len() as u64);
+            let states = self.ctx.store.complete(&self.spec.id, &back).await?;
+            for state in states {
+                let outcome = match state.as_str() {
+                    "queued" => "released",
+                    "cancelled" => "cancelled",
+                    _ => "stale",
+                };
+                metrics::counter!("drover_tasks_finished_total", "outcome" => outcome).increment(1);
+            }
             tracing::info!(tasks = back.len(), "handed back tasks assigned during shutdown");
         }
         Ok(())
@@ -397,10 +404,12 @@ impl Worker {
                         let mut running = self.running.lock().expect("running lock");
                         for (c, state) in batch.iter().zip(&states) {
                             running.remove(&c.task.id);
-                            let outcome = if state == "stale" {
-                                "stale"
-                            } else {
-                                outcome_label(c.outcome)
+                            // A hand-back of a task with a cancel request ends
+                            // it cancelled: count what happened, not what was asked.
+                            let outcome = match state.as_str() {
+                                "stale" => "stale",
+                                "cancelled" => "cancelled",
+                                _ => outcome_label(c.outcome),
                             };
                             metrics::counter!("drover_tasks_finished_total", "outcome" => outcome).increment(1);
                             if state == "scheduled" {

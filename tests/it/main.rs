@@ -6,6 +6,7 @@ mod containers;
 mod lifecycle;
 mod processes;
 mod prometheus;
+mod redis_faults;
 mod scripts;
 mod shutdown;
 mod snapshot;
