@@ -28,6 +28,8 @@ pub enum ApiError {
     UnknownHandler(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    TooBusy(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -44,6 +46,7 @@ impl ApiError {
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_task"),
             ApiError::UnknownHandler(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_handler"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::TooBusy(_) => (StatusCode::TOO_MANY_REQUESTS, "backlog_full"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -92,7 +95,7 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             resp.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from_static("1"),

@@ -39,7 +39,22 @@ pub struct ApiState {
     /// False once shutdown began: submits get 503 while open requests finish.
     pub accepting: AtomicBool,
     handlers: Mutex<(Option<Instant>, HashSet<String>)>,
+    /// Backlog (queued + scheduled) and Redis memory use, read at most
+    /// every 250 ms: what admission control decides on.
+    pressure: Mutex<(Option<Instant>, Pressure)>,
 }
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Pressure {
+    backlog: u64,
+    used_memory: u64,
+    max_memory: u64,
+}
+
+/// Share of Redis' maxmemory past which submissions get 503: with
+/// noeviction a full Redis refuses writes, and the rest of the lifecycle
+/// (assign, complete) needs room too.
+const MEMORY_HIGH_WATER: f64 = 0.9;
 
 impl ApiState {
     pub fn new(ctx: Context, waiters: Arc<Waiters>) -> Self {
@@ -48,6 +63,7 @@ impl ApiState {
             waiters,
             accepting: AtomicBool::new(true),
             handlers: Mutex::new((None, HashSet::new())),
+            pressure: Mutex::new((None, Pressure::default())),
         }
     }
 
@@ -85,6 +101,47 @@ impl ApiState {
         let mut cache = self.handlers.lock().expect("handler cache lock");
         *cache = (Some(Instant::now()), known.into_keys().collect());
         Ok(cache.1.contains(name))
+    }
+
+    /// Admission control: past the backlog high-water mark, 429; with Redis
+    /// memory nearly full, 503; both with Retry-After, so producers back off
+    /// instead of growing Redis without bound.
+    async fn admit(&self, n: usize) -> Result<(), ApiError> {
+        let cached = {
+            let p = self.pressure.lock().expect("pressure lock");
+            p.0.filter(|t| t.elapsed() < Duration::from_millis(250)).map(|_| p.1)
+        };
+        let p = match cached {
+            Some(p) => p,
+            None => {
+                let counts = self.ctx.store.counts().await?;
+                let (used_memory, max_memory) = self.ctx.store.memory().await?;
+                let backlog = ["queued", "scheduled"]
+                    .iter()
+                    .map(|s| counts.get(*s).copied().unwrap_or(0).max(0) as u64)
+                    .sum();
+                let p = Pressure {
+                    backlog,
+                    used_memory,
+                    max_memory,
+                };
+                *self.pressure.lock().expect("pressure lock") = (Some(Instant::now()), p);
+                p
+            }
+        };
+        let max = self.ctx.settings.coordinator.max_backlog;
+        if p.backlog + n as u64 > max {
+            return Err(ApiError::TooBusy(format!(
+                "backlog is full ({} of {max} tasks waiting); retry later",
+                p.backlog
+            )));
+        }
+        if p.max_memory > 0 && p.used_memory as f64 > p.max_memory as f64 * MEMORY_HIGH_WATER {
+            return Err(ApiError::Unavailable("redis memory is nearly full; retry later".into()));
+        }
+        // Count what this request adds until the next read.
+        self.pressure.lock().expect("pressure lock").1.backlog += n as u64;
+        Ok(())
     }
 
     fn check_accepting(&self) -> Result<(), ApiError> {
@@ -275,6 +332,7 @@ impl ApiState {
     }
 
     async fn submit_all(&self, tasks: Vec<NewTask>) -> Result<Vec<Submitted>, ApiError> {
+        self.admit(tasks.len()).await?;
         let replies = self.ctx.store.submit(&tasks).await?;
         let mut out = Vec::with_capacity(replies.len());
         for (id, status) in replies {
@@ -303,7 +361,7 @@ impl ApiState {
         (status = 202, description = "Accepted", body = Submitted),
         (status = 200, description = "Duplicate of an earlier submission with the same key", body = Submitted),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 async fn submit(
     State(s): State<Arc<ApiState>>,
@@ -338,7 +396,7 @@ async fn submit(
 #[utoipa::path(post, path = "/v1/tasks/batch", request_body = BatchRequest,
     responses((status = 202, body = BatchResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 async fn submit_batch(
     State(s): State<Arc<ApiState>>,

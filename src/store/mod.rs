@@ -1279,6 +1279,19 @@ impl Store {
         Ok(con.hgetall(self.keys.handlers()).await?)
     }
 
+    /// Redis `used_memory` and `maxmemory` (0 when unlimited), in bytes.
+    pub async fn memory(&self) -> Result<(u64, u64)> {
+        let mut con = self.con().await?;
+        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut con).await?;
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Ok((field("used_memory:"), field("maxmemory:")))
+    }
+
     /// Backlog per live state.
     pub async fn counts(&self) -> Result<HashMap<String, i64>> {
         let mut con = self.con().await?;

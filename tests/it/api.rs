@@ -242,3 +242,73 @@ async fn list_pages_by_state_and_wait_long_polls() {
     assert!(t0.elapsed() >= Duration::from_millis(250));
     c.stop().await;
 }
+
+#[tokio::test]
+async fn past_the_high_water_mark_submissions_get_429_or_503_with_retry_after() {
+    let Some(mut c) = Cluster::start(&[("coordinator.max_backlog", "100"), ("coordinator.handlers", "noop")]).await
+    else {
+        return;
+    };
+    let batch = |n: usize| format!("{{\"tasks\":[{}]}}", vec![r#"{"handler":"noop"}"#; n].join(","));
+    let url = format!("{}/v1/tasks/batch", c.api);
+    let post = |body: String| {
+        let url = url.clone();
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(ADMIN_TOKEN)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(post(batch(60)).await.status(), StatusCode::ACCEPTED);
+    let refused = post(batch(60)).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.headers().get("retry-after").unwrap(), "1");
+    let json: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(code(&json), "backlog_full");
+    assert_eq!(post(batch(40)).await.status(), StatusCode::ACCEPTED);
+    assert_eq!(post(batch(1)).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(task_keys(&c).await, 100, "nothing past the mark was written");
+
+    // Workers drain the backlog; submissions are accepted again.
+    c.add_distributor("dist-1");
+    c.add_worker("w1", 16, &[], Registry::builtins()).await;
+    let ctx = c.ctx("check");
+    eventually(Duration::from_secs(20), "the backlog to drain", || async {
+        let counts = ctx.store.counts().await.unwrap();
+        (counts.get("queued").copied().unwrap_or(0) == 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(post(batch(50)).await.status(), StatusCode::ACCEPTED);
+
+    // Redis close to its maxmemory: 503, before noeviction starts refusing
+    // writes in the middle of the lifecycle.
+    let mut con = c.redis_con().await;
+    let (used, _) = ctx.store.memory().await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(used + used / 20)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let full = post(batch(1)).await;
+    assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(full.headers().contains_key("retry-after"));
+    let json: serde_json::Value = full.json().await.unwrap();
+    assert!(json["error"]["message"].as_str().unwrap().contains("memory"), "{json}");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(0)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    c.stop().await;
+}

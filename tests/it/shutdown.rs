@@ -71,7 +71,7 @@ async fn sigterm_on_the_coordinator_finishes_open_requests_and_refuses_new_work(
 
 #[tokio::test]
 async fn sigterm_on_distributor_and_sigint_on_worker_lose_nothing() {
-    let Some(mut c) = Cluster::start(&[]).await else {
+    let Some(c) = Cluster::start(&[]).await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
