@@ -155,6 +155,18 @@ impl Inner {
             // If this future is dropped mid-run, tokio kills and reaps the child;
             // ProcessGroup's Drop takes care of the rest of the group.
             .kill_on_drop(true);
+        // A worker killed with -9 cannot kill its handlers: ask the kernel to
+        // (PR_SET_PDEATHSIG), so a task whose lease will be retried elsewhere
+        // is not also still running here, writing with an old fence.
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
 
         let mut child = command
             .spawn()

@@ -2,6 +2,7 @@
 //! in-process or as real `drover` processes. See `support` for the harness.
 
 mod api;
+mod chaos;
 mod containers;
 mod lifecycle;
 mod processes;
