@@ -441,8 +441,16 @@ impl Worker {
     /// whole lease.
     async fn renew_loop(self: Arc<Self>, stopped: CancellationToken) {
         let lease = self.ctx.settings.timing.lease_ttl;
+        // When the last renewal that succeeded was sent: the leases it
+        // extended run out one lease after that, by this worker's clock.
         let mut last_ok = Instant::now();
-        while pause(lease / 3, &stopped).await {
+        // Wake every third of a lease, and no later than the local deadline.
+        let next = |last_ok: Instant| {
+            (lease / 3)
+                .min(lease.saturating_sub(last_ok.elapsed()))
+                .max(Duration::from_millis(1))
+        };
+        while pause(next(last_ok), &stopped).await {
             let held: Vec<(String, crate::task::FenceToken)> = self
                 .running
                 .lock()
@@ -455,9 +463,22 @@ impl Worker {
                 last_ok = Instant::now();
                 continue;
             }
-            match self.ctx.store.renew(&self.spec.id, &held, lease).await {
-                Ok(statuses) => {
-                    last_ok = Instant::now();
+            let left = lease.saturating_sub(last_ok.elapsed());
+            if left.is_zero() {
+                tracing::error!("cut off from redis for a whole lease: stopping every handler (another worker may own the tasks now)");
+                for r in self.running.lock().expect("running lock").values() {
+                    r.stop(Stop::Lost);
+                }
+                continue;
+            }
+            // Bounded: a link that swallows packets must not hold the renewal
+            // past the local deadline.
+            let sent = Instant::now();
+            let renewal =
+                tokio::time::timeout(left.min(lease / 3), self.ctx.store.renew(&self.spec.id, &held, lease)).await;
+            match renewal {
+                Ok(Ok(statuses)) => {
+                    last_ok = sent;
                     let running = self.running.lock().expect("running lock");
                     for ((id, _), status) in held.iter().zip(statuses) {
                         let Some(r) = running.get(id) else { continue };
@@ -474,15 +495,8 @@ impl Worker {
                         }
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "lease renewal failed");
-                    if last_ok.elapsed() >= lease {
-                        tracing::error!("cut off from redis for longer than the lease: stopping every handler");
-                        for r in self.running.lock().expect("running lock").values() {
-                            r.stop(Stop::Lost);
-                        }
-                    }
-                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "lease renewal failed"),
+                Err(_) => tracing::warn!("lease renewal timed out"),
             }
         }
     }

@@ -10,14 +10,17 @@
 //! is refused downstream as stale; nothing is ever applied twice.
 
 pub mod keys;
+pub mod pool;
 pub mod scripts;
 
 use crate::clock::Clock;
 use crate::envelope::{Keyring, Rejection, Verified};
 use crate::messages::{self, Assignment, CancelBody, EventBody, IntakeBody, IntakeTask};
 use crate::task::{FenceToken, NewTask, TaskId, TaskState, TaskView};
-use deadpool_redis::{Manager, Pool, Runtime, Timeouts};
+use deadpool::managed::Timeouts;
+use deadpool::Runtime;
 use keys::Keys;
+use pool::{Con, Pool, RedisManager};
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, Value};
 use scripts::Scripts;
@@ -37,8 +40,8 @@ pub enum StoreError {
     Reply { script: &'static str, detail: String },
 }
 
-impl From<deadpool_redis::PoolError> for StoreError {
-    fn from(e: deadpool_redis::PoolError) -> Self {
+impl From<pool::PoolError> for StoreError {
+    fn from(e: pool::PoolError) -> Self {
         StoreError::Pool(e.to_string())
     }
 }
@@ -216,7 +219,7 @@ impl Store {
         let config = redis::AsyncConnectionConfig::new()
             .set_response_timeout(Some(Duration::from_secs(10)))
             .set_connection_timeout(Some(Duration::from_secs(2)));
-        let manager = Manager::new_with_config(info, config)?;
+        let manager = RedisManager::new(info, config)?;
         let pool = Pool::builder(manager)
             .max_size(opts.pool_size)
             .runtime(Runtime::Tokio1)
@@ -268,8 +271,8 @@ impl Store {
         &self.clock
     }
 
-    pub async fn con(&self) -> Result<deadpool_redis::Connection> {
-        Ok(self.pool.get().await?)
+    pub async fn con(&self) -> Result<Con> {
+        Ok(self.pool.get().await?.into())
     }
 
     /// PING plus a clock sync: what readiness and reconnect loops call.

@@ -5,6 +5,7 @@ mod api;
 mod chaos;
 mod containers;
 mod lifecycle;
+mod network;
 mod processes;
 mod prometheus;
 mod redis_faults;

@@ -317,7 +317,7 @@ pub fn profile(dir: &std::path::Path, name: &str, toml: &str) -> String {
 }
 
 /// Entries of `stream` delivered to `group` and not yet acknowledged.
-pub async fn pending_count(con: &mut redis::aio::MultiplexedConnection, stream: &str, group: &str) -> u64 {
+pub async fn pending_count(con: &mut impl redis::aio::ConnectionLike, stream: &str, group: &str) -> u64 {
     let v: redis::Value = redis::cmd("XPENDING")
         .arg(stream)
         .arg(group)
@@ -327,5 +327,90 @@ pub async fn pending_count(con: &mut redis::aio::MultiplexedConnection, stream: 
     match v {
         redis::Value::Array(parts) => redis::from_redis_value(parts[0].clone()).unwrap(),
         other => panic!("unexpected XPENDING reply {other:?}"),
+    }
+}
+
+/// How the test proxy treats traffic.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Link {
+    /// Forward at once.
+    Pass,
+    /// Hold each chunk this long before forwarding it (each direction).
+    Delay(Duration),
+    /// Forward nothing and close nothing: a partition, as the worker sees it.
+    Blackhole,
+}
+
+/// A TCP proxy in front of Redis, inside the test process, whose link can
+/// be slowed down or cut while roles use it.
+pub struct Proxy {
+    pub port: u16,
+    link: std::sync::Arc<std::sync::Mutex<Link>>,
+    task: JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(upstream_port: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let link = std::sync::Arc::new(std::sync::Mutex::new(Link::Pass));
+        let l = link.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let l = l.clone();
+                tokio::spawn(async move {
+                    let Ok(upstream) = tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (ur, uw) = upstream.into_split();
+                    tokio::join!(pump(cr, uw, l.clone()), pump(ur, cw, l));
+                });
+            }
+        });
+        Proxy { port, link, task }
+    }
+
+    pub fn set(&self, link: Link) {
+        *self.link.lock().unwrap() = link;
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    link: std::sync::Arc<std::sync::Mutex<Link>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        loop {
+            let mode = *link.lock().unwrap();
+            match mode {
+                Link::Blackhole => tokio::time::sleep(Duration::from_millis(10)).await,
+                Link::Delay(d) => {
+                    tokio::time::sleep(d).await;
+                    break;
+                }
+                Link::Pass => break,
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
