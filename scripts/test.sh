@@ -8,4 +8,5 @@ cd "$(dirname "$0")/.."
 source scripts/ensure-tools.sh
 ensure_tool redis-server redis-server
 ensure_tool prometheus prometheus   # also provides promtool
+ensure_tool faketime faketime       # clock-skew tests (libfaketime)
 cargo test --all-targets "$@"

@@ -3,9 +3,11 @@
 
 mod api;
 mod chaos;
+mod clock;
 mod containers;
 mod lifecycle;
 mod network;
+mod poison;
 mod processes;
 mod prometheus;
 mod redis_faults;
