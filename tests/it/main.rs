@@ -11,6 +11,7 @@ mod poison;
 mod processes;
 mod prometheus;
 mod redis_faults;
+mod rotation;
 mod scripts;
 mod shutdown;
 mod snapshot;

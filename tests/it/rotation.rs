@@ -1,0 +1,129 @@
+//! Key rotation under load, by rolling restarts of real processes: add a
+//! second key, switch signing to it, retire the first. No accepted task
+//! fails during the overlap, and afterwards a message signed with the
+//! retired key is refused.
+
+use crate::lifecycle::task;
+use crate::support::*;
+use drover::client::Client;
+use drover::envelope::Keyring;
+use drover::messages::{IntakeBody, IntakeTask, SUBMIT};
+use drover::redis_server::Persistence;
+use drover::task::TaskState;
+use std::time::{Duration, Instant};
+
+const K1: &str = "k1:1111111111111111111111111111111111111111111111111111111111111111";
+const K2: &str = "k2:2222222222222222222222222222222222222222222222222222222222222222";
+
+struct Roles {
+    dir: tempfile::TempDir,
+    url: String,
+    api_port: u16,
+    dist_admin: u16,
+    procs: Vec<Proc>,
+}
+
+impl Roles {
+    fn env(&self, keys: &str, active: &str, role: &str) -> Vec<(String, String)> {
+        let mut extra = vec![("DROVER_SIGNING_KEYS", keys.to_string()), ("DROVER_SIGNING_KEY_ID", active.to_string())];
+        match role {
+            "coordinator" => extra.push(("DROVER_HTTP_ADDR", format!("127.0.0.1:{}", self.api_port))),
+            "distributor" => extra.push(("DROVER_ADMIN_ADDR", format!("127.0.0.1:{}", self.dist_admin))),
+            _ => {}
+        }
+        let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        proc_env(&self.url, &extra)
+    }
+
+    fn spawn(&self, role: &str, keys: &str, active: &str) -> Proc {
+        let prof = profile(self.dir.path(), "worker", "[handlers]\nsleep = { kind = \"builtin\" }\n");
+        let args: Vec<&str> = match role {
+            "worker" => vec!["worker", "--config", &prof, "--id", "w1"],
+            other => vec![other, "--id", other],
+        };
+        spawn(&format!("{role}-{active}-{}", self.procs.len()), &args, &self.env(keys, active, role), self.dir.path())
+    }
+
+    /// Restarts every role, one at a time, with a new keyring.
+    fn roll(&mut self, keys: &str, active: &str) {
+        for (i, role) in ["worker", "distributor", "coordinator"].iter().enumerate() {
+            self.procs[i].signal(libc::SIGTERM);
+            let st = self.procs[i].wait_exit(Duration::from_secs(40));
+            assert_eq!(st.code(), Some(0), "{}", self.procs[i].log_text());
+            self.procs[i] = self.spawn(role, keys, active);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_signing_key_under_load_fails_no_task() {
+    let Some(redis) = redis(Persistence::None) else { return };
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut roles = Roles {
+        dir: tempfile::tempdir().unwrap(),
+        url: redis.url(),
+        api_port: free(),
+        dist_admin: free(),
+        procs: Vec::new(),
+    };
+    for role in ["worker", "distributor", "coordinator"] {
+        let p = roles.spawn(role, K1, "k1");
+        roles.procs.push(p);
+    }
+    let client = Client::new(&format!("http://127.0.0.1:{}", roles.api_port), Some(ADMIN_TOKEN.into())).unwrap();
+    eventually(Duration::from_secs(20), "the cluster", || async {
+        client.workers().await.ok().filter(|w| !w.workers.is_empty()).map(|_| ())
+    })
+    .await;
+
+    // Steady load for the whole rotation; refused submissions (while the
+    // coordinator restarts) are not promises.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = {
+        let client = client.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            while !stop.is_cancelled() {
+                if let Ok(b) = client.submit_batch(vec![task("sleep", serde_json::json!(5)); 10]).await {
+                    accepted.extend(b.tasks.into_iter().map(|t| t.id));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            accepted
+        })
+    };
+    tokio::task::block_in_place(|| {
+        std::thread::sleep(Duration::from_millis(500));
+        roles.roll(&format!("{K1},{K2}"), "k1");
+        roles.roll(&format!("{K1},{K2}"), "k2");
+        roles.roll(K2, "k2");
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    stop.cancel();
+    let accepted = load.await.unwrap();
+    assert!(accepted.len() > 100, "load ran: {}", accepted.len());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in &accepted {
+        let t = client.wait(id, deadline.saturating_duration_since(Instant::now())).await.unwrap();
+        assert_eq!(t.state, TaskState::Succeeded, "{t:?}");
+    }
+
+    // The retired key opens nothing any more.
+    let intake = "{drover:0}:intake";
+    let body = serde_json::to_vec(&IntakeBody {
+        tasks: vec![IntakeTask { id: accepted[0].clone(), v: 99, h: "sleep".into(), tags: vec![], prio: 0 }],
+    })
+    .unwrap();
+    let old = Keyring::parse(K1, None).unwrap().sign(intake, SUBMIT, u64::MAX / 2, &body);
+    let mut con = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let _: String = redis::cmd("XADD").arg(intake).arg("*").arg("m").arg(old).query_async(&mut con).await.unwrap();
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", roles.dist_admin);
+    eventually(Duration::from_secs(10), "the old-key message refused by signature", || async {
+        let text = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
+        let line = text.lines().find(|l| l.starts_with("drover_messages_rejected_total{reason=\"signature\"}"))?;
+        (line.split(' ').next_back()? != "0").then_some(())
+    })
+    .await;
+}
