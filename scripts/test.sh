@@ -9,4 +9,5 @@ source scripts/ensure-tools.sh
 ensure_tool redis-server redis-server
 ensure_tool prometheus prometheus   # also provides promtool
 ensure_tool faketime faketime       # clock-skew tests (libfaketime)
+ensure_tool openssl openssl         # certificates for the Redis TLS test
 cargo test --all-targets "$@"

@@ -88,6 +88,9 @@ pub const KEYS: &[KeyDef] = &[
     k("redis_url", "DROVER_REDIS_URL", "redis://127.0.0.1:6379", "Redis URL (redis:// or rediss://); may carry a password"),
     secret("redis_password", "DROVER_REDIS_PASSWORD", "Redis password, if not in the URL"),
     k("redis_password_file", "DROVER_REDIS_PASSWORD_FILE", "", "file holding the Redis password"),
+    k("redis_ca_file", "DROVER_REDIS_CA_FILE", "", "PEM CA certificates to trust for rediss:// (default: the system's)"),
+    k("redis_client_cert_file", "DROVER_REDIS_CLIENT_CERT_FILE", "", "PEM client certificate for Redis TLS client auth"),
+    k("redis_client_key_file", "DROVER_REDIS_CLIENT_KEY_FILE", "", "PEM key of that client certificate"),
     k("namespace", "DROVER_NAMESPACE", "drover", "key namespace; clusters sharing a Redis use different ones"),
     k("admin_addr", "DROVER_ADMIN_ADDR", "127.0.0.1:9090", "address of /health, /ready and /metrics"),
     k("log_format", "DROVER_LOG_FORMAT", "text", "text or json"),
@@ -326,6 +329,37 @@ impl Layers {
         }
     }
 
+    /// Reads the PEM files for Redis TLS, checking each looks like PEM.
+    fn redis_tls(&self) -> Result<RedisTls, ConfigError> {
+        let read = |key: &str, what: &str| -> Result<Option<Vec<u8>>, ConfigError> {
+            let (path, o) = self.raw(key);
+            let path = path.trim();
+            if path.is_empty() {
+                return Ok(None);
+            }
+            let bytes =
+                std::fs::read(path).map_err(|e| ConfigError::new(key, o, format!("cannot read {path}: {e}")))?;
+            if !String::from_utf8_lossy(&bytes).contains(&format!("-----BEGIN {what}")) {
+                return Err(ConfigError::new(key, o, format!("{path} holds no PEM {what}")));
+            }
+            Ok(Some(bytes))
+        };
+        let tls = RedisTls {
+            ca: read("redis_ca_file", "CERTIFICATE")?,
+            client_cert: read("redis_client_cert_file", "CERTIFICATE")?,
+            client_key: read("redis_client_key_file", "")?,
+        };
+        if tls.client_cert.is_some() != tls.client_key.is_some() {
+            let (_, o) = self.raw("redis_client_cert_file");
+            return Err(ConfigError::new(
+                "redis_client_cert_file",
+                o,
+                "set both redis_client_cert_file and redis_client_key_file, or neither",
+            ));
+        }
+        Ok(tls)
+    }
+
     /// Types and checks every value.
     pub fn resolve(&self) -> Result<Settings, ConfigError> {
         let redis_url = self.string("redis_url");
@@ -383,6 +417,7 @@ impl Layers {
             }
         };
         let redis_password = self.secret("redis_password", "redis_password_file")?.map(Secret);
+        let redis_tls = self.redis_tls()?;
 
         let timing = Timing {
             lease_ttl: self.duration("timing.lease_ttl")?,
@@ -442,6 +477,7 @@ impl Layers {
         Ok(Settings {
             redis_url: Secret(redis_url),
             redis_password,
+            redis_tls,
             namespace,
             admin_addr: self.addr("admin_addr")?,
             log_format,
@@ -547,6 +583,23 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// PEM material for TLS connections to Redis; the key never prints.
+#[derive(Clone, Default)]
+pub struct RedisTls {
+    pub ca: Option<Vec<u8>>,
+    pub client_cert: Option<Vec<u8>>,
+    pub client_key: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTls")
+            .field("ca", &self.ca.is_some())
+            .field("client_cert", &self.client_cert.is_some())
+            .finish()
+    }
+}
+
 /// A value that must never reach a log line.
 #[derive(Clone)]
 pub struct Secret<T>(pub T);
@@ -562,6 +615,8 @@ impl<T> fmt::Debug for Secret<T> {
 pub struct Settings {
     pub redis_url: Secret<String>,
     pub redis_password: Option<Secret<String>>,
+    /// Certificates for `rediss://`, read at start.
+    pub redis_tls: RedisTls,
     pub namespace: String,
     pub admin_addr: SocketAddr,
     pub log_format: String,

@@ -28,6 +28,8 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     persistence: Persistence,
+    /// Extra `redis-server` arguments (e.g. a TLS port and certificates).
+    extra: Vec<String>,
 }
 
 /// True when a `redis-server` binary is on PATH.
@@ -55,6 +57,7 @@ impl RedisServer {
             port: 0,
             dir: tempfile::Builder::new().prefix("drover-redis-").tempdir()?,
             persistence,
+            extra: Vec::new(),
         };
         // A port is free when chosen but may be taken before redis binds
         // it; try a few.
@@ -82,7 +85,8 @@ impl RedisServer {
             .arg("--maxmemory-policy")
             .arg("noeviction")
             .arg("--logfile")
-            .arg(self.dir.path().join("redis.log"));
+            .arg(self.dir.path().join("redis.log"))
+            .args(&self.extra);
         match self.persistence {
             Persistence::None => {
                 cmd.arg("--appendonly").arg("no");
@@ -113,6 +117,28 @@ impl RedisServer {
         }
         self.kill();
         anyhow::bail!("redis-server did not answer on port {} within 10s", self.port)
+    }
+
+    /// Starts a server that also listens with TLS on its own port, using
+    /// the given PEM files; returns the server and the TLS port.
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> anyhow::Result<(RedisServer, u16)> {
+        let mut server = RedisServer::start(Persistence::None)?;
+        let tls_port = free_port()?;
+        server.extra = [
+            "--tls-port".to_string(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            cert.display().to_string(),
+            "--tls-key-file".into(),
+            key.display().to_string(),
+            "--tls-ca-cert-file".into(),
+            ca.display().to_string(),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ]
+        .to_vec();
+        server.restart()?;
+        Ok((server, tls_port))
     }
 
     /// True when the server answers PING.

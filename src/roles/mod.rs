@@ -33,6 +33,7 @@ impl Context {
         let store = Store::new(StoreOptions {
             redis_url: settings.redis_url.0.clone(),
             redis_password: settings.redis_password.as_ref().map(|p| p.0.clone()),
+            redis_tls: settings.redis_tls.clone(),
             namespace: settings.namespace.clone(),
             keyring,
             message_ttl: settings.timing.message_ttl,

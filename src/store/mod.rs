@@ -58,6 +58,7 @@ type CancelFields = (Option<String>, Option<u64>, Option<String>, Option<u64>, O
 pub struct StoreOptions {
     pub redis_url: String,
     pub redis_password: Option<String>,
+    pub redis_tls: crate::config::RedisTls,
     pub namespace: String,
     pub keyring: Keyring,
     pub message_ttl: Duration,
@@ -219,7 +220,7 @@ impl Store {
         let config = redis::AsyncConnectionConfig::new()
             .set_response_timeout(Some(Duration::from_secs(10)))
             .set_connection_timeout(Some(Duration::from_secs(2)));
-        let manager = RedisManager::new(info, config)?;
+        let manager = RedisManager::new(info, config, &opts.redis_tls)?;
         let pool = Pool::builder(manager)
             .max_size(opts.pool_size)
             .runtime(Runtime::Tokio1)

@@ -15,11 +15,32 @@ pub struct RedisManager {
 }
 
 impl RedisManager {
-    pub fn new(info: redis::ConnectionInfo, config: AsyncConnectionConfig) -> redis::RedisResult<Self> {
-        Ok(RedisManager {
-            client: redis::Client::open(info)?,
-            config,
-        })
+    /// A manager for `info`; `tls` is used for `rediss://` addresses
+    /// (certificates verified against `tls.ca`, or the system's roots).
+    pub fn new(
+        info: redis::ConnectionInfo,
+        config: AsyncConnectionConfig,
+        tls: &crate::config::RedisTls,
+    ) -> redis::RedisResult<Self> {
+        let client = if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+            let client_tls = match (&tls.client_cert, &tls.client_key) {
+                (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.clone(),
+                }),
+                _ => None,
+            };
+            redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls,
+                    root_cert: tls.ca.clone(),
+                },
+            )?
+        } else {
+            redis::Client::open(info)?
+        };
+        Ok(RedisManager { client, config })
     }
 }
 

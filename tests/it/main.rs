@@ -16,3 +16,4 @@ mod scripts;
 mod shutdown;
 mod snapshot;
 mod support;
+mod tls;

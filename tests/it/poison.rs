@@ -20,8 +20,14 @@ async fn poison_tasks_die_after_their_attempts_while_others_flow() {
     c.add_distributor("dist-1");
     let mut specs = BTreeMap::new();
     let spec = |t: &str| toml::from_str::<HandlerSpec>(t).unwrap();
-    specs.insert("crash".to_string(), spec("kind = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"kill -SEGV $$\"]"));
-    specs.insert("hang".to_string(), spec("kind = \"exec\"\ncommand = [\"/bin/sleep\", \"600\"]\ntimeout = \"300ms\""));
+    specs.insert(
+        "crash".to_string(),
+        spec("kind = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"kill -SEGV $$\"]"),
+    );
+    specs.insert(
+        "hang".to_string(),
+        spec("kind = \"exec\"\ncommand = [\"/bin/sleep\", \"600\"]\ntimeout = \"300ms\""),
+    );
     specs.insert("noop".to_string(), spec("kind = \"builtin\""));
     c.add_worker("w1", 8, &[], Registry::from_specs(&specs).unwrap()).await;
     let client = c.client();
@@ -29,11 +35,25 @@ async fn poison_tasks_die_after_their_attempts_while_others_flow() {
     for h in ["crash", "hang"] {
         let mut r = task(h, serde_json::Value::Null);
         r.max_attempts = Some(3);
-        poison.extend(client.submit_batch(vec![r; 3]).await.unwrap().tasks.into_iter().map(|t| t.id));
+        poison.extend(
+            client
+                .submit_batch(vec![r; 3])
+                .await
+                .unwrap()
+                .tasks
+                .into_iter()
+                .map(|t| t.id),
+        );
     }
-    let good = client.submit_batch(vec![task("noop", serde_json::Value::Null); 200]).await.unwrap();
+    let good = client
+        .submit_batch(vec![task("noop", serde_json::Value::Null); 200])
+        .await
+        .unwrap();
     for s in &good.tasks {
-        assert_eq!(client.wait(&s.id, Duration::from_secs(20)).await.unwrap().state, TaskState::Succeeded);
+        assert_eq!(
+            client.wait(&s.id, Duration::from_secs(20)).await.unwrap().state,
+            TaskState::Succeeded
+        );
     }
     for id in &poison {
         let t = wait_state(&client, id, TaskState::Dead, Duration::from_secs(30)).await;
@@ -53,9 +73,19 @@ async fn one_entry_delivered_to_two_consumers_starts_once() {
     ctx.store.ping().await.unwrap();
     let handlers = vec!["noop".to_string()];
     for w in ["w1", "w2"] {
-        ctx.store.ensure_group(&ctx.store.keys.worker_stream(w), "worker").await.unwrap();
         ctx.store
-            .heartbeat(&Heartbeat { worker_id: w, capacity: 4, handlers: &handlers, tags: &[], in_flight: 0, draining: false })
+            .ensure_group(&ctx.store.keys.worker_stream(w), "worker")
+            .await
+            .unwrap();
+        ctx.store
+            .heartbeat(&Heartbeat {
+                worker_id: w,
+                capacity: 4,
+                handlers: &handlers,
+                tags: &[],
+                in_flight: 0,
+                draining: false,
+            })
             .await
             .unwrap();
     }
@@ -74,24 +104,46 @@ async fn one_entry_delivered_to_two_consumers_starts_once() {
     };
     ctx.store.submit(&[t]).await.unwrap();
     // d1 reads the entry; d2 takes it over as if d1 had died.
-    let e1 = ctx.store.read_group(&intake, "distributors", "d1", 10, None, false).await.unwrap();
-    let e2 = ctx.store.claim_idle(&intake, "distributors", "d2", Duration::ZERO, 10).await.unwrap();
+    let e1 = ctx
+        .store
+        .read_group(&intake, "distributors", "d1", 10, None, false)
+        .await
+        .unwrap();
+    let e2 = ctx
+        .store
+        .claim_idle(&intake, "distributors", "d2", Duration::ZERO, 10)
+        .await
+        .unwrap();
     assert_eq!(e1[0].id, e2[0].id, "the same entry, twice");
     let b1: IntakeBody = ctx.store.open(&intake, &e1[0]).unwrap().parse().unwrap();
     let b2: IntakeBody = ctx.store.open(&intake, &e2[0]).unwrap().parse().unwrap();
     let r1 = ctx.store.assign("w1", &b1.tasks, Duration::from_secs(5)).await.unwrap();
     let r2 = ctx.store.assign("w2", &b2.tasks, Duration::from_secs(5)).await.unwrap();
     assert_eq!(r1, vec!["ok"]);
-    assert_eq!(r2, vec!["state:assigned"], "the second placement loses by state and version");
+    assert_eq!(
+        r2,
+        vec!["state:assigned"],
+        "the second placement loses by state and version"
+    );
     // Each worker stream got what was appended; only w1's can start, and
     // only once even if w1 reads it twice (a restart re-reads pending).
     let mut started = 0;
     for w in ["w1", "w2"] {
         let stream = ctx.store.keys.worker_stream(w);
         for pending in [false, true] {
-            for e in ctx.store.read_group(&stream, "worker", w, 10, None, pending).await.unwrap() {
+            for e in ctx
+                .store
+                .read_group(&stream, "worker", w, 10, None, pending)
+                .await
+                .unwrap()
+            {
                 let body: AssignBody = ctx.store.open(&stream, &e).unwrap().parse().unwrap();
-                for r in ctx.store.start(w, &e.id, &body.tasks, Duration::from_secs(5)).await.unwrap() {
+                for r in ctx
+                    .store
+                    .start(w, &e.id, &body.tasks, Duration::from_secs(5))
+                    .await
+                    .unwrap()
+                {
                     if let StartReply::Started(_) = r {
                         started += 1;
                     }

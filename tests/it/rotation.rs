@@ -25,7 +25,10 @@ struct Roles {
 
 impl Roles {
     fn env(&self, keys: &str, active: &str, role: &str) -> Vec<(String, String)> {
-        let mut extra = vec![("DROVER_SIGNING_KEYS", keys.to_string()), ("DROVER_SIGNING_KEY_ID", active.to_string())];
+        let mut extra = vec![
+            ("DROVER_SIGNING_KEYS", keys.to_string()),
+            ("DROVER_SIGNING_KEY_ID", active.to_string()),
+        ];
         match role {
             "coordinator" => extra.push(("DROVER_HTTP_ADDR", format!("127.0.0.1:{}", self.api_port))),
             "distributor" => extra.push(("DROVER_ADMIN_ADDR", format!("127.0.0.1:{}", self.dist_admin))),
@@ -36,12 +39,21 @@ impl Roles {
     }
 
     fn spawn(&self, role: &str, keys: &str, active: &str) -> Proc {
-        let prof = profile(self.dir.path(), "worker", "[handlers]\nsleep = { kind = \"builtin\" }\n");
+        let prof = profile(
+            self.dir.path(),
+            "worker",
+            "[handlers]\nsleep = { kind = \"builtin\" }\n",
+        );
         let args: Vec<&str> = match role {
             "worker" => vec!["worker", "--config", &prof, "--id", "w1"],
             other => vec![other, "--id", other],
         };
-        spawn(&format!("{role}-{active}-{}", self.procs.len()), &args, &self.env(keys, active, role), self.dir.path())
+        spawn(
+            &format!("{role}-{active}-{}", self.procs.len()),
+            &args,
+            &self.env(keys, active, role),
+            self.dir.path(),
+        )
     }
 
     /// Restarts every role, one at a time, with a new keyring.
@@ -59,7 +71,13 @@ impl Roles {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_the_signing_key_under_load_fails_no_task() {
     let Some(redis) = redis(Persistence::None) else { return };
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
     let mut roles = Roles {
         dir: tempfile::tempdir().unwrap(),
         url: redis.url(),
@@ -71,9 +89,18 @@ async fn rotating_the_signing_key_under_load_fails_no_task() {
         let p = roles.spawn(role, K1, "k1");
         roles.procs.push(p);
     }
-    let client = Client::new(&format!("http://127.0.0.1:{}", roles.api_port), Some(ADMIN_TOKEN.into())).unwrap();
+    let client = Client::new(
+        &format!("http://127.0.0.1:{}", roles.api_port),
+        Some(ADMIN_TOKEN.into()),
+    )
+    .unwrap();
     eventually(Duration::from_secs(20), "the cluster", || async {
-        client.workers().await.ok().filter(|w| !w.workers.is_empty()).map(|_| ())
+        client
+            .workers()
+            .await
+            .ok()
+            .filter(|w| !w.workers.is_empty())
+            .map(|_| ())
     })
     .await;
 
@@ -106,24 +133,52 @@ async fn rotating_the_signing_key_under_load_fails_no_task() {
     assert!(accepted.len() > 100, "load ran: {}", accepted.len());
     let deadline = Instant::now() + Duration::from_secs(60);
     for id in &accepted {
-        let t = client.wait(id, deadline.saturating_duration_since(Instant::now())).await.unwrap();
+        let t = client
+            .wait(id, deadline.saturating_duration_since(Instant::now()))
+            .await
+            .unwrap();
         assert_eq!(t.state, TaskState::Succeeded, "{t:?}");
     }
 
     // The retired key opens nothing any more.
     let intake = "{drover:0}:intake";
     let body = serde_json::to_vec(&IntakeBody {
-        tasks: vec![IntakeTask { id: accepted[0].clone(), v: 99, h: "sleep".into(), tags: vec![], prio: 0 }],
+        tasks: vec![IntakeTask {
+            id: accepted[0].clone(),
+            v: 99,
+            h: "sleep".into(),
+            tags: vec![],
+            prio: 0,
+        }],
     })
     .unwrap();
-    let old = Keyring::parse(K1, None).unwrap().sign(intake, SUBMIT, u64::MAX / 2, &body);
-    let mut con = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
-    let _: String = redis::cmd("XADD").arg(intake).arg("*").arg("m").arg(old).query_async(&mut con).await.unwrap();
+    let old = Keyring::parse(K1, None)
+        .unwrap()
+        .sign(intake, SUBMIT, u64::MAX / 2, &body);
+    let mut con = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(intake)
+        .arg("*")
+        .arg("m")
+        .arg(old)
+        .query_async(&mut con)
+        .await
+        .unwrap();
     let metrics_url = format!("http://127.0.0.1:{}/metrics", roles.dist_admin);
-    eventually(Duration::from_secs(10), "the old-key message refused by signature", || async {
-        let text = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
-        let line = text.lines().find(|l| l.starts_with("drover_messages_rejected_total{reason=\"signature\"}"))?;
-        (line.split(' ').next_back()? != "0").then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the old-key message refused by signature",
+        || async {
+            let text = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("drover_messages_rejected_total{reason=\"signature\"}"))?;
+            (line.split(' ').next_back()? != "0").then_some(())
+        },
+    )
     .await;
 }
