@@ -178,6 +178,25 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Print Redis ACL users, one per role, each limited to the commands and keys that role needs.
+    RedisAcl {
+        /// Key namespace (DROVER_NAMESPACE).
+        #[arg(long, env = "DROVER_NAMESPACE", default_value = "drover")]
+        namespace: String,
+        /// Also a user limited to this worker id's own hash and stream (repeatable).
+        #[arg(long = "worker-id")]
+        worker_ids: Vec<String>,
+        /// Leave out the worker user that any worker id can use.
+        #[arg(long)]
+        no_shared_worker: bool,
+        /// Keep each password in DIR/<user>: read if present, else created (mode 0600).
+        /// Without it, new passwords are printed on stderr.
+        #[arg(long)]
+        password_dir: Option<PathBuf>,
+        /// Print `user ...` lines for a Redis aclfile instead of `ACL SETUSER` commands.
+        #[arg(long)]
+        aclfile: bool,
+    },
     /// Back up and restore task state.
     Snapshot {
         #[command(subcommand)]
@@ -334,6 +353,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             | Command::Tasks { .. }
             | Command::Workers { .. }
             | Command::Keygen { .. }
+            | Command::RedisAcl { .. }
             | Command::Config { .. }
     ) {
         default_sigpipe();
@@ -529,6 +549,28 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             };
             let out = crate::bench::run(opts).await?;
             println!("{}", serde_json::to_string(&out)?);
+            Ok(())
+        }
+        Command::RedisAcl {
+            namespace,
+            worker_ids,
+            no_shared_worker,
+            password_dir,
+            aclfile,
+        } => {
+            let out = crate::acl::run(&crate::acl::Options {
+                namespace,
+                worker_ids,
+                shared_worker: !no_shared_worker,
+                password_dir,
+                format: if aclfile {
+                    crate::acl::Format::AclFile
+                } else {
+                    crate::acl::Format::Commands
+                },
+            })?;
+            eprint!("{}", out.notes);
+            print!("{}", out.rules);
             Ok(())
         }
         Command::Snapshot { command } => {

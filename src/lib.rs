@@ -19,7 +19,9 @@
 //! - [`redis_server`]: a `redis-server` child, for `drover dev` and tests.
 //! - [`bench`]: `drover bench`, workloads on a cluster of its own.
 //! - [`snapshot`]: export and import of task state.
+//! - [`acl`]: `drover redis-acl`, one least-privilege Redis user per role.
 
+pub mod acl;
 pub mod admin;
 pub mod api;
 pub mod bench;

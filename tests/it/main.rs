@@ -1,6 +1,7 @@
 //! One integration test binary: real redis-server processes, roles
 //! in-process or as real `drover` processes. See `support` for the harness.
 
+mod acl;
 mod api;
 mod chaos;
 mod clock;
