@@ -272,11 +272,13 @@ fn latencies(clocks: &Mutex<Clocks>, ids: &[String]) -> Value {
 }
 
 /// What Redis has done so far: calls, CPU seconds, memory.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct RedisUsage {
     calls: u64,
     cpu_s: f64,
     used_memory: u64,
+    /// Per command: (calls, µs inside Redis), from INFO commandstats.
+    commands: HashMap<String, (u64, u64)>,
 }
 
 async fn redis_usage(ctx: &Context) -> anyhow::Result<RedisUsage> {
@@ -286,14 +288,20 @@ async fn redis_usage(ctx: &Context) -> anyhow::Result<RedisUsage> {
     for line in info.lines() {
         if let Some(rest) = line.strip_prefix("cmdstat_") {
             // cmdstat_xadd:calls=3,usec=…,…
-            if let Some(calls) = rest
-                .split(':')
-                .nth(1)
-                .and_then(|f| f.split(',').next())
-                .and_then(|c| c.strip_prefix("calls="))
-            {
-                u.calls += calls.parse::<u64>().unwrap_or(0);
-            }
+            let mut parts = rest.splitn(2, ':');
+            let (Some(name), Some(fields)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let field = |k: &str| {
+                fields
+                    .split(',')
+                    .find_map(|f| f.strip_prefix(k))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            let (calls, usec) = (field("calls="), field("usec="));
+            u.calls += calls;
+            u.commands.insert(name.to_string(), (calls, usec));
         } else if let Some(v) = line
             .strip_prefix("used_cpu_sys:")
             .or_else(|| line.strip_prefix("used_cpu_user:"))
@@ -306,11 +314,32 @@ async fn redis_usage(ctx: &Context) -> anyhow::Result<RedisUsage> {
     Ok(u)
 }
 
-fn per_task(before: RedisUsage, after: RedisUsage, n: usize) -> Value {
+fn per_task(before: &RedisUsage, after: &RedisUsage, n: usize) -> Value {
     let n = n.max(1) as f64;
+    // Where Redis spends its time, per task: the costliest commands (the
+    // commands a script runs are counted under their own names too).
+    let mut top: Vec<(String, f64, f64)> = after
+        .commands
+        .iter()
+        .map(|(name, (calls, usec))| {
+            let (c0, u0) = before.commands.get(name).copied().unwrap_or((0, 0));
+            (
+                name.clone(),
+                calls.saturating_sub(c0) as f64 / n,
+                usec.saturating_sub(u0) as f64 / n,
+            )
+        })
+        .filter(|(_, calls, _)| *calls > 0.0)
+        .collect();
+    top.sort_by(|a, b| b.2.total_cmp(&a.2));
+    top.truncate(12);
     json!({
         "redis_commands_per_task": (after.calls.saturating_sub(before.calls)) as f64 / n,
         "redis_cpu_us_per_task": (after.cpu_s - before.cpu_s) * 1e6 / n,
+        "redis_top_commands": top
+            .iter()
+            .map(|(name, calls, usec)| json!({"cmd": name, "calls_per_task": calls, "usec_per_task": usec}))
+            .collect::<Vec<_>>(),
     })
 }
 
@@ -333,7 +362,7 @@ async fn throughput(opts: &BenchOptions) -> anyhow::Result<Value> {
         "seconds": total_s,
         "latency": latencies(&b.clocks, &ids),
     });
-    merge(&mut out, per_task(before, after, n));
+    merge(&mut out, per_task(&before, &after, n));
     events.abort();
     b.stop().await;
     Ok(out)
@@ -361,7 +390,7 @@ async fn open_loop(opts: &BenchOptions, rate: f64, seconds: f64) -> anyhow::Resu
     wait_finished(&b.clocks, &ids, Duration::from_secs(120)).await?;
     let after = redis_usage(&b.ctx).await?;
     let mut out = json!({ "rate_per_s": rate, "tasks": ids.len(), "latency": latencies(&b.clocks, &ids) });
-    merge(&mut out, per_task(before, after, ids.len()));
+    merge(&mut out, per_task(&before, &after, ids.len()));
     events.abort();
     b.stop().await;
     Ok(out)
