@@ -17,6 +17,12 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// Most tasks one distributor holds while they wait for a worker; beyond
+/// it, entries stay unread in the stream (for this or another distributor)
+/// instead of in this process' memory.
+const MAX_HELD: usize = 10_000;
+/// How long a read of the live workers serves placements.
+const VIEW_TTL: Duration = Duration::from_millis(20);
 /// Entries idle this long in another consumer's hands are taken over; tasks
 /// waiting this long here are announced again.
 const CLAIM_AFTER: Duration = Duration::from_secs(30);
@@ -38,6 +44,9 @@ struct Distributor {
     /// Tasks of each held entry not yet settled.
     open: HashMap<String, usize>,
     workers: Vec<WorkerView>,
+    /// When `workers` was read, and whether a placement since found it behind.
+    viewed: Option<Instant>,
+    view_behind: bool,
     unplaceable_logged: HashSet<String>,
 }
 
@@ -51,6 +60,8 @@ pub async fn run(ctx: Context, id: String, shutdown: CancellationToken) -> anyho
         waiting: Vec::new(),
         open: HashMap::new(),
         workers: Vec::new(),
+        viewed: None,
+        view_behind: false,
         unplaceable_logged: HashSet::new(),
     };
     let mut retry = RetryDelay::default();
@@ -64,7 +75,7 @@ pub async fn run(ctx: Context, id: String, shutdown: CancellationToken) -> anyho
             let mine = d
                 .ctx
                 .store
-                .read_group(&d.stream, DISTRIBUTORS_GROUP, &d.id, 10_000, None, true)
+                .read_group(&d.stream, DISTRIBUTORS_GROUP, &d.id, 500, None, true)
                 .await?;
             Ok::<_, StoreError>(mine)
         };
@@ -92,11 +103,15 @@ pub async fn run(ctx: Context, id: String, shutdown: CancellationToken) -> anyho
                 Duration::from_millis(5)
             };
             let batch = d.ctx.settings.distributor.batch;
-            let entries = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                r = d.ctx.store.read_group(&d.stream, DISTRIBUTORS_GROUP, &d.id, batch, Some(block), false) => r?,
-            };
-            d.take(entries).await;
+            if d.waiting.len() < MAX_HELD {
+                let entries = tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    r = d.ctx.store.read_group(&d.stream, DISTRIBUTORS_GROUP, &d.id, batch, Some(block), false) => r?,
+                };
+                d.take(entries).await;
+            } else if !super::pause(Duration::from_millis(5), &shutdown).await {
+                return Ok(());
+            }
             d.place().await?;
             if last_housekeeping.elapsed() >= HOUSEKEEPING {
                 d.housekeeping().await?;
@@ -166,9 +181,16 @@ impl Distributor {
             metrics::gauge!("drover_unplaceable_tasks").set(0.0);
             return Ok(());
         }
-        // Slots free up as fast as workers finish: place from a fresh view
-        // (one read of the live workers per round, not per task).
-        self.workers = self.ctx.store.workers(self.ctx.settings.timing.worker_ttl).await?;
+        // Slots free up as fast as workers finish: read the live workers
+        // again when the view is older than VIEW_TTL or was found behind (a
+        // worker full or gone, or tasks left for want of room). At low rates
+        // this saves the read for most placements; the assign script's own
+        // credit check is what counts.
+        if self.view_behind || self.viewed.is_none_or(|t| t.elapsed() >= VIEW_TTL) {
+            self.workers = self.ctx.store.workers(self.ctx.settings.timing.worker_ttl).await?;
+            self.viewed = Some(Instant::now());
+            self.view_behind = false;
+        }
         // Highest priority first; the sort is stable, so arrival order
         // holds within a priority.
         self.waiting.sort_by_key(|w| std::cmp::Reverse(w.task.prio));
@@ -180,6 +202,7 @@ impl Distributor {
             .collect();
         let mut plan: HashMap<String, Vec<usize>> = HashMap::new();
         let mut unplaceable = 0u64;
+        let mut short_of_room = false;
         for (i, waiting) in self.waiting.iter().enumerate() {
             let t = &waiting.task;
             let candidates = self
@@ -201,11 +224,16 @@ impl Distributor {
                     tracing::warn!(handler = %t.h, tags = ?t.tags, "no live worker offers this handler with these tags; tasks wait");
                 }
             }
-            if let Some((wid, _)) = best {
-                *free.get_mut(wid).expect("candidate is in the free map") -= 1;
-                plan.entry(wid.to_string()).or_default().push(i);
+            match best {
+                Some((wid, _)) => {
+                    *free.get_mut(wid).expect("candidate is in the free map") -= 1;
+                    plan.entry(wid.to_string()).or_default().push(i);
+                }
+                None => short_of_room |= any,
             }
         }
+        // Tasks left for want of room: slots may have freed since the read.
+        self.view_behind |= short_of_room;
         metrics::gauge!("drover_unplaceable_tasks").set(unplaceable as f64);
         if plan.is_empty() {
             return Ok(());
@@ -219,9 +247,13 @@ impl Distributor {
                 match status.as_str() {
                     "ok" => {
                         tracing::debug!(task_id = %self.waiting[i].task.id, worker = %wid, "assigned");
+                        // Keep the cached view's credit in step with what was spent.
+                        if let Some(w) = self.workers.iter_mut().find(|w| w.id == wid) {
+                            w.used += 1;
+                        }
                         settled[i] = true;
                     }
-                    "full" | "gone" => {} // the view was behind; next round retries
+                    "full" | "gone" => self.view_behind = true, // next round reads afresh
                     other => {
                         // Cancelled, already moved on, or a replay: stale.
                         tracing::debug!(task_id = %self.waiting[i].task.id, status = other, "not assigned: stale");

@@ -48,6 +48,10 @@ impl From<pool::PoolError> for StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// Most tasks one script call handles where the caller's list can be long
+/// (re-announcements): keeps scripts short and envelopes small.
+const SCRIPT_BATCH: usize = 500;
+
 /// Stream entries as XRANGE returns them: id, then field/value pairs.
 type RawEntries = Vec<(String, Vec<(String, Vec<u8>)>)>;
 /// state, version, worker, epoch, fence of a task, as cancel reads them.
@@ -923,9 +927,16 @@ impl Store {
     /// Announces queued tasks again (see `lua/reannounce.lua`); each task
     /// carries its current version. Returns how many were announced.
     pub async fn reannounce(&self, tasks: &[IntakeTask]) -> Result<u64> {
-        if tasks.is_empty() {
-            return Ok(0);
+        let mut announced = 0;
+        // Bounded scripts and envelopes: a huge batch would block Redis and
+        // exceed the message size limit.
+        for chunk in tasks.chunks(SCRIPT_BATCH) {
+            announced += self.reannounce_batch(chunk).await?;
         }
+        Ok(announced)
+    }
+
+    async fn reannounce_batch(&self, tasks: &[IntakeTask]) -> Result<u64> {
         let intake = self.keys.intake();
         let next: Vec<IntakeTask> = tasks
             .iter()

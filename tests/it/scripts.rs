@@ -302,6 +302,10 @@ async fn forged_intake_and_worker_messages_are_never_executed() {
         (!client.workers().await.unwrap().workers.is_empty()).then_some(())
     })
     .await;
+    let before: std::collections::HashMap<&str, f64> = ["signature", "malformed", "oversize"]
+        .into_iter()
+        .map(|r| (r, rejected(r)))
+        .collect();
     let real = client
         .submit_one(&crate::lifecycle::task("count", serde_json::Value::Null))
         .await
@@ -345,6 +349,16 @@ async fn forged_intake_and_worker_messages_are_never_executed() {
         .query_async(&mut con)
         .await
         .unwrap();
+    // 2 MiB written straight into the intake stream: refused by size before
+    // any verification, and acknowledged like the rest.
+    let _: String = redis::cmd("XADD")
+        .arg(ctx.store.keys.intake())
+        .arg("*")
+        .arg("m")
+        .arg(vec![b'x'; 2 << 20])
+        .query_async(&mut con)
+        .await
+        .unwrap();
     let intake = ctx.store.keys.intake();
     let fake_intake = serde_json::to_vec(&IntakeBody {
         tasks: vec![IntakeTask {
@@ -383,15 +397,9 @@ async fn forged_intake_and_worker_messages_are_never_executed() {
         "nothing forged was executed"
     );
     assert_eq!(client.get(&real.id).await.unwrap().attempts, 1);
-    let metrics = drover::telemetry::metrics_handle().render();
-    assert!(
-        metrics.contains("drover_messages_rejected_total{reason=\"signature\"}"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("drover_messages_rejected_total{reason=\"malformed\"}"),
-        "{metrics}"
-    );
+    for reason in ["signature", "malformed", "oversize"] {
+        assert!(rejected(reason) > before[reason], "{reason} rejections were counted");
+    }
     c.stop().await;
 }
 
@@ -589,4 +597,14 @@ async fn handing_back_a_task_with_a_cancel_request_cancels_it() {
         retry_delay_ms: 0,
     };
     assert_eq!(ctx.store.complete("w1", &[back]).await.unwrap(), vec!["cancelled"]);
+}
+
+/// The process-wide count of messages rejected for `reason`.
+fn rejected(reason: &str) -> f64 {
+    let text = drover::telemetry::metrics_handle().render();
+    let prefix = format!("drover_messages_rejected_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
