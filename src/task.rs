@@ -117,7 +117,7 @@ pub struct TaskView {
     pub id: String,
     pub state: TaskState,
     pub handler: String,
-    #[schema(value_type = Object)]
+    /// Any JSON value.
     pub input: serde_json::Value,
     pub tags: Vec<String>,
     pub priority: i32,
@@ -140,7 +140,7 @@ pub struct TaskView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fence: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
+    /// Any JSON value the handler returned.
     pub result: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

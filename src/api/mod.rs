@@ -10,13 +10,12 @@ pub mod error;
 pub mod waiters;
 
 use crate::config::{is_valid_name, is_valid_tag};
-use crate::handlers::parse_duration;
 use crate::roles::Context;
 use crate::store::{CancelOutcome, WorkerView};
 use crate::task::{NewTask, TaskId, TaskState, TaskView};
 use auth::Scope;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
@@ -71,7 +70,11 @@ impl ApiState {
         let token = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| {
+                v.get(..7)
+                    .filter(|s| s.eq_ignore_ascii_case("bearer "))
+                    .map(|_| &v[7..])
+            })
             .ok_or(ApiError::Unauthorized)?;
         let tokens = self.ctx.settings.api_tokens.as_ref().ok_or(ApiError::Unauthorized)?;
         let grants = tokens.grants(token.trim()).ok_or(ApiError::Unauthorized)?;
@@ -158,36 +161,101 @@ impl ApiState {
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
     /// A handler some worker profile offers.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub handler: String,
     /// Any JSON value; handed to the handler as is.
     #[serde(default)]
     pub input: serde_json::Value,
-    /// Tags a worker must all have to take the task.
+    /// Tags a worker must all have to take the task (at most 32, each 1-64
+    /// characters of A-Z a-z 0-9 - _ . : /).
     #[serde(default)]
+    #[schema(max_items = 32)]
     pub tags: Vec<String>,
     /// Higher runs first among tasks waiting for the same workers.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::i32")]
     pub priority: i32,
     /// Attempts before the task is dead (default from the coordinator).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::opt_u32")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_attempts: Option<u32>,
     /// Time limit of one attempt, e.g. "30s" (default from the coordinator).
     #[serde(default)]
+    #[schema(pattern = "^[0-9]{1,12}(ms|s|m|h)$")]
     pub timeout: Option<String>,
     /// Run no earlier than this time, in unix milliseconds.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::opt_u64")]
+    #[schema(maximum = 9007199254740991_u64)]
     pub run_at_ms: Option<u64>,
     /// Run no earlier than this long from now, e.g. "5m".
     #[serde(default)]
+    #[schema(pattern = "^[0-9]{1,12}(ms|s|m|h)$")]
     pub delay: Option<String>,
     /// For batch items: the same as the `Idempotency-Key` header.
     #[serde(default)]
+    #[schema(pattern = "^[!-~]{1,200}$")]
     pub idempotency_key: Option<String>,
+}
+
+/// Integer fields that also accept a JSON number with a zero fraction
+/// (`3.0`): JSON Schema counts it as an integer, so clients may send it.
+mod whole {
+    use serde::{Deserialize, Deserializer};
+
+    fn whole<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        let n = Option::<serde_json::Number>::deserialize(d)?;
+        n.map(|n| match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => Ok(i as f64),
+            (_, Some(u), _) => Ok(u as f64),
+            (_, _, Some(f)) if f.fract() == 0.0 => Ok(f),
+            _ => Err(serde::de::Error::custom(format!("{n} is not a whole number"))),
+        })
+        .transpose()
+    }
+
+    fn exact<'de, D: Deserializer<'de>>(d: D) -> Result<Option<serde_json::Number>, D::Error> {
+        Option::<serde_json::Number>::deserialize(d)
+    }
+
+    pub fn i32<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+        let v = whole(d)?.unwrap_or(0.0);
+        if v < i32::MIN as f64 || v > i32::MAX as f64 {
+            return Err(serde::de::Error::custom(format!("{v} is out of range")));
+        }
+        Ok(v as i32)
+    }
+
+    pub fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        whole(d)?
+            .map(|v| {
+                if (0.0..=u32::MAX as f64).contains(&v) {
+                    Ok(v as u32)
+                } else {
+                    Err(serde::de::Error::custom(format!("{v} is out of range")))
+                }
+            })
+            .transpose()
+    }
+
+    /// Exact for integers; a float only when whole and within 2^53.
+    pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match exact(d)? {
+            None => Ok(None),
+            Some(n) => match (n.as_u64(), n.as_f64()) {
+                (Some(u), _) => Ok(Some(u)),
+                (_, Some(f)) if f.fract() == 0.0 && (0.0..=9_007_199_254_740_991.0).contains(&f) => Ok(Some(f as u64)),
+                _ => Err(serde::de::Error::custom(format!(
+                    "{n} is not a whole number from 0 to 2^53-1"
+                ))),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
+    /// 1 to `coordinator.max_batch` tasks (default 1000).
+    #[schema(min_items = 1)]
     pub tasks: Vec<SubmitRequest>,
 }
 
@@ -227,21 +295,40 @@ pub struct CancelResponse {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only tasks in this state.
-    pub state: Option<String>,
+    pub state: Option<TaskState>,
     /// From the previous page's `next_cursor`.
+    #[param(pattern = "^[0-9]{1,19}$")]
     pub cursor: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct WaitQuery {
     /// Longest wait, e.g. "30s" (capped by the coordinator's wait_max).
+    #[param(pattern = "^[0-9]{1,12}(ms|s|m|h)$")]
     pub timeout: Option<String>,
 }
+
+/// Durations as the API documents them: 1-12 digits and a unit (ms, s, m,
+/// h), nothing else; the same grammar the OpenAPI document states.
+fn api_duration(s: &str) -> Option<Duration> {
+    let unit_at = s.find(|c: char| !c.is_ascii_digit())?;
+    let (digits, unit) = s.split_at(unit_at);
+    if digits.is_empty() || digits.len() > 12 || !["ms", "s", "m", "h"].contains(&unit) {
+        return None;
+    }
+    crate::handlers::parse_duration(s)
+}
+
+/// Times are kept as Lua numbers in Redis: exact up to 2^53 - 1.
+const MAX_SAFE_MS: u64 = (1 << 53) - 1;
 
 fn body_json<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<T, ApiError> {
     let bytes = body.map_err(|r| {
@@ -252,6 +339,15 @@ fn body_json<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>
         }
     })?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::Malformed(format!("invalid JSON body: {e}")))
+}
+
+/// The task id from the path, read after the token was checked: an id that
+/// is not even UTF-8 is simply no task.
+fn task_id(id: Result<Path<String>, PathRejection>) -> Result<TaskId, ApiError> {
+    match id {
+        Ok(Path(id)) => parse_id(&id),
+        Err(_) => Err(ApiError::NotFound("no such task".into())),
+    }
 }
 
 fn parse_id(id: &str) -> Result<TaskId, ApiError> {
@@ -287,7 +383,7 @@ impl ApiState {
         }
         let timeout = match &req.timeout {
             None => c.timeout,
-            Some(t) => parse_duration(t)
+            Some(t) => api_duration(t)
                 .filter(|d| !d.is_zero() && *d <= Duration::from_secs(7 * 24 * 3600))
                 .ok_or_else(|| {
                     ApiError::Invalid(format!("timeout: {t:?} is not a duration from 1ms to 7d (e.g. 30s)"))
@@ -295,9 +391,12 @@ impl ApiState {
         };
         let run_at_ms = match (&req.run_at_ms, &req.delay) {
             (Some(_), Some(_)) => return Err(ApiError::Invalid("give run_at_ms or delay, not both".into())),
+            (Some(at), None) if *at > MAX_SAFE_MS => {
+                return Err(ApiError::Invalid("run_at_ms: at most 9007199254740991".into()))
+            }
             (Some(at), None) => Some(*at),
             (None, Some(d)) => {
-                let d = parse_duration(d)
+                let d = api_duration(d)
                     .filter(|d| *d <= Duration::from_secs(365 * 24 * 3600))
                     .ok_or_else(|| {
                         ApiError::Invalid(format!("delay: {d:?} is not a duration up to a year (e.g. 5m)"))
@@ -431,10 +530,10 @@ async fn submit_batch(
 async fn get_task(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<TaskView>, ApiError> {
     s.authorize(&headers, Scope::Read)?;
-    let id = parse_id(&id)?;
+    let id = task_id(id)?;
     let task = s.ctx.store.get_task(&id).await?;
     task.map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no task {id} (unknown, or expired after finishing)")))
@@ -449,16 +548,16 @@ async fn get_task(
 async fn wait_task(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<TaskView>, ApiError> {
     s.authorize(&headers, Scope::Read)?;
     let Query(q) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
-    let id = parse_id(&id)?;
+    let id = task_id(id)?;
     let max = s.ctx.settings.coordinator.wait_max;
     let timeout = match q.timeout.as_deref() {
         None => max,
-        Some(t) => parse_duration(t)
+        Some(t) => api_duration(t)
             .ok_or_else(|| ApiError::Malformed(format!("timeout: {t:?} is not a duration (e.g. 30s)")))?
             .min(max),
     };
@@ -503,10 +602,10 @@ async fn wait_task(
 async fn cancel_task(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<CancelResponse>, ApiError> {
     s.authorize(&headers, Scope::Submit)?;
-    let id = parse_id(&id)?;
+    let id = task_id(id)?;
     let (state, cancel_requested) = match s.ctx.store.cancel(&id).await? {
         CancelOutcome::Cancelled => (TaskState::Cancelled, false),
         CancelOutcome::Requested => (TaskState::Running, true),
@@ -535,20 +634,18 @@ async fn list_tasks(
 ) -> Result<Json<TaskList>, ApiError> {
     s.authorize(&headers, Scope::Read)?;
     let Query(q) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
-    let state = match q.state.as_deref() {
-        None | Some("") => None,
-        Some(st) => Some(TaskState::parse(st).ok_or_else(|| {
-            ApiError::Malformed(format!(
-                "state: {st:?} is not one of queued, scheduled, assigned, running, succeeded, dead, cancelled"
-            ))
-        })?),
-    };
+    let state = q.state;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::Malformed("limit: from 1 to 1000".into()));
     }
     let cursor = q.cursor.unwrap_or_else(|| "0".into());
-    if cursor.parse::<u64>().is_err() {
+    // Exactly what next_cursor looks like: digits, nothing else.
+    if cursor.is_empty()
+        || cursor.len() > 19
+        || !cursor.bytes().all(|b| b.is_ascii_digit())
+        || cursor.parse::<u64>().is_err()
+    {
         return Err(ApiError::Malformed(
             "cursor: use the next_cursor of the previous page".into(),
         ));

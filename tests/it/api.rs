@@ -142,6 +142,52 @@ async fn bad_requests_get_json_errors_and_write_nothing() {
         assert_eq!(code(&json), want, "body {body:.80}: {json}");
         assert!(!json["error"]["message"].as_str().unwrap_or("").is_empty());
     }
+    for (body, want) in [
+        (
+            r#"{"handler":"noop","run_at_ms":18446744073709551615}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            r#"{"handler":"noop","run_at_ms":9007199254740992}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (r#"{"handler":"noop","delay":" 5s"}"#, StatusCode::UNPROCESSABLE_ENTITY),
+        (r#"{"handler":"noop","max_attempts":2.5}"#, StatusCode::BAD_REQUEST),
+    ] {
+        let (got, json) = raw(&c, post.clone(), "/v1/tasks", Some(ADMIN_TOKEN), Some(body)).await;
+        assert_eq!(got, want, "{body}: {json}");
+    }
+    assert_eq!(task_keys(&c).await, 0, "nothing was written");
+    // An id that is not UTF-8 is still asked for a token first.
+    let (got, _) = raw(&c, M::GET, "/v1/tasks/%FF", None, None).await;
+    assert_eq!(got, StatusCode::UNAUTHORIZED);
+    let (got, json) = raw(&c, M::GET, "/v1/tasks/%FF", Some(READ_TOKEN), None).await;
+    assert_eq!((got, code(&json)), (StatusCode::NOT_FOUND, "not_found"));
+    // Whole numbers written as floats are integers; the scheme name is
+    // case-insensitive.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/tasks", c.api))
+        .header("authorization", format!("bearer {SUBMIT_TOKEN}"))
+        .header("content-type", "application/json")
+        .body(r#"{"handler":"noop","max_attempts":3.0,"priority":-2.0}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let id = resp.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = client.get(&id).await.unwrap();
+    assert_eq!((t.max_attempts, t.priority), (3, -2));
+    client.cancel(&id).await.unwrap();
+    let mut con = c.redis_con().await;
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{{drover:0}}:t:{id}"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+
     // A batch with one bad item writes none of them.
     let batch = r#"{"tasks":[{"handler":"noop"},{"handler":"nope"}]}"#;
     let (got, json) = raw(&c, post.clone(), "/v1/tasks/batch", Some(SUBMIT_TOKEN), Some(batch)).await;
