@@ -47,6 +47,8 @@ struct Running {
     task: StartedTask,
     cancel: CancellationToken,
     stop: Arc<Mutex<Option<Stop>>>,
+    /// The handler has returned; only the completion report is pending.
+    finished: Arc<AtomicBool>,
 }
 
 impl Running {
@@ -307,18 +309,21 @@ impl Worker {
     fn launch(self: Arc<Self>, task: StartedTask) {
         let cancel = CancellationToken::new();
         let stop = Arc::new(Mutex::new(None));
+        let finished = Arc::new(AtomicBool::new(false));
         self.running.lock().expect("running lock").insert(
             task.id.clone(),
             Running {
                 task: task.clone(),
                 cancel: cancel.clone(),
                 stop: stop.clone(),
+                finished: finished.clone(),
             },
         );
         let span = tracing::info_span!("task", task_id = %task.id, handler = %task.handler, attempt = task.attempt, fence = %task.token);
         let run = async move {
             let started = Instant::now();
             let result = self.execute(&task, cancel).await;
+            finished.store(true, Ordering::SeqCst);
             let elapsed = started.elapsed();
             metrics::histogram!("drover_task_duration_seconds", "handler" => task.handler.clone())
                 .record(elapsed.as_secs_f64());
@@ -487,6 +492,11 @@ impl Worker {
                             RenewStatus::CancelRequested => {
                                 tracing::info!(task_id = %id, "cancel requested: stopping the handler");
                                 r.stop(Stop::Cancelled);
+                            }
+                            // The handler is done and its report is on its way:
+                            // the report's reply says what happened.
+                            RenewStatus::Lost if r.finished.load(Ordering::SeqCst) => {
+                                tracing::debug!(task_id = %id, "lease already moved on while the completion was pending");
                             }
                             RenewStatus::Lost => {
                                 tracing::warn!(task_id = %id, "lease lost: stopping the handler");
