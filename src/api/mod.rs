@@ -169,7 +169,7 @@ pub struct SubmitRequest {
     /// Tags a worker must all have to take the task (at most 32, each 1-64
     /// characters of A-Z a-z 0-9 - _ . : /).
     #[serde(default)]
-    #[schema(max_items = 32)]
+    #[schema(schema_with = tags_schema)]
     pub tags: Vec<String>,
     /// Higher runs first among tasks waiting for the same workers.
     #[serde(default, deserialize_with = "whole::i32")]
@@ -194,6 +194,19 @@ pub struct SubmitRequest {
     #[serde(default)]
     #[schema(pattern = "^[!-~]{1,200}$")]
     pub idempotency_key: Option<String>,
+}
+
+/// Tags in the document: at most 32, each as `is_valid_tag` accepts.
+fn tags_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[A-Za-z0-9._:/-]{1,64}$")),
+        )
+        .max_items(Some(32))
+        .build()
 }
 
 /// Integer fields that also accept a JSON number with a zero fraction
@@ -455,7 +468,7 @@ impl ApiState {
 
 /// Submit one task.
 #[utoipa::path(post, path = "/v1/tasks", request_body = SubmitRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe submission: the same key returns the first task")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,200}$", description = "Repeat-safe submission: the same key returns the first task")),
     responses(
         (status = 202, description = "Accepted", body = Submitted),
         (status = 200, description = "Duplicate of an earlier submission with the same key", body = Submitted),
