@@ -298,6 +298,15 @@ impl Store {
         self.keyring.sign(stream, msg_type, self.expiry(), &bytes)
     }
 
+    /// Signs an intake message naming `tasks`; no bytes when there are none
+    /// (the scripts then append nothing).
+    fn seal_intake(&self, tasks: Vec<IntakeTask>) -> Vec<u8> {
+        if tasks.is_empty() {
+            return Vec::new();
+        }
+        self.seal(&self.keys.intake(), messages::SUBMIT, &IntakeBody { tasks })
+    }
+
     /// Verifies an entry read from `stream`; failures are counted by reason
     /// and logged without the body.
     pub fn open<'a>(&self, stream: &str, entry: &'a Entry) -> std::result::Result<Verified<'a>, Rejection> {
@@ -498,11 +507,7 @@ impl Store {
                 prio: t.priority,
             })
             .collect();
-        let envelope = if immediate.is_empty() {
-            Vec::new()
-        } else {
-            self.seal(&intake, messages::SUBMIT, &IntakeBody { tasks: immediate })
-        };
+        let envelope = self.seal_intake(immediate);
         let mut inv = self.scripts.submit.prepare_invoke();
         inv.key(&intake)
             .key(self.keys.scheduled())
@@ -656,11 +661,7 @@ impl Store {
                 prio: c.task.priority,
             })
             .collect();
-        let intake_env = if released.is_empty() {
-            Vec::new()
-        } else {
-            self.seal(&intake, messages::SUBMIT, &IntakeBody { tasks: released })
-        };
+        let intake_env = self.seal_intake(released);
         let mut inv = self.scripts.complete.prepare_invoke();
         inv.key(self.keys.deadlines())
             .key(self.keys.scheduled())
@@ -828,11 +829,7 @@ impl Store {
             let att: u32 = f[5].as_deref().and_then(|s| s.parse().ok()).unwrap_or(1);
             args.push((id.clone(), v, retry_delay(att)));
         }
-        let intake_env = if requeue.is_empty() {
-            Vec::new()
-        } else {
-            self.seal(&intake, messages::SUBMIT, &IntakeBody { tasks: requeue })
-        };
+        let intake_env = self.seal_intake(requeue);
         let event = EventBody {
             ids: due.iter().map(|d| d.0.clone()).collect(),
         };
@@ -1138,11 +1135,7 @@ impl Store {
                 prio: num(f.get("prio")),
             })
             .collect();
-        let envelope = if runnable.is_empty() {
-            Vec::new()
-        } else {
-            self.seal(&intake, messages::SUBMIT, &IntakeBody { tasks: runnable })
-        };
+        let envelope = self.seal_intake(runnable);
         let mut inv = self.scripts.restore.prepare_invoke();
         inv.key(&intake)
             .key(self.keys.scheduled())

@@ -25,14 +25,6 @@ const P: &str = "{drover:0}:";
 const WORKER_PROFILE: &str = "[handlers]\nsleep = { kind = \"builtin\" }\nnoop = { kind = \"builtin\" }\n\
                               echo = { kind = \"builtin\" }\nfail = { kind = \"builtin\" }\n";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn has_redis_cli() -> bool {
     Command::new("redis-cli")
         .arg("--version")

@@ -45,7 +45,7 @@ async fn killing_workers_again_and_again_loses_nothing_and_applies_nothing_twice
     };
     let mut workers: Vec<Proc> = ids.iter().map(|id| start(id)).collect();
     let client = c.client();
-    eventually(Duration::from_secs(20), "three workers", || async {
+    eventually(Duration::from_secs(60), "three workers", || async {
         (client.workers().await.unwrap().workers.len() == 3).then_some(())
     })
     .await;

@@ -79,7 +79,7 @@ async fn roles_two_minutes_apart_agree_on_time() {
         dir.path(),
     );
     let client = Client::new(&format!("http://127.0.0.1:{port}"), Some(ADMIN_TOKEN.into())).unwrap();
-    eventually(Duration::from_secs(20), "both workers", || async {
+    eventually(Duration::from_secs(60), "both workers", || async {
         client.workers().await.ok().filter(|w| w.workers.len() == 2).map(|_| ())
     })
     .await;

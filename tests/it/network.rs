@@ -24,7 +24,7 @@ async fn a_slow_link_below_the_lease_reclaims_nothing() {
         dir.path(),
     );
     let client = c.client();
-    eventually(Duration::from_secs(20), "the worker behind the slow link", || async {
+    eventually(Duration::from_secs(60), "the worker behind the slow link", || async {
         (client.workers().await.unwrap().workers.len() == 1).then_some(())
     })
     .await;
@@ -74,7 +74,7 @@ async fn a_worker_cut_off_past_its_lease_stops_its_handler_and_the_effect_happen
         dir.path(),
     );
     let client = c.client();
-    eventually(Duration::from_secs(20), "the first worker", || async {
+    eventually(Duration::from_secs(60), "the first worker", || async {
         (client.workers().await.unwrap().workers.len() == 1).then_some(())
     })
     .await;

@@ -11,14 +11,6 @@ use std::time::Duration;
 
 const SLEEP_WORKER: &str = "[handlers]\nsleep = { kind = \"builtin\" }\nnoop = { kind = \"builtin\" }\n";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn a_task_on_a_killed_worker_completes_on_another_after_its_lease() {
     let Some(mut c) = Cluster::start(&[]).await else {
@@ -40,7 +32,7 @@ async fn a_task_on_a_killed_worker_completes_on_another_after_its_lease() {
         })
         .collect();
     let client = c.client();
-    eventually(Duration::from_secs(15), "two worker processes", || async {
+    eventually(Duration::from_secs(60), "two worker processes", || async {
         (client.workers().await.unwrap().workers.len() == 2).then_some(())
     })
     .await;
@@ -78,7 +70,7 @@ async fn a_zombie_worker_cannot_complete_after_its_lease_passed() {
         dir.path(),
     );
     let client = c.client();
-    eventually(Duration::from_secs(15), "the first worker", || async {
+    eventually(Duration::from_secs(60), "the first worker", || async {
         (client.workers().await.unwrap().workers.len() == 1).then_some(())
     })
     .await;
@@ -165,7 +157,7 @@ async fn when_the_leader_coordinator_dies_another_takes_over() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let leader: String = eventually(Duration::from_secs(15), "a leader", || {
+    let leader: String = eventually(Duration::from_secs(60), "a leader", || {
         let mut con = con.clone();
         async move {
             redis::cmd("GET")
@@ -178,7 +170,7 @@ async fn when_the_leader_coordinator_dies_another_takes_over() {
     .await;
     let li: usize = if leader == "coord-0" { 0 } else { 1 };
     let survivor = Client::new(&format!("http://127.0.0.1:{}", ports[1 - li]), Some(ADMIN_TOKEN.into())).unwrap();
-    eventually(Duration::from_secs(15), "the worker", || async {
+    eventually(Duration::from_secs(60), "the worker", || async {
         survivor
             .workers()
             .await

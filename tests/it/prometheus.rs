@@ -23,14 +23,6 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn promtool_accepts_the_rules_and_their_unit_tests_pass() {
     if !have("promtool") {
@@ -142,7 +134,7 @@ async fn a_real_prometheus_sees_backlog_and_failure_alerts_fire_and_resolve() {
     let client = Client::new(&format!("http://127.0.0.1:{api_port}"), Some(ADMIN_TOKEN.into())).unwrap();
 
     // No worker: a backlog builds up and the backlog alert fires.
-    eventually(Duration::from_secs(20), "the API", || async {
+    eventually(Duration::from_secs(60), "the API", || async {
         client.workers().await.ok().map(|_| ())
     })
     .await;

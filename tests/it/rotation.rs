@@ -94,7 +94,7 @@ async fn rotating_the_signing_key_under_load_fails_no_task() {
         Some(ADMIN_TOKEN.into()),
     )
     .unwrap();
-    eventually(Duration::from_secs(20), "the cluster", || async {
+    eventually(Duration::from_secs(60), "the cluster", || async {
         client
             .workers()
             .await

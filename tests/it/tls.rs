@@ -130,7 +130,7 @@ async fn roles_talk_to_redis_over_verified_tls_and_refuse_a_wrong_ca() {
         d,
     );
     let client = Client::new(&format!("http://{api_addr}"), Some(ADMIN_TOKEN.into())).unwrap();
-    eventually(Duration::from_secs(20), "the cluster over TLS", || async {
+    eventually(Duration::from_secs(60), "the cluster over TLS", || async {
         client
             .workers()
             .await
