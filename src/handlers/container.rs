@@ -102,18 +102,6 @@ const REQUEST_TIMEOUT_SECS: u64 = 120;
 /// daemon in trouble is this slow.
 const REMOVE_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Variables drover sets for every run; the profile may not override them, since
-/// downstream systems trust `DROVER_FENCE` to be the real fencing token. (The same
-/// list as `exec`'s.)
-const RESERVED_ENV: [&str; 6] = [
-    "DROVER_TASK_ID",
-    "DROVER_HANDLER",
-    "DROVER_ATTEMPT",
-    "DROVER_FENCE",
-    "DROVER_EPOCH",
-    "DROVER_FENCE_COUNTER",
-];
-
 /// A `kind = "container"` profile entry.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -382,21 +370,7 @@ impl ContainerHandler {
             }
         }
 
-        for (name, value) in &spec.env {
-            if name.is_empty() || name.contains(['=', '\0']) {
-                return Err(bad_entry(
-                    "env",
-                    name,
-                    "names must be non-empty and contain neither '=' nor NUL",
-                ));
-            }
-            if RESERVED_ENV.contains(&name.as_str()) {
-                return Err(bad_entry("env", name, "is set by drover"));
-            }
-            if value.contains('\0') {
-                return Err(bad_entry("env", name, "must not contain NUL bytes"));
-            }
-        }
+        super::check_env(handler, &spec.env)?;
 
         if let Some(dir) = &spec.workdir {
             // Docker rejects relative working directories at create time; say so now.

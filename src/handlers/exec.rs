@@ -36,17 +36,6 @@ use super::{
 /// How much of the end of stderr is kept for failure messages.
 pub const STDERR_TAIL: usize = 4 * 1024;
 
-/// Variables drover sets for every run; the profile may not override them, since
-/// downstream systems trust `DROVER_FENCE` to be the real fencing token.
-const RESERVED_ENV: [&str; 6] = [
-    "DROVER_TASK_ID",
-    "DROVER_HANDLER",
-    "DROVER_ATTEMPT",
-    "DROVER_FENCE",
-    "DROVER_EPOCH",
-    "DROVER_FENCE_COUNTER",
-];
-
 /// How long to wait for a SIGKILLed program to be reaped before leaving that to
 /// tokio's background reaper; only a process stuck in the kernel takes this long.
 const REAP_GRACE: Duration = Duration::from_secs(5);
@@ -97,21 +86,7 @@ impl ExecHandler {
         if let Some(i) = spec.command.iter().position(|a| a.contains('\0')) {
             return Err(bad_entry("command", &i.to_string(), "must not contain NUL bytes"));
         }
-        for (name, value) in &spec.env {
-            if name.is_empty() || name.contains(['=', '\0']) {
-                return Err(bad_entry(
-                    "env",
-                    name,
-                    "names must be non-empty and contain neither '=' nor NUL",
-                ));
-            }
-            if RESERVED_ENV.contains(&name.as_str()) {
-                return Err(bad_entry("env", name, "is set by drover"));
-            }
-            if value.contains('\0') {
-                return Err(bad_entry("env", name, "must not contain NUL bytes"));
-            }
-        }
+        super::check_env(handler, &spec.env)?;
         Ok(ExecHandler {
             inner: Arc::new(Inner {
                 command: spec.command.clone(),

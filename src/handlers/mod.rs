@@ -374,6 +374,41 @@ impl fmt::Debug for Registry {
     }
 }
 
+/// Variables drover sets for every run of an exec or container handler; a
+/// profile may not override them, since downstream systems trust
+/// `DROVER_FENCE` to be the real fencing token.
+pub(crate) const RESERVED_ENV: [&str; 6] = [
+    "DROVER_TASK_ID",
+    "DROVER_HANDLER",
+    "DROVER_ATTEMPT",
+    "DROVER_FENCE",
+    "DROVER_EPOCH",
+    "DROVER_FENCE_COUNTER",
+];
+
+/// Checks a profile's `env` table: names non-empty without `=` or NUL, no
+/// reserved name, values without NUL (every spawn would fail on one).
+pub(crate) fn check_env(handler: &str, env: &BTreeMap<String, String>) -> Result<(), SpecError> {
+    let bad = |entry: &str, reason: &str| SpecError::BadEntry {
+        handler: handler.to_owned(),
+        key: "env",
+        entry: entry.to_owned(),
+        reason: reason.to_owned(),
+    };
+    for (name, value) in env {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return Err(bad(name, "names must be non-empty and contain neither '=' nor NUL"));
+        }
+        if RESERVED_ENV.contains(&name.as_str()) {
+            return Err(bad(name, "is set by drover"));
+        }
+        if value.contains('\0') {
+            return Err(bad(name, "must not contain NUL bytes"));
+        }
+    }
+    Ok(())
+}
+
 /// Parses a profile duration: a whole number followed by a unit, one of `ms`, `s`,
 /// `m`, `h` (e.g. `500ms`, `30s`, `5m`, `1h`; a space before the unit is allowed).
 ///
