@@ -815,16 +815,7 @@ impl Store {
         for (id, f) in &due {
             let v: u64 = f[1].as_deref().and_then(|s| s.parse().ok()).unwrap_or(0);
             if f[0].as_deref() == Some("assigned") {
-                requeue.push(IntakeTask {
-                    id: id.clone(),
-                    v: v + 1,
-                    h: f[2].clone().unwrap_or_default(),
-                    tags: f[3]
-                        .as_deref()
-                        .and_then(|t| serde_json::from_str(t).ok())
-                        .unwrap_or_default(),
-                    prio: f[4].as_deref().and_then(|p| p.parse().ok()).unwrap_or(0),
-                });
+                requeue.push(intake_task(id.clone(), v + 1, &f[2], &f[3], &f[4]));
             }
             let att: u32 = f[5].as_deref().and_then(|s| s.parse().ok()).unwrap_or(1);
             args.push((id.clone(), v, retry_delay(att)));
@@ -889,15 +880,14 @@ impl Store {
         let intake = self.keys.intake();
         let tasks: Vec<IntakeTask> = due
             .iter()
-            .map(|(id, f)| IntakeTask {
-                id: id.clone(),
-                v: f[1].as_deref().and_then(|s| s.parse().ok()).unwrap_or(0) + 1,
-                h: f[2].clone().unwrap_or_default(),
-                tags: f[3]
-                    .as_deref()
-                    .and_then(|t| serde_json::from_str(t).ok())
-                    .unwrap_or_default(),
-                prio: f[4].as_deref().and_then(|p| p.parse().ok()).unwrap_or(0),
+            .map(|(id, f)| {
+                intake_task(
+                    id.clone(),
+                    f[1].as_deref().and_then(|s| s.parse().ok()).unwrap_or(0) + 1,
+                    &f[2],
+                    &f[3],
+                    &f[4],
+                )
             })
             .collect();
         let mut inv = self.scripts.promote.prepare_invoke();
@@ -968,14 +958,7 @@ impl Store {
     /// ("0" when a sweep is complete) and how many tasks were announced.
     pub async fn reconcile(&self, cursor: &str, count: usize, grace: Duration) -> Result<(String, u64)> {
         let mut con = self.con().await?;
-        let (next, keys): (String, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(self.keys.task_pattern())
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut con)
-            .await?;
+        let (next, keys) = self.scan_task_keys(&mut con, cursor, count).await?;
         if keys.is_empty() {
             return Ok((next, 0));
         }
@@ -998,16 +981,13 @@ impl Store {
                     .is_some_and(|u| u < cutoff)
             })
             .map(|(k, f)| {
-                let task = IntakeTask {
-                    id: k[prefix_len..].to_string(),
-                    v: f[3].as_deref().and_then(|s| s.parse().ok()).unwrap_or(0),
-                    h: f[4].clone().unwrap_or_default(),
-                    tags: f[5]
-                        .as_deref()
-                        .and_then(|t| serde_json::from_str(t).ok())
-                        .unwrap_or_default(),
-                    prio: f[6].as_deref().and_then(|p| p.parse().ok()).unwrap_or(0),
-                };
+                let task = intake_task(
+                    k[prefix_len..].to_string(),
+                    f[3].as_deref().and_then(|s| s.parse().ok()).unwrap_or(0),
+                    &f[4],
+                    &f[5],
+                    &f[6],
+                );
                 (task, f[2].clone().unwrap_or_default())
             })
             .collect();
@@ -1161,14 +1141,7 @@ impl Store {
         count: usize,
     ) -> Result<(String, Vec<(String, HashMap<String, String>)>)> {
         let mut con = self.con().await?;
-        let (next, keys): (String, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(self.keys.task_pattern())
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut con)
-            .await?;
+        let (next, keys) = self.scan_task_keys(&mut con, cursor, count).await?;
         if keys.is_empty() {
             return Ok((next, Vec::new()));
         }
@@ -1186,6 +1159,18 @@ impl Store {
                 .map(|(k, m)| (k[prefix_len..].to_string(), m))
                 .collect(),
         ))
+    }
+
+    /// One SCAN step over task hashes: the next cursor and the keys found.
+    async fn scan_task_keys(&self, con: &mut Con, cursor: &str, count: usize) -> Result<(String, Vec<String>)> {
+        Ok(redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(self.keys.task_pattern())
+            .arg("COUNT")
+            .arg(count)
+            .query_async(con)
+            .await?)
     }
 
     // ---- reads ---------------------------------------------------------
@@ -1212,14 +1197,7 @@ impl Store {
         // Keep scanning until the page has something or the scan ends, but
         // bound the work done for one request.
         for _ in 0..20 {
-            let (next, keys): (String, Vec<String>) = redis::cmd("SCAN")
-                .arg(&cursor)
-                .arg("MATCH")
-                .arg(self.keys.task_pattern())
-                .arg("COUNT")
-                .arg(limit.max(10))
-                .query_async(&mut con)
-                .await?;
+            let (next, keys) = self.scan_task_keys(&mut con, &cursor, limit.max(10)).await?;
             let mut pipe = redis::pipe();
             for k in &keys {
                 pipe.cmd("HGETALL").arg(k);
@@ -1304,6 +1282,21 @@ impl Store {
     pub async fn counts(&self) -> Result<HashMap<String, i64>> {
         let mut con = self.con().await?;
         Ok(con.hgetall(self.keys.counts()).await?)
+    }
+}
+
+/// An intake entry for a task, from the handler, tags JSON and priority
+/// fields as HMGET returns them.
+fn intake_task(id: String, v: u64, h: &Option<String>, tags: &Option<String>, prio: &Option<String>) -> IntakeTask {
+    IntakeTask {
+        id,
+        v,
+        h: h.clone().unwrap_or_default(),
+        tags: tags
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default(),
+        prio: prio.as_deref().and_then(|p| p.parse().ok()).unwrap_or(0),
     }
 }
 

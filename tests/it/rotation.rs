@@ -170,7 +170,7 @@ async fn rotating_the_signing_key_under_load_fails_no_task() {
         .unwrap();
     let metrics_url = format!("http://127.0.0.1:{}/metrics", roles.dist_admin);
     eventually(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "the old-key message refused by signature",
         || async {
             let text = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
