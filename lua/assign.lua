@@ -12,7 +12,7 @@
 -- so two distributors can never over-fill one worker. The envelope is
 -- appended only if at least one task was assigned; entries in it for tasks
 -- that were not are stale and the worker's start refuses them.
-local prefix, envelope, ttl, wid = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local prefix, envelope, ttl, wid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local reply = {}
 local w = redis.call('HMGET', KEYS[1], 'cap', 'used', 'draining')
 if not w[1] or w[3] == '1' then
@@ -21,6 +21,7 @@ if not w[1] or w[3] == '1' then
 end
 local free = tonumber(w[1]) - tonumber(w[2] or '0')
 local now = now_ms()
+local now_s, deadline = int(now), int(now + ttl)
 local deadlines = {}
 local assigned = 0
 for i = 5, #ARGV, 2 do
@@ -36,8 +37,8 @@ for i = 5, #ARGV, 2 do
   elseif free <= 0 then
     reply[#reply + 1] = 'full'
   else
-    redis.call('HSET', key, 'state', 'assigned', 'v', tonumber(t[2]) + 1, 'w', wid, 'ut', now)
-    deadlines[#deadlines + 1] = now + ttl
+    redis.call('HSET', key, 'state', 'assigned', 'v', int(t[2] + 1), 'w', wid, 'ut', now_s)
+    deadlines[#deadlines + 1] = deadline
     deadlines[#deadlines + 1] = id
     free = free - 1
     assigned = assigned + 1

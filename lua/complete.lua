@@ -15,8 +15,8 @@
 -- 'release' hands a task back without charging an attempt (graceful
 -- shutdown); it is queued again and announced on the intake stream, unless
 -- a cancel was requested meanwhile: then it is cancelled.
-local prefix, wid, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local now = now_ms()
+local prefix, wid, ttl = ARGV[1], ARGV[2], ARGV[3]
+local now = int(now_ms())
 local reply, deltas, changed, released, done = {}, {}, 0, {}, {}
 for i = 7, #ARGV, 6 do
   local id, epoch, fence, outcome, payload, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
@@ -25,26 +25,24 @@ for i = 7, #ARGV, 6 do
   if t[1] ~= 'running' or t[2] ~= wid or t[3] ~= epoch or t[4] ~= fence then
     reply[#reply + 1] = 'stale'
   else
-    local v = tonumber(t[5]) + 1
+    local v = int(t[5] + 1)
     local state
     done[#done + 1] = id
     bump(deltas, 'running', -1)
     if outcome == 'ok' then
-      redis.call('HSET', key, 'res', payload)
-      finish(key, 'succeeded', now, ttl, v)
+      finish(key, 'succeeded', now, ttl, v, 'res', payload)
       state = 'succeeded'
     elseif outcome == 'cancelled' or (outcome == 'release' and t[7] == '1') then
       finish(key, 'cancelled', now, ttl, v)
       state = 'cancelled'
     elseif outcome == 'release' then
-      redis.call('HSET', key, 'state', 'queued', 'v', v, 'att', tonumber(t[6]) - 1, 'ut', now)
+      redis.call('HSET', key, 'state', 'queued', 'v', v, 'att', int(t[6] - 1), 'ut', now)
       redis.call('HDEL', key, 'w')
       bump(deltas, 'queued', 1)
       released[#released + 1] = id
       state = 'queued'
     else
-      redis.call('HSET', key, 'err', payload)
-      state = settle_failure(key, id, now, delay, ttl, v, deltas, KEYS[2])
+      state = settle_failure(key, id, now, delay, ttl, v, payload, deltas, KEYS[2])
     end
     changed = changed + 1
     reply[#reply + 1] = state

@@ -10,6 +10,12 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- An integer as the string Redis stores. Redis formats a Lua number given
+-- to redis.call with "%.17g", which goes through glibc's float printing and
+-- showed up in profiles; "%d" is the plain integer path. Hot scripts format
+-- each number once and pass strings.
+local function int(x) return string.format('%d', x) end
+
 -- Key templates, mirrored by src/store/keys.rs. Every key shares the
 -- prefix's hash tag, so a script only ever touches one cluster slot.
 local function task_key(prefix, id) return prefix .. 't:' .. id end
@@ -38,8 +44,14 @@ local function release_slot(prefix, wid)
 end
 
 -- Ends a task: terminal state, finish time, result kept for a TTL.
-local function finish(key, state, now, ttl_ms, v)
-  redis.call('HSET', key, 'state', state, 'v', v, 'fin', now, 'ut', now)
+-- `field`/`value` (optional) is one more field written in the same HSET:
+-- the result or the error. `now` and `v` may be numbers or strings.
+local function finish(key, state, now, ttl_ms, v, field, value)
+  if field then
+    redis.call('HSET', key, 'state', state, 'v', v, 'fin', now, 'ut', now, field, value)
+  else
+    redis.call('HSET', key, 'state', state, 'v', v, 'fin', now, 'ut', now)
+  end
   redis.call('HDEL', key, 'w')
   redis.call('PEXPIRE', key, ttl_ms)
 end
@@ -56,6 +68,7 @@ end
 
 -- Announces queued tasks on the intake stream and records the entry in each
 -- task (`ent`), so the reconciler can tell a task whose entry was lost.
+-- (submit.lua appends first and writes `ent` with the task's own HSET.)
 local function announce(prefix, intake, envelope, ids)
   if #ids == 0 then return end
   local ent = append(intake, envelope)
@@ -85,22 +98,22 @@ end
 
 -- What happens to a task whose attempt ended without success: cancelled if
 -- a cancel was requested, retried after `delay_ms` while attempts remain,
--- else dead. Returns the new state. The caller has already checked
--- version/fence and removed the deadline.
-local function settle_failure(key, id, now, delay_ms, ttl_ms, v, deltas, scheduled_key)
+-- else dead. `err` is written with the new state. Returns the new state.
+-- The caller has already checked version/fence and removed the deadline.
+local function settle_failure(key, id, now, delay_ms, ttl_ms, v, err, deltas, scheduled_key)
   local f = redis.call('HMGET', key, 'cr', 'att', 'max')
   if f[1] == '1' then
-    finish(key, 'cancelled', now, ttl_ms, v)
+    finish(key, 'cancelled', now, ttl_ms, v, 'err', err)
     return 'cancelled'
   end
   if tonumber(f[2] or '0') < tonumber(f[3] or '1') then
-    local run_at = now + tonumber(delay_ms)
-    redis.call('HSET', key, 'state', 'scheduled', 'v', v, 'run_at', run_at, 'ut', now)
+    local run_at = int(now + tonumber(delay_ms))
+    redis.call('HSET', key, 'state', 'scheduled', 'v', v, 'run_at', run_at, 'ut', now, 'err', err)
     redis.call('HDEL', key, 'w')
     redis.call('ZADD', scheduled_key, run_at, id)
     bump(deltas, 'scheduled', 1)
     return 'scheduled'
   end
-  finish(key, 'dead', now, ttl_ms, v)
+  finish(key, 'dead', now, ttl_ms, v, 'err', err)
   return 'dead'
 end

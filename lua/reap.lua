@@ -39,8 +39,7 @@ for i = 6, #ARGV, 3 do
       requeued[#requeued + 1] = id
       outcome = 'queued'
     elseif t[1] == 'running' then
-      redis.call('HSET', key, 'err', 'lease expired')
-      outcome = settle_failure(key, id, now, delay, ttl, v, deltas, KEYS[2])
+      outcome = settle_failure(key, id, now, delay, ttl, v, 'lease expired', deltas, KEYS[2])
     else
       -- A deadline on any other state is a leftover; drop it.
       bump(deltas, t[1], 1)

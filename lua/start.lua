@@ -17,14 +17,15 @@
 -- before a data loss never equals one issued after. Tasks already running
 -- keep the epoch they were started under.
 -- A replayed or stale assign message names an old version and is refused.
-local prefix, group, entry, wid, lease = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local prefix, group, entry, wid, lease = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local now = now_ms()
+local now_s, deadline = int(now), int(now + lease)
 local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
 local current = redis.call('HMGET', KEYS[4], 'epoch', 'run')
 local epoch = current[1]
 if not epoch or current[2] ~= run then
   -- Epochs rise even if the clock stepped back.
-  epoch = tostring(math.max(now, tonumber(epoch or '0') + 1))
+  epoch = int(math.max(now, tonumber(epoch or '0') + 1))
   redis.call('HSET', KEYS[4], 'epoch', epoch, 'run', run)
 end
 local reply, deadlines, started = {}, {}, 0
@@ -45,14 +46,17 @@ for i = 6, #ARGV, 2 do
   elseif t[3] ~= wid then
     refuse('other-worker')
   else
-    local v, fence, att = tonumber(t[2]) + 1, tonumber(t[4]) + 1, tonumber(t[5]) + 1
-    redis.call('HSET', key, 'state', 'running', 'v', v, 'f', fence, 'e', epoch, 'att', att, 'st', now, 'ut', now)
-    deadlines[#deadlines + 1] = now + lease
+    local v, fence, att = int(t[2] + 1), int(t[4] + 1), int(t[5] + 1)
+    redis.call('HSET', key, 'state', 'running', 'v', v, 'f', fence, 'e', epoch, 'att', att, 'st', now_s, 'ut', now_s)
+    deadlines[#deadlines + 1] = deadline
     deadlines[#deadlines + 1] = id
     started = started + 1
-    local r = { 'ok', tostring(v), epoch, tostring(fence), t[6], t[7], t[8], tostring(att), t[9], t[10], t[11],
-      tostring(math.max(tonumber(t[12] or '0'), tonumber(t[13] or '0'))) }
-    for _, x in ipairs(r) do reply[#reply + 1] = x end
+    local ready = t[12] or '0'
+    if tonumber(t[13] or '0') > tonumber(ready) then ready = t[13] end
+    local n = #reply
+    reply[n + 1], reply[n + 2], reply[n + 3], reply[n + 4] = 'ok', v, epoch, fence
+    reply[n + 5], reply[n + 6], reply[n + 7], reply[n + 8] = t[6], t[7], t[8], att
+    reply[n + 9], reply[n + 10], reply[n + 11], reply[n + 12] = t[9], t[10], t[11], ready
   end
 end
 if started > 0 then

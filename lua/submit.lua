@@ -11,13 +11,17 @@
 -- The caller decides queued (run_at 0, listed in the envelope) or
 -- scheduled (run_at set, not listed), so the two always agree; the
 -- scheduler queues a scheduled task once Redis time reaches its run_at.
--- The envelope is appended only if at least one task was queued.
+-- The envelope is appended first (the caller sends '' when it lists no
+-- task), so each queued task's entry id (`ent`, for the reconciler) goes
+-- into the task's own HSET. A task the envelope lists that turns out to be
+-- a duplicate has no hash; distributors skip such ids as missing.
 local prefix, envelope, idem_ttl = ARGV[1], ARGV[2], ARGV[3]
-local now = now_ms()
-local reply, deltas, queued = {}, {}, {}
+local now = int(now_ms())
+local reply, deltas = {}, {}
+local ent = append(KEYS[1], envelope)
 for i = 4, #ARGV, 9 do
   local id, handler, input, tags, prio = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local max, timeout, run_at, idem = ARGV[i + 5], ARGV[i + 6], tonumber(ARGV[i + 7]), ARGV[i + 8]
+  local max, timeout, run_at, idem = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
   local existing = false
   if idem ~= '' then
     local idem_key = prefix .. 'idem:' .. idem
@@ -31,22 +35,25 @@ for i = 4, #ARGV, 9 do
     end
   end
   if not existing then
-    local state = 'queued'
-    if run_at > 0 then state = 'scheduled' end
     local key = task_key(prefix, id)
-    redis.call('HSET', key, 'state', state, 'v', 1, 'h', handler, 'in', input, 'tags', tags,
-      'prio', prio, 'max', max, 'att', 0, 'f', 0, 'to', timeout, 'run_at', run_at, 'ct', now, 'ut', now)
-    if idem ~= '' then redis.call('HSET', key, 'idem', idem) end
-    if state == 'scheduled' then
+    local state
+    if run_at ~= '0' then
+      state = 'scheduled'
+      redis.call('HSET', key, 'state', state, 'v', '1', 'h', handler, 'in', input, 'tags', tags,
+        'prio', prio, 'max', max, 'att', '0', 'f', '0', 'to', timeout, 'run_at', run_at, 'ct', now, 'ut', now)
       redis.call('ZADD', KEYS[2], run_at, id)
     else
-      queued[#queued + 1] = id
+      state = 'queued'
+      assert(ent, 'submit: a task to queue now is not in the intake envelope')
+      redis.call('HSET', key, 'state', state, 'v', '1', 'h', handler, 'in', input, 'tags', tags,
+        'prio', prio, 'max', max, 'att', '0', 'f', '0', 'to', timeout, 'run_at', '0', 'ct', now, 'ut', now,
+        'ent', ent)
     end
+    if idem ~= '' then redis.call('HSET', key, 'idem', idem) end
     bump(deltas, state, 1)
     reply[#reply + 1] = id
     reply[#reply + 1] = state
   end
 end
 flush_counts(KEYS[3], deltas)
-announce(prefix, KEYS[1], envelope, queued)
 return reply

@@ -508,6 +508,7 @@ impl Store {
             })
             .collect();
         let envelope = self.seal_intake(immediate);
+        let announces = !envelope.is_empty();
         let mut inv = self.scripts.submit.prepare_invoke();
         inv.key(&intake)
             .key(self.keys.scheduled())
@@ -527,7 +528,7 @@ impl Store {
                 .arg(t.idempotency_key.as_deref().unwrap_or(""));
         }
         let v = self.call("submit", &inv).await?;
-        if v.iter().any(|x| x == "queued") {
+        if announces {
             Self::sent("intake");
         }
         Ok(v.chunks(2).map(|c| (c[0].clone(), c[1].clone())).collect())
