@@ -36,8 +36,7 @@ for i = 7, #ARGV, 6 do
       finish(key, 'cancelled', now, ttl, v)
       state = 'cancelled'
     elseif outcome == 'release' then
-      redis.call('HSET', key, 'state', 'queued', 'v', v, 'att', int(t[6] - 1), 'ut', now)
-      redis.call('HDEL', key, 'w')
+      redis.call('HSET', key, 'state', 'queued', 'v', v, 'att', int(t[6] - 1), 'ut', now, 'w', '')
       bump(deltas, 'queued', 1)
       released[#released + 1] = id
       state = 'queued'

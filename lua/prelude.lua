@@ -46,13 +46,14 @@ end
 -- Ends a task: terminal state, finish time, result kept for a TTL.
 -- `field`/`value` (optional) is one more field written in the same HSET:
 -- the result or the error. `now` and `v` may be numbers or strings.
+-- A task no worker holds has `w` empty (one HSET instead of HSET + HDEL;
+-- readers treat '' as no worker).
 local function finish(key, state, now, ttl_ms, v, field, value)
   if field then
-    redis.call('HSET', key, 'state', state, 'v', v, 'fin', now, 'ut', now, field, value)
+    redis.call('HSET', key, 'state', state, 'v', v, 'fin', now, 'ut', now, 'w', '', field, value)
   else
-    redis.call('HSET', key, 'state', state, 'v', v, 'fin', now, 'ut', now)
+    redis.call('HSET', key, 'state', state, 'v', v, 'fin', now, 'ut', now, 'w', '')
   end
-  redis.call('HDEL', key, 'w')
   redis.call('PEXPIRE', key, ttl_ms)
 end
 
@@ -108,8 +109,7 @@ local function settle_failure(key, id, now, delay_ms, ttl_ms, v, err, deltas, sc
   end
   if tonumber(f[2] or '0') < tonumber(f[3] or '1') then
     local run_at = int(now + tonumber(delay_ms))
-    redis.call('HSET', key, 'state', 'scheduled', 'v', v, 'run_at', run_at, 'ut', now, 'err', err)
-    redis.call('HDEL', key, 'w')
+    redis.call('HSET', key, 'state', 'scheduled', 'v', v, 'run_at', run_at, 'ut', now, 'err', err, 'w', '')
     redis.call('ZADD', scheduled_key, run_at, id)
     bump(deltas, 'scheduled', 1)
     return 'scheduled'

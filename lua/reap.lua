@@ -33,8 +33,7 @@ for i = 6, #ARGV, 3 do
     release_slot(prefix, t[3])
     bump(deltas, t[1], -1)
     if t[1] == 'assigned' then
-      redis.call('HSET', key, 'state', 'queued', 'v', v, 'ut', now)
-      redis.call('HDEL', key, 'w')
+      redis.call('HSET', key, 'state', 'queued', 'v', v, 'ut', now, 'w', '')
       bump(deltas, 'queued', 1)
       requeued[#requeued + 1] = id
       outcome = 'queued'

@@ -46,7 +46,7 @@ for i = 6, #ARGV, 2 do
   elseif t[3] ~= wid then
     refuse('other-worker')
   else
-    local v, fence, att = int(t[2] + 1), int(t[4] + 1), int(t[5] + 1)
+    local v, fence, att = int(t[2] + 1), int((t[4] or 0) + 1), int((t[5] or 0) + 1)
     redis.call('HSET', key, 'state', 'running', 'v', v, 'f', fence, 'e', epoch, 'att', att, 'st', now_s, 'ut', now_s)
     deadlines[#deadlines + 1] = deadline
     deadlines[#deadlines + 1] = id
@@ -56,7 +56,7 @@ for i = 6, #ARGV, 2 do
     local n = #reply
     reply[n + 1], reply[n + 2], reply[n + 3], reply[n + 4] = 'ok', v, epoch, fence
     reply[n + 5], reply[n + 6], reply[n + 7], reply[n + 8] = t[6], t[7], t[8], att
-    reply[n + 9], reply[n + 10], reply[n + 11], reply[n + 12] = t[9], t[10], t[11], ready
+    reply[n + 9], reply[n + 10], reply[n + 11], reply[n + 12] = t[9], t[10] or '[]', t[11] or '0', ready
   end
 end
 if started > 0 then

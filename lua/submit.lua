@@ -35,21 +35,25 @@ for i = 4, #ARGV, 9 do
     end
   end
   if not existing then
+    -- Fields at their defaults are not stored (memory per queued task):
+    -- att and f (0), ut (= ct), run_at (0), tags ([]), prio (0). Readers
+    -- treat a missing field as its default.
     local key = task_key(prefix, id)
     local state
     if run_at ~= '0' then
       state = 'scheduled'
-      redis.call('HSET', key, 'state', state, 'v', '1', 'h', handler, 'in', input, 'tags', tags,
-        'prio', prio, 'max', max, 'att', '0', 'f', '0', 'to', timeout, 'run_at', run_at, 'ct', now, 'ut', now)
+      redis.call('HSET', key, 'state', state, 'v', '1', 'h', handler, 'in', input, 'max', max, 'to', timeout,
+        'ct', now, 'run_at', run_at)
       redis.call('ZADD', KEYS[2], run_at, id)
     else
       state = 'queued'
       assert(ent, 'submit: a task to queue now is not in the intake envelope')
-      redis.call('HSET', key, 'state', state, 'v', '1', 'h', handler, 'in', input, 'tags', tags,
-        'prio', prio, 'max', max, 'att', '0', 'f', '0', 'to', timeout, 'run_at', '0', 'ct', now, 'ut', now,
-        'ent', ent)
+      redis.call('HSET', key, 'state', state, 'v', '1', 'h', handler, 'in', input, 'max', max, 'to', timeout,
+        'ct', now, 'ent', ent)
     end
-    if idem ~= '' then redis.call('HSET', key, 'idem', idem) end
+    if tags ~= '[]' or prio ~= '0' or idem ~= '' then
+      redis.call('HSET', key, 'tags', tags, 'prio', prio, 'idem', idem)
+    end
     bump(deltas, state, 1)
     reply[#reply + 1] = id
     reply[#reply + 1] = state

@@ -429,9 +429,11 @@ async fn memory(opts: &BenchOptions) -> anyhow::Result<Value> {
             break;
         }
     }
+    let remaining = largest_keys(&b.ctx, 5).await?;
     events.abort();
     b.stop().await;
     Ok(json!({
+        "largest_keys_after_ttl": remaining,
         "tasks": n,
         "baseline_bytes": baseline,
         "bytes_per_queued_task": per_task,
@@ -441,6 +443,20 @@ async fn memory(opts: &BenchOptions) -> anyhow::Result<Value> {
         "after_result_ttl_bytes": after_ttl,
         "growth_over_baseline_bytes": after_ttl as i64 - baseline as i64,
     }))
+}
+
+/// The `top` biggest keys by `MEMORY USAGE`: what memory above the
+/// baseline is made of once the tasks are gone.
+async fn largest_keys(ctx: &Context, top: usize) -> anyhow::Result<Value> {
+    let mut con = ctx.store.con().await?;
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut con).await?;
+    let mut sized = Vec::with_capacity(keys.len());
+    for k in keys.into_iter().take(1000) {
+        let bytes: Option<u64> = redis::cmd("MEMORY").arg("USAGE").arg(&k).query_async(&mut con).await?;
+        sized.push((bytes.unwrap_or(0), k));
+    }
+    sized.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(sized.into_iter().take(top).map(|(bytes, key)| json!({ "key": key, "bytes": bytes })).collect())
 }
 
 fn merge(into: &mut Value, from: Value) {

@@ -967,7 +967,7 @@ impl Store {
         for k in &keys {
             pipe.cmd("HMGET")
                 .arg(k)
-                .arg(&["state", "ut", "ent", "v", "h", "tags", "prio"]);
+                .arg(&["state", "ut", "ent", "v", "h", "tags", "prio", "ct"]);
         }
         let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut con).await?;
         let cutoff = self.clock.now_ms().saturating_sub(grace.as_millis() as u64);
@@ -977,7 +977,9 @@ impl Store {
             .zip(rows)
             .filter(|(_, f)| f[0].as_deref() == Some("queued"))
             .filter(|(_, f)| {
+                // `ut` is not stored until the task first changes.
                 f[1].as_deref()
+                    .or(f[7].as_deref())
                     .and_then(|u| u.parse::<u64>().ok())
                     .is_some_and(|u| u < cutoff)
             })
@@ -1327,10 +1329,11 @@ fn task_view(id: &str, m: &HashMap<String, String>) -> Option<TaskView> {
         version: num(m.get("v")),
         run_at_ms: opt_num("run_at"),
         created_ms: num(m.get("ct")),
-        updated_ms: num(m.get("ut")),
+        // Not stored until the task first changes: then it is the creation time.
+        updated_ms: num(m.get("ut").or(m.get("ct"))),
         started_ms: opt_num("st"),
         finished_ms: opt_num("fin"),
-        worker: m.get("w").cloned(),
+        worker: m.get("w").filter(|w| !w.is_empty()).cloned(),
         fence,
         result: m
             .get("res")
