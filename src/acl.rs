@@ -148,10 +148,7 @@ const COORDINATOR: Profile = Profile {
     grants: &[
         // submit, cancel, reap, promote, reannounce, restore, and the reads
         // of the API, `cancel`, `due` and the reconciler.
-        rw(
-            &["t:*"],
-            &["+hmget", "+hgetall", "+hset", "+hdel", "+pexpire", "+exists"],
-        ),
+        rw(&["t:*"], &["+hmget", "+hgetall", "+hset", "+pexpire", "+exists"]),
         rw(&["idem:*"], &["+get", "+set"]),
         // announce (submit, reap, promote, reannounce, restore); the
         // reconciler's XRANGE; the janitor's idle-consumer cleanup.
@@ -159,7 +156,8 @@ const COORDINATOR: Profile = Profile {
             &["intake"],
             &["+xadd", "+xrange", "+xinfo|consumers", "+xgroup|delconsumer"],
         ),
-        rw(&["events"], &["+xadd", "+xread", "+xrevrange"]),
+        // The janitor trims events older than limits.events_retention.
+        rw(&["events"], &["+xadd", "+xread", "+xrevrange", "+xtrim"]),
         rw(&["deadlines"], &["+zrem", "+zscore", "+zrangebyscore"]),
         rw(&["scheduled"], &["+zadd", "+zrem", "+zscore", "+zrangebyscore"]),
         rw(&["counts"], &["+hincrby", "+hgetall"]),
@@ -226,7 +224,7 @@ const WORKER: Profile = Profile {
     ],
     grants: &[
         // start, renew, complete (finish, settle_failure, announce).
-        rw(&["t:*"], &["+hmget", "+hset", "+hdel", "+pexpire"]),
+        rw(&["t:*"], &["+hmget", "+hset", "+pexpire"]),
         // heartbeat writes its hash; complete gives slots back.
         rw(&["w:{w}"], &["+hset", "+hsetnx", "+hincrby", "+exists"]),
         // Its group, reads and acks (also in start.lua), trim.lua.

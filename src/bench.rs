@@ -60,6 +60,8 @@ fn settings(url: &str, result_ttl: &str) -> anyhow::Result<Settings> {
         ("redis_url", url),
         ("coordinator.http_addr", "127.0.0.1:0"),
         ("timing.result_ttl", result_ttl),
+        // Finished tasks and their events leave Redis together.
+        ("limits.events_retention", result_ttl),
         ("distributor.batch", "1024"),
     ] {
         layers.set_flag(k, "bench", Some(v.to_string()));
@@ -283,6 +285,10 @@ struct RedisUsage {
     calls: u64,
     cpu_s: f64,
     used_memory: u64,
+    /// Parts of `used_memory` that do not depend on tasks held: client
+    /// buffers (the roles' pooled connections) and cached scripts.
+    clients_memory: u64,
+    scripts_memory: u64,
     /// Per command: (calls, µs inside Redis), from INFO commandstats.
     commands: HashMap<String, (u64, u64)>,
 }
@@ -315,6 +321,10 @@ async fn redis_usage(ctx: &Context) -> anyhow::Result<RedisUsage> {
             u.cpu_s += v.trim().parse::<f64>().unwrap_or(0.0);
         } else if let Some(v) = line.strip_prefix("used_memory:") {
             u.used_memory = v.trim().parse().unwrap_or(0);
+        } else if let Some(v) = line.strip_prefix("mem_clients_normal:") {
+            u.clients_memory = v.trim().parse().unwrap_or(0);
+        } else if let Some(v) = line.strip_prefix("used_memory_scripts:") {
+            u.scripts_memory = v.trim().parse().unwrap_or(0);
         }
     }
     Ok(u)
@@ -404,6 +414,7 @@ async fn open_loop(opts: &BenchOptions, rate: f64, seconds: f64) -> anyhow::Resu
 
 async fn memory(opts: &BenchOptions) -> anyhow::Result<Value> {
     let n = opts.tasks.unwrap_or(if opts.quick { 20_000 } else { 1_000_000 });
+    let rounds = if opts.quick { 3 } else { 10 };
     let mut b = Bench::start(opts.aof, "2s").await?;
     let baseline = redis_usage(&b.ctx).await?.used_memory;
     let ids = submit(&b.ctx, &b.clocks, n, 1000).await?;
@@ -416,33 +427,65 @@ async fn memory(opts: &BenchOptions) -> anyhow::Result<Value> {
     wait_finished(&b.clocks, &ids, Duration::from_secs(1800)).await?;
     let drain_s = t0.elapsed().as_secs_f64();
     let drained = redis_usage(&b.ctx).await?.used_memory;
-    // Results expire after the 2 s result TTL; give Redis' active expiry
-    // time to reclaim them.
-    let deadline = Instant::now() + Duration::from_secs(if opts.quick { 30 } else { 300 });
-    let mut after_ttl = drained;
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let mut con = b.ctx.store.con().await?;
-        let keys: u64 = redis::cmd("DBSIZE").query_async(&mut con).await?;
-        after_ttl = redis_usage(&b.ctx).await?.used_memory;
-        if keys < 50 {
-            break;
-        }
+    let settle_within = Duration::from_secs(if opts.quick { 30 } else { 120 });
+    let mut settled = vec![settle(&b.ctx, settle_within).await?];
+    // More runs through the same cluster: what is left after each one
+    // settles must not grow.
+    let per_round = n.min(100_000);
+    for _ in 1..rounds {
+        let ids = submit(&b.ctx, &b.clocks, per_round, 1000).await?;
+        wait_finished(&b.clocks, &ids, Duration::from_secs(600)).await?;
+        settled.push(settle(&b.ctx, settle_within).await?);
     }
     let remaining = largest_keys(&b.ctx, 5).await?;
+    let end = redis_usage(&b.ctx).await?;
     events.abort();
     b.stop().await;
+    let first = settled[0];
+    let last = *settled.last().expect("at least one round");
     Ok(json!({
-        "largest_keys_after_ttl": remaining,
         "tasks": n,
         "baseline_bytes": baseline,
         "bytes_per_queued_task": per_task,
         "payload_bytes_per_task": 4,
         "drain_per_s": n as f64 / drain_s,
         "after_drain_bytes": drained,
-        "after_result_ttl_bytes": after_ttl,
-        "growth_over_baseline_bytes": after_ttl as i64 - baseline as i64,
+        "rounds": rounds,
+        "tasks_per_later_round": per_round,
+        "settled_bytes_per_round": settled,
+        // Workers' hashes, consumer groups, cached scripts: fixed, not per task.
+        "settled_over_baseline_bytes": first as i64 - baseline as i64,
+        "growth_across_rounds_bytes": last as i64 - first as i64,
+        "largest_keys_after_ttl": remaining,
+        "settled_client_buffers_bytes": end.clients_memory,
+        "settled_scripts_bytes": end.scripts_memory,
     }))
+}
+
+/// Waits until finished tasks have expired (result TTL) and the streams are
+/// trimmed (housekeeping every 5 s), then returns `used_memory`: what the
+/// cluster keeps when it holds no tasks.
+async fn settle(ctx: &Context, within: Duration) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + within;
+    let k = &ctx.store.keys;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut con = ctx.store.con().await?;
+        let tasks: Vec<String> = redis::cmd("KEYS").arg(k.task("*")).query_async(&mut con).await?;
+        let streams: Vec<String> = redis::cmd("KEYS")
+            .arg(k.worker_stream("*"))
+            .query_async(&mut con)
+            .await?;
+        let mut longest = 0u64;
+        for s in streams.iter().chain([k.intake(), k.events()].iter()) {
+            let len: u64 = redis::cmd("XLEN").arg(s).query_async(&mut con).await?;
+            longest = longest.max(len);
+        }
+        // A trimmed stream keeps its last-delivered entry.
+        if (tasks.is_empty() && longest <= 1) || Instant::now() >= deadline {
+            return Ok(redis_usage(ctx).await?.used_memory);
+        }
+    }
 }
 
 /// The `top` biggest keys by `MEMORY USAGE`: what memory above the
@@ -456,7 +499,11 @@ async fn largest_keys(ctx: &Context, top: usize) -> anyhow::Result<Value> {
         sized.push((bytes.unwrap_or(0), k));
     }
     sized.sort_unstable_by(|a, b| b.cmp(a));
-    Ok(sized.into_iter().take(top).map(|(bytes, key)| json!({ "key": key, "bytes": bytes })).collect())
+    Ok(sized
+        .into_iter()
+        .take(top)
+        .map(|(bytes, key)| json!({ "key": key, "bytes": bytes }))
+        .collect())
 }
 
 fn merge(into: &mut Value, from: Value) {

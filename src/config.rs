@@ -113,6 +113,7 @@ pub const KEYS: &[KeyDef] = &[
     k("timing.backoff_max", "DROVER_BACKOFF_MAX", "5m", "longest retry delay"),
     k("limits.max_message", "DROVER_MAX_MESSAGE", "1MiB", "largest stream message accepted"),
     k("limits.events_maxlen", "DROVER_EVENTS_MAXLEN", "100000", "approximate length cap of the events stream"),
+    k("limits.events_retention", "DROVER_EVENTS_RETENTION", "10m", "events older than this are trimmed by the leader"),
     k("coordinator.http_addr", "DROVER_HTTP_ADDR", "127.0.0.1:7070", "address of the HTTP API"),
     k("coordinator.max_body", "DROVER_MAX_BODY", "1MiB", "largest request body (413 beyond)"),
     k("coordinator.max_batch", "DROVER_MAX_BATCH", "1000", "most tasks in one batch submit"),
@@ -486,6 +487,7 @@ impl Layers {
             timing,
             max_message: self.size("limits.max_message")? as usize,
             events_maxlen: self.number("limits.events_maxlen", 100, 100_000_000)?,
+            events_retention: self.duration("limits.events_retention")?,
             coordinator: CoordinatorSettings {
                 http_addr: self.addr("coordinator.http_addr")?,
                 max_body: self.size("coordinator.max_body")? as usize,
@@ -626,6 +628,10 @@ pub struct Settings {
     pub timing: Timing,
     pub max_message: usize,
     pub events_maxlen: u64,
+    /// Events older than this are trimmed by the leader's janitor, so the
+    /// stream empties once the cluster is idle (the length cap alone keeps
+    /// up to `events_maxlen` entries forever).
+    pub events_retention: Duration,
     pub coordinator: CoordinatorSettings,
     pub distributor: DistributorSettings,
     pub worker: WorkerSettings,

@@ -226,6 +226,7 @@ async fn leader_pass(
         ctx.store
             .forget_idle_consumers(&intake, crate::store::keys::DISTRIBUTORS_GROUP, t.forget_worker_after)
             .await?;
+        ctx.store.trim_events(ctx.settings.events_retention).await?;
         for _ in 0..10 {
             let (next, _) = ctx.store.reconcile(reconcile_cursor, 1000, RECONCILE_GRACE).await?;
             *reconcile_cursor = next;

@@ -462,6 +462,22 @@ impl Store {
         Ok(Self::int("trim", self.call_raw("trim", &inv).await?)?.max(0) as u64)
     }
 
+    /// Drops events older than `retention` (by their stream ids, which are
+    /// Redis times). `~` lets Redis drop whole nodes only: cheap, and never
+    /// more than asked. Returns how many entries went.
+    pub async fn trim_events(&self, retention: Duration) -> Result<u64> {
+        let min_id = self.clock.now_ms().saturating_sub(retention.as_millis() as u64);
+        let mut con = self.con().await?;
+        let n: u64 = redis::cmd("XTRIM")
+            .arg(self.keys.events())
+            .arg("MINID")
+            .arg("~")
+            .arg(min_id)
+            .query_async(&mut con)
+            .await?;
+        Ok(n)
+    }
+
     /// Reads the events stream after `last_id` (no group: every coordinator
     /// reads everything), blocking up to `block`.
     pub async fn read_events(&self, last_id: &str, block: Duration) -> Result<Vec<Entry>> {
