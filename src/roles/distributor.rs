@@ -41,6 +41,8 @@ struct Distributor {
     id: String,
     stream: String,
     waiting: Vec<Waiting>,
+    /// Whether tasks arrived since `waiting` was last sorted by priority.
+    unsorted: bool,
     /// Tasks of each held entry not yet settled.
     open: HashMap<String, usize>,
     workers: Vec<WorkerView>,
@@ -58,6 +60,7 @@ pub async fn run(ctx: Context, id: String, shutdown: CancellationToken) -> anyho
         id,
         stream,
         waiting: Vec::new(),
+        unsorted: false,
         open: HashMap::new(),
         workers: Vec::new(),
         viewed: None,
@@ -161,6 +164,7 @@ impl Distributor {
                 continue; // already held (claimed twice)
             }
             self.open.insert(entry.id.clone(), tasks.len());
+            self.unsorted = true;
             for task in tasks {
                 tracing::debug!(task_id = %task.id, entry = %entry.id, "received for placement");
                 self.waiting.push(Waiting {
@@ -193,43 +197,66 @@ impl Distributor {
         }
         // Highest priority first; the sort is stable, so arrival order
         // holds within a priority.
-        self.waiting.sort_by_key(|w| std::cmp::Reverse(w.task.prio));
-        let mut free: HashMap<&str, i64> = self
-            .workers
+        if self.unsorted {
+            self.waiting.sort_by_key(|w| std::cmp::Reverse(w.task.prio));
+            self.unsorted = false;
+        }
+        let workers = &self.workers;
+        let mut free: Vec<i64> = workers
             .iter()
-            .filter(|w| !w.draining)
-            .map(|w| (w.id.as_str(), w.capacity as i64 - w.used as i64))
+            .map(|w| {
+                if w.draining {
+                    0
+                } else {
+                    w.capacity as i64 - w.used as i64
+                }
+            })
             .collect();
-        let mut plan: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut total_free: i64 = free.iter().map(|f| (*f).max(0)).sum();
+        // Up to MAX_HELD tasks are looked at on every round, so the workers
+        // able to run a kind of task (handler and tags) are worked out once
+        // per run of same-kind tasks, not per task.
+        let able = |t: &IntakeTask| -> Vec<usize> {
+            (0..workers.len())
+                .filter(|&j| {
+                    let w = &workers[j];
+                    !w.draining && w.handlers.contains(&t.h) && t.tags.iter().all(|tag| w.tags.contains(tag))
+                })
+                .collect()
+        };
+        let mut kind: Option<(&IntakeTask, Vec<usize>)> = None;
+        let mut plan: HashMap<usize, Vec<usize>> = HashMap::new();
         let mut unplaceable = 0u64;
         let mut short_of_room = false;
         for (i, waiting) in self.waiting.iter().enumerate() {
             let t = &waiting.task;
-            let candidates = self
-                .workers
-                .iter()
-                .filter(|w| !w.draining && w.handlers.contains(&t.h) && t.tags.iter().all(|tag| w.tags.contains(tag)));
-            let mut any = false;
-            let mut best: Option<(&str, i64)> = None;
-            for w in candidates {
-                any = true;
-                let f = free.get(w.id.as_str()).copied().unwrap_or(0);
-                if f > 0 && best.is_none_or(|(_, bf)| f > bf) {
-                    best = Some((w.id.as_str(), f));
-                }
+            if !kind.as_ref().is_some_and(|(k, _)| k.h == t.h && k.tags == t.tags) {
+                kind = Some((t, able(t)));
             }
-            if !any {
+            let candidates = &kind.as_ref().expect("set above").1;
+            if candidates.is_empty() {
                 unplaceable += 1;
                 if self.unplaceable_logged.insert(t.h.clone()) {
                     tracing::warn!(handler = %t.h, tags = ?t.tags, "no live worker offers this handler with these tags; tasks wait");
                 }
+                continue;
+            }
+            // The most free slots wins; the first such worker on a tie.
+            let mut best: Option<usize> = None;
+            if total_free > 0 {
+                for &j in candidates {
+                    if free[j] > 0 && best.is_none_or(|b| free[j] > free[b]) {
+                        best = Some(j);
+                    }
+                }
             }
             match best {
-                Some((wid, _)) => {
-                    *free.get_mut(wid).expect("candidate is in the free map") -= 1;
-                    plan.entry(wid.to_string()).or_default().push(i);
+                Some(j) => {
+                    free[j] -= 1;
+                    total_free -= 1;
+                    plan.entry(j).or_default().push(i);
                 }
-                None => short_of_room |= any,
+                None => short_of_room = true,
             }
         }
         // Tasks left for want of room: slots may have freed since the read.
@@ -240,7 +267,8 @@ impl Distributor {
         }
         let mut settled = vec![false; self.waiting.len()];
         let assign_ttl = self.ctx.settings.timing.assign_ttl;
-        for (wid, idx) in plan {
+        for (j, idx) in plan {
+            let wid = self.workers[j].id.clone();
             let tasks: Vec<IntakeTask> = idx.iter().map(|&i| self.waiting[i].task.clone()).collect();
             let replies = self.ctx.store.assign(&wid, &tasks, assign_ttl).await?;
             for (&i, status) in idx.iter().zip(&replies) {
@@ -248,9 +276,7 @@ impl Distributor {
                     "ok" => {
                         tracing::debug!(task_id = %self.waiting[i].task.id, worker = %wid, "assigned");
                         // Keep the cached view's credit in step with what was spent.
-                        if let Some(w) = self.workers.iter_mut().find(|w| w.id == wid) {
-                            w.used += 1;
-                        }
+                        self.workers[j].used += 1;
                         settled[i] = true;
                     }
                     "full" | "gone" => self.view_behind = true, // next round reads afresh
@@ -272,6 +298,9 @@ impl Distributor {
     /// Drops the waiting tasks marked settled and acknowledges every entry
     /// none of whose tasks wait any more.
     async fn settle(&mut self, settled: &[bool]) -> Result<(), StoreError> {
+        if !settled.contains(&true) {
+            return Ok(());
+        }
         let mut done_entries = Vec::new();
         let mut keep = Vec::with_capacity(self.waiting.len());
         for (w, s) in std::mem::take(&mut self.waiting)
