@@ -455,3 +455,51 @@ async fn ten_thousand_noop_tasks_all_succeed() {
     );
     c.stop().await;
 }
+
+#[tokio::test]
+async fn finished_tasks_and_their_events_leave_redis_after_their_ttls() {
+    let Some(mut c) = Cluster::start(&[("timing.result_ttl", "1s"), ("limits.events_retention", "1s")]).await else {
+        return;
+    };
+    c.add_distributor("dist-1");
+    c.add_worker("w1", 4, &[], Registry::builtins()).await;
+    let client = c.client();
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(
+            client
+                .submit_one(&task("noop", serde_json::Value::Null))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    for id in &ids {
+        let t = client.wait(id, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(t.state, TaskState::Succeeded, "{t:?}");
+    }
+    let keys = c.ctx("test").store.keys.clone();
+    let mut con = c.redis_con().await;
+    let events: u64 = redis::cmd("XLEN")
+        .arg(keys.events())
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(events > 0, "finishing tasks writes events");
+    // The janitor runs every 5 s; results expire after 1 s.
+    eventually(
+        Duration::from_secs(30),
+        "events trimmed and finished tasks expired",
+        || {
+            let mut con = con.clone();
+            let (events, tasks) = (keys.events(), keys.task("*"));
+            async move {
+                let left: u64 = redis::cmd("XLEN").arg(&events).query_async(&mut con).await.unwrap();
+                let hashes: Vec<String> = redis::cmd("KEYS").arg(&tasks).query_async(&mut con).await.unwrap();
+                (left == 0 && hashes.is_empty()).then_some(())
+            }
+        },
+    )
+    .await;
+    c.stop().await;
+}
