@@ -16,7 +16,9 @@ pub const EVENT: &str = "event";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IntakeTask {
     pub id: String,
-    /// The version the task has while queued.
+    /// The version the task has while queued; left out when it is 1 (a
+    /// task just submitted), which saves bytes per queued task in the stream.
+    #[serde(default = "first_version", skip_serializing_if = "is_first_version")]
     pub v: u64,
     pub h: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -27,6 +29,14 @@ pub struct IntakeTask {
 
 fn is_zero(p: &i32) -> bool {
     *p == 0
+}
+
+fn first_version() -> u64 {
+    1
+}
+
+fn is_first_version(v: &u64) -> bool {
+    *v == 1
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,4 +69,32 @@ pub struct CancelBody {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventBody {
     pub ids: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intake_tasks_leave_out_defaults_and_read_them_back() {
+        let fresh = IntakeTask {
+            id: "a".into(),
+            v: 1,
+            h: "noop".into(),
+            tags: vec![],
+            prio: 0,
+        };
+        let json = serde_json::to_string(&fresh).unwrap();
+        assert_eq!(json, r#"{"id":"a","h":"noop"}"#);
+        assert_eq!(serde_json::from_str::<IntakeTask>(&json).unwrap(), fresh);
+        let moved = IntakeTask {
+            v: 3,
+            tags: vec!["gpu".into()],
+            prio: -2,
+            ..fresh
+        };
+        let json = serde_json::to_string(&moved).unwrap();
+        assert_eq!(json, r#"{"id":"a","v":3,"h":"noop","tags":["gpu"],"prio":-2}"#);
+        assert_eq!(serde_json::from_str::<IntakeTask>(&json).unwrap(), moved);
+    }
 }
