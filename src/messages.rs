@@ -16,9 +16,12 @@ pub const EVENT: &str = "event";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IntakeTask {
     pub id: String,
-    /// The version the task has while queued; left out when it is 1 (a
-    /// task just submitted), which saves bytes per queued task in the stream.
-    #[serde(default = "first_version", skip_serializing_if = "is_first_version")]
+    /// The version the task has while queued. Read as 1 when missing, so a
+    /// later release can leave it out for a task just submitted (about 6
+    /// bytes per queued task in the stream) without breaking distributors
+    /// of this one during a rolling upgrade; written always, for the same
+    /// reason in the other direction.
+    #[serde(default = "first_version")]
     pub v: u64,
     pub h: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -35,9 +38,6 @@ fn first_version() -> u64 {
     1
 }
 
-fn is_first_version(v: &u64) -> bool {
-    *v == 1
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IntakeBody {
@@ -76,7 +76,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn intake_tasks_leave_out_defaults_and_read_them_back() {
+    fn intake_tasks_leave_out_default_tags_and_priority_and_read_them_back() {
         let fresh = IntakeTask {
             id: "a".into(),
             v: 1,
@@ -85,8 +85,10 @@ mod tests {
             prio: 0,
         };
         let json = serde_json::to_string(&fresh).unwrap();
-        assert_eq!(json, r#"{"id":"a","h":"noop"}"#);
+        assert_eq!(json, r#"{"id":"a","v":1,"h":"noop"}"#);
         assert_eq!(serde_json::from_str::<IntakeTask>(&json).unwrap(), fresh);
+        let without_version = r#"{"id":"a","h":"noop"}"#;
+        assert_eq!(serde_json::from_str::<IntakeTask>(without_version).unwrap(), fresh);
         let moved = IntakeTask {
             v: 3,
             tags: vec!["gpu".into()],
