@@ -740,3 +740,22 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by schemathesis: `2251799813685247.0` is a whole number (and a
+    /// valid JSON Schema integer), but serde_json's default float parser may
+    /// land one step off (…247.25) at this size; exact parsing
+    /// (`float_roundtrip`) is on so a whole number stays whole.
+    #[test]
+    fn large_whole_numbers_written_as_floats_are_accepted() {
+        let req: SubmitRequest =
+            serde_json::from_str(r#"{"handler":"noop","run_at_ms":2251799813685247.0,"max_attempts":3.0}"#).unwrap();
+        assert_eq!(req.run_at_ms, Some(2_251_799_813_685_247));
+        assert_eq!(req.max_attempts, Some(3));
+        let err = serde_json::from_str::<SubmitRequest>(r#"{"handler":"noop","run_at_ms":2.5}"#).unwrap_err();
+        assert!(err.to_string().contains("not a whole number"), "{err}");
+    }
+}
