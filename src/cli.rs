@@ -172,6 +172,10 @@ pub enum Command {
         /// Tasks for the throughput and memory scenarios (default 100000 and 1000000; 5000 and 20000 with --quick).
         #[arg(long)]
         tasks: Option<usize>,
+        /// Run the roles as separate processes of this binary and report each role's CPU per task
+        /// (submit → start is then not measured).
+        #[arg(long)]
+        processes: bool,
     },
     /// Configuration tools.
     Config {
@@ -526,6 +530,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             capacity,
             distributors,
             tasks,
+            processes,
         } => {
             if let Some(bad) = scenarios
                 .iter()
@@ -546,6 +551,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
                 capacity,
                 distributors,
                 tasks,
+                processes,
             };
             let out = crate::bench::run(opts).await?;
             println!("{}", serde_json::to_string(&out)?);

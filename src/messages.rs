@@ -38,7 +38,6 @@ fn first_version() -> u64 {
     1
 }
 
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IntakeBody {
     pub tasks: Vec<IntakeTask>,

@@ -276,3 +276,32 @@ async fn a_bad_config_value_exits_with_one_line_naming_the_key() {
         assert!(!out.contains("abcd"), "secrets are not echoed: {out}");
     }
 }
+
+#[test]
+fn bench_with_role_processes_reports_each_roles_cpu() {
+    if !drover::redis_server::available() {
+        skip_or_fail("redis-server is not installed");
+        return;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["bench", "--scenario", "throughput", "--processes", "--tasks", "2000"])
+        .env_remove("DROVER_REDIS_URL")
+        .output()
+        .expect("drover bench runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    let t = &v["throughput"];
+    assert_eq!(t["tasks"], 2000, "{v}");
+    assert!(
+        t["latency"]["submit_to_start"].is_null(),
+        "not measurable across processes: {v}"
+    );
+    assert!(t["latency"]["submit_to_finish"]["p50_ms"].as_f64().is_some(), "{v}");
+    // Every role did work in its own process, and the bench reports it.
+    for role in ["coordinator", "distributor", "worker", "bench"] {
+        let us = t["process_cpu_us_per_task"][role].as_f64();
+        assert!(us.is_some_and(|us| us >= 0.0), "{role}: {v}");
+    }
+    let worker = t["process_cpu_us_per_task"]["worker"].as_f64().unwrap();
+    assert!(worker > 0.0, "2000 tasks cost the workers some CPU: {v}");
+}

@@ -9,6 +9,13 @@
 //! events stream reporting the task finished, into HDR histograms in µs.
 //! Redis cost comes from `INFO commandstats`, `INFO cpu` and `INFO memory`
 //! deltas. Numbers are for reading and comparing, never asserted.
+//!
+//! With `--processes` the roles run as separate processes of this binary
+//! (see `processes`) and the throughput scenario also reports each role's
+//! CPU per task; submit → start is then not measured (the handler runs in
+//! another process).
+
+mod processes;
 
 use crate::config::{Layers, Settings};
 use crate::envelope::Keyring;
@@ -19,6 +26,7 @@ use crate::roles::worker::WorkerSpec;
 use crate::roles::{coordinator, distributor, worker, Context};
 use crate::task::{NewTask, TaskId};
 use hdrhistogram::Histogram;
+use processes::{cpu_seconds, CpuByRole, RoleProcesses};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,6 +42,8 @@ pub struct BenchOptions {
     pub capacity: u32,
     pub distributors: usize,
     pub tasks: Option<usize>,
+    /// Roles as separate processes instead of in-process.
+    pub processes: bool,
 }
 
 /// Submit and start/finish instants per task, filled by the submitter, the
@@ -51,6 +61,8 @@ struct Bench {
     ctx: Context,
     stop: CancellationToken,
     roles: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    processes: Option<RoleProcesses>,
+    result_ttl: String,
     _redis: RedisServer,
 }
 
@@ -107,6 +119,8 @@ impl Bench {
             ctx,
             stop: CancellationToken::new(),
             roles: Vec::new(),
+            processes: None,
+            result_ttl: result_ttl.to_string(),
             _redis: redis,
         };
         Ok(bench)
@@ -116,8 +130,33 @@ impl Bench {
         Context::new(self.settings.clone(), role, role)
     }
 
-    /// Coordinator (leader duties), distributors and workers, in-process.
+    /// Coordinator (leader duties), distributors and workers, in-process or
+    /// as processes.
     async fn start_roles(&mut self, opts: &BenchOptions) -> anyhow::Result<()> {
+        if opts.processes {
+            self.processes = Some(RoleProcesses::spawn(
+                &self.settings,
+                &self.result_ttl,
+                opts.distributors,
+                opts.workers,
+                opts.capacity,
+            )?);
+        } else {
+            self.spawn_roles(opts).await?;
+        }
+        // Wait until every worker has announced itself.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.ctx.store.workers(self.settings.timing.worker_ttl).await?.len() < opts.workers.max(1) {
+            if let Some(p) = self.processes.as_mut() {
+                p.check_running()?;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "bench workers did not register");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    async fn spawn_roles(&mut self, opts: &BenchOptions) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         self.roles.push(tokio::spawn(coordinator::run(
             self.role_ctx("coordinator")?,
@@ -146,13 +185,20 @@ impl Bench {
                 self.stop.clone(),
             )));
         }
-        // Wait until every worker has announced itself.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.ctx.store.workers(self.settings.timing.worker_ttl).await?.len() < opts.workers.max(1) {
-            anyhow::ensure!(Instant::now() < deadline, "bench workers did not register");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
         Ok(())
+    }
+
+    /// CPU seconds so far: this process (with the roles when they run
+    /// in-process) and, with `--processes`, each role's processes.
+    fn cpu(&self) -> CpuByRole {
+        let mut cpu = self.processes.as_ref().map(RoleProcesses::cpu).unwrap_or_default();
+        let me = if self.processes.is_some() {
+            "bench"
+        } else {
+            "bench_and_roles"
+        };
+        cpu.insert(me, cpu_seconds(std::process::id()).unwrap_or(0.0));
+        cpu
     }
 
     /// Follows the events stream and stamps finish times.
@@ -191,6 +237,9 @@ impl Bench {
         self.stop.cancel();
         for r in self.roles {
             let _ = tokio::time::timeout(Duration::from_secs(10), r).await;
+        }
+        if let Some(p) = self.processes {
+            let _ = tokio::task::spawn_blocking(move || p.stop()).await;
         }
     }
 }
@@ -269,6 +318,10 @@ fn latencies(clocks: &Mutex<Clocks>, ids: &[String]) -> Value {
         }
     }
     let q = |h: &Histogram<u64>| {
+        if h.is_empty() {
+            // Not measured (with --processes the handler runs elsewhere).
+            return Value::Null;
+        }
         json!({
             "p50_ms": h.value_at_quantile(0.5) as f64 / 1000.0,
             "p99_ms": h.value_at_quantile(0.99) as f64 / 1000.0,
@@ -365,18 +418,29 @@ async fn throughput(opts: &BenchOptions) -> anyhow::Result<Value> {
     b.start_roles(opts).await?;
     let events = b.follow_events();
     let before = redis_usage(&b.ctx).await?;
+    let cpu_before = b.cpu();
     let t0 = Instant::now();
     let ids = submit(&b.ctx, &b.clocks, n, 500).await?;
     let submit_s = t0.elapsed().as_secs_f64();
     wait_finished(&b.clocks, &ids, Duration::from_secs(600)).await?;
     let total_s = t0.elapsed().as_secs_f64();
     let after = redis_usage(&b.ctx).await?;
+    // Where the time goes outside Redis: CPU µs per task of each process.
+    let cpu_after = b.cpu();
+    let cpu_per_task: serde_json::Map<String, Value> = cpu_after
+        .iter()
+        .map(|(role, s)| {
+            let used = s - cpu_before.get(role).copied().unwrap_or(0.0);
+            (role.to_string(), json!(used * 1e6 / n as f64))
+        })
+        .collect();
     let mut out = json!({
         "tasks": n,
         "submit_per_s": n as f64 / submit_s,
         "end_to_end_per_s": n as f64 / total_s,
         "seconds": total_s,
         "latency": latencies(&b.clocks, &ids),
+        "process_cpu_us_per_task": cpu_per_task,
     });
     merge(&mut out, per_task(&before, &after, n));
     events.abort();
