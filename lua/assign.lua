@@ -1,18 +1,26 @@
--- assign.lua — place a batch of queued tasks on one worker (queued → assigned).
+-- assign.lua — place a batch of queued tasks on one worker and take the
+-- lease for it there (queued → running).
 -- KEYS[1] worker hash        KEYS[2] worker stream      KEYS[3] deadlines zset
--- KEYS[4] counts hash
+-- KEYS[4] counts hash        KEYS[5] epoch hash (epoch, run: the Redis
+--                                    run_id it was made under)
 -- ARGV[1] key prefix         ARGV[2] signed assign envelope (task ids with the
 --                                    versions they will have once assigned)
--- ARGV[3] assignment TTL ms (the worker must start the task by then)
--- ARGV[4] worker id
+-- ARGV[3] lease TTL ms       ARGV[4] worker id
 -- ARGV[5..] 2 per task: id, expected version
 -- Reply: flat array, one status per task: 'ok' | 'full' | 'missing' | 'gone'
 --        (worker unknown or draining) | 'conflict' (version) | 'state:<s>'
 -- The worker's credit (capacity - used) is checked here, inside the script,
--- so two distributors can never over-fill one worker. The envelope is
--- appended only if at least one task was assigned; entries in it for tasks
--- that were not are stale and the worker's start refuses them.
-local prefix, envelope, ttl, wid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+-- so two distributors can never over-fill one worker. The lease is taken
+-- here, not by the worker: the fence and the attempt count rise, and the
+-- deadline is now + lease TTL. The worker only reads the task (no script,
+-- no write) when the assign entry reaches it, and accepts it only if the
+-- task is running, on it, at the version and with `ent` = the id of the
+-- entry it read: a replayed copy of the envelope is a different entry.
+-- The envelope is appended only if at least one task was assigned; entries
+-- in it for tasks that were not are refused by the worker.
+-- A new epoch begins whenever this Redis process is not the one that made
+-- the current epoch (see current_epoch in the prelude).
+local prefix, envelope, lease, wid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local reply = {}
 local w = redis.call('HMGET', KEYS[1], 'cap', 'used', 'draining')
 if not w[1] or w[3] == '1' then
@@ -20,14 +28,10 @@ if not w[1] or w[3] == '1' then
   return reply
 end
 local free = tonumber(w[1]) - tonumber(w[2] or '0')
-local now = now_ms()
-local now_s, deadline = int(now), int(now + ttl)
-local deadlines = {}
-local assigned = 0
+local taken = {}
 for i = 5, #ARGV, 2 do
   local id, expected = ARGV[i], ARGV[i + 1]
-  local key = task_key(prefix, id)
-  local t = redis.call('HMGET', key, 'state', 'v')
+  local t = redis.call('HMGET', task_key(prefix, id), 'state', 'v', 'f', 'att')
   if not t[1] then
     reply[#reply + 1] = 'missing'
   elseif t[1] ~= 'queued' then
@@ -37,19 +41,27 @@ for i = 5, #ARGV, 2 do
   elseif free <= 0 then
     reply[#reply + 1] = 'full'
   else
-    redis.call('HSET', key, 'state', 'assigned', 'v', int(t[2] + 1), 'w', wid, 'ut', now_s)
-    deadlines[#deadlines + 1] = deadline
-    deadlines[#deadlines + 1] = id
+    taken[#taken + 1] = { id, t }
     free = free - 1
-    assigned = assigned + 1
     reply[#reply + 1] = 'ok'
   end
 end
-if assigned > 0 then
-  zadd_pairs(KEYS[3], deadlines)
-  redis.call('HINCRBY', KEYS[1], 'used', assigned)
-  redis.call('HINCRBY', KEYS[4], 'queued', -assigned)
-  redis.call('HINCRBY', KEYS[4], 'assigned', assigned)
-  append(KEYS[2], envelope)
+if #taken == 0 then return reply end
+-- The entry first, so each task records it (`ent`) in its one HSET.
+local ent = append(KEYS[2], envelope)
+local now = now_ms()
+local now_s, deadline = int(now), int(now + tonumber(lease))
+local epoch = current_epoch(KEYS[5], now)
+local deadlines = {}
+for _, x in ipairs(taken) do
+  local id, t = x[1], x[2]
+  redis.call('HSET', task_key(prefix, id), 'state', 'running', 'v', int(t[2] + 1), 'w', wid,
+    'f', int((t[3] or 0) + 1), 'e', epoch, 'att', int((t[4] or 0) + 1), 'st', now_s, 'ut', now_s, 'ent', ent)
+  deadlines[#deadlines + 1] = deadline
+  deadlines[#deadlines + 1] = id
 end
+zadd_pairs(KEYS[3], deadlines)
+redis.call('HINCRBY', KEYS[1], 'used', #taken)
+redis.call('HINCRBY', KEYS[4], 'queued', -#taken)
+redis.call('HINCRBY', KEYS[4], 'running', #taken)
 return reply

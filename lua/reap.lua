@@ -1,23 +1,62 @@
--- reap.lua — the leader moves on tasks whose deadline passed (assigned →
--- queued without using an attempt; running → lease expired: retry, dead or
--- cancelled).
+-- reap.lua — the leader moves on tasks whose deadline passed (running →
+-- lease expired: retry, dead or cancelled; a lease whose assignment the
+-- worker never accepted, and a task an older distributor left assigned →
+-- queued without using an attempt).
 -- KEYS[1] deadlines zset     KEYS[2] scheduled zset     KEYS[3] counts hash
 -- KEYS[4] intake stream      KEYS[5] events stream
 -- ARGV[1] key prefix         ARGV[2] result TTL ms
 -- ARGV[3] signed intake envelope for the tasks expected to be queued again,
 --         with the versions they will have ('' if none)
 -- ARGV[4] signed events envelope naming the tasks   ARGV[5] events MAXLEN
--- ARGV[6..] 3 per task: id, expected version, retry delay ms
+-- ARGV[6..] 4 per task: id, expected version, retry delay ms, '1' if the
+--           caller listed it in the intake envelope as never run ('0' if not)
 -- Reply: flat array, 2 per task: id, outcome ('queued' | 'scheduled' | 'dead'
 --        | 'cancelled' | 'renewed' (deadline moved since it was read) |
 --        'conflict' | 'gone' (no task: the member is dropped))
+-- assign.lua takes the lease and charges the attempt; the worker accepts by
+-- acknowledging the assign entry (`ent`) before it runs anything. An entry
+-- still unread, or read but not acknowledged, means the handler never ran
+-- (the worker died or stalled first): the attempt is given back.
 local prefix, ttl = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
+
+-- Stream ids 'ms-seq' in order.
+local function id_after(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if not am or not bm then return false end
+  if #am ~= #bm then return #am > #bm end
+  if am ~= bm then return am > bm end
+  return tonumber(as) > tonumber(bs)
+end
+
+-- Whether worker `wid` acknowledged the assign entry `ent` on its stream.
+-- When that cannot be told (no stream, no group, a task started by an
+-- older worker whose `ent` is an intake entry), it counts as accepted: an
+-- attempt is charged, as for any lease that ran out.
+local function accepted(wid, ent)
+  if not wid or wid == '' or not ent then return true end
+  local stream = worker_key(prefix, wid) .. ':in'
+  local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)
+  if not ok then return true end
+  for _, g in ipairs(groups) do
+    local name, last
+    for j = 1, #g, 2 do
+      if g[j] == 'name' then name = g[j + 1] elseif g[j] == 'last-delivered-id' then last = g[j + 1] end
+    end
+    if name == 'worker' and last then
+      if id_after(ent, last) then return false end
+      return #redis.call('XPENDING', stream, 'worker', ent, ent, 1) == 0
+    end
+  end
+  return true
+end
+
 local reply, deltas, requeued, changed, dropped = {}, {}, {}, 0, {}
-for i = 6, #ARGV, 3 do
-  local id, expected, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+for i = 6, #ARGV, 4 do
+  local id, expected, delay, listed = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local key = task_key(prefix, id)
-  local t = redis.call('HMGET', key, 'state', 'v', 'w')
+  local t = redis.call('HMGET', key, 'state', 'v', 'w', 'ent', 'att', 'cr')
   local due = tonumber(redis.call('ZSCORE', KEYS[1], id) or '-1')
   local outcome
   if not t[1] then
@@ -32,11 +71,24 @@ for i = 6, #ARGV, 3 do
     dropped[#dropped + 1] = id
     release_slot(prefix, t[3])
     bump(deltas, t[1], -1)
-    if t[1] == 'assigned' then
-      redis.call('HSET', key, 'state', 'queued', 'v', v, 'ut', now, 'w', '')
-      bump(deltas, 'queued', 1)
-      requeued[#requeued + 1] = id
-      outcome = 'queued'
+    -- Only a task the envelope lists can be announced again; the caller
+    -- made the same check (Store::assignment_acknowledged).
+    local never_ran = t[1] == 'assigned' or (t[1] == 'running' and listed == '1' and not accepted(t[3], t[4]))
+    if never_ran then
+      -- The handler never ran. A lease taken at assignment gives back the
+      -- attempt it charged (an older distributor's `assigned` charged none).
+      local att = t[5] or '0'
+      if t[1] == 'running' then att = int(math.max(tonumber(att) - 1, 0)) end
+      if t[6] == '1' then
+        -- A cancel was requested while it waited for the worker.
+        finish(key, 'cancelled', now, ttl, v, 'att', att)
+        outcome = 'cancelled'
+      else
+        redis.call('HSET', key, 'state', 'queued', 'v', v, 'att', att, 'ut', now, 'w', '')
+        bump(deltas, 'queued', 1)
+        requeued[#requeued + 1] = id
+        outcome = 'queued'
+      end
     elseif t[1] == 'running' then
       outcome = settle_failure(key, id, now, delay, ttl, v, 'lease expired', deltas, KEYS[2])
     else

@@ -1,4 +1,8 @@
 -- start.lua — a worker takes the lease on tasks assigned to it (assigned → running).
+-- Only for tasks left `assigned` by a distributor older than the one that
+-- takes the lease inside assign.lua, so a worker upgraded first still runs
+-- them during a rolling upgrade. Current distributors never produce
+-- `assigned`: the worker reads such tasks without a script (Store::claim).
 -- KEYS[1] worker stream      KEYS[2] deadlines zset     KEYS[3] counts hash
 -- KEYS[4] epoch hash (epoch, run: the Redis run_id it was made under)
 -- ARGV[1] key prefix         ARGV[2] consumer group     ARGV[3] stream entry id to
@@ -11,23 +15,13 @@
 --        priority, ready ms (when it could first run: created or due)
 --        (else '' each).
 -- Taking the lease increments the fence; (epoch, fence) is the token that
--- renew and complete must present. A new epoch begins whenever this Redis
--- process is not the one that made the current epoch (a restart, which may
--- have lost the last writes, or a failover to a replica), so a token issued
--- before a data loss never equals one issued after. Tasks already running
--- keep the epoch they were started under.
+-- renew and complete must present. Tasks already running keep the epoch
+-- they were started under.
 -- A replayed or stale assign message names an old version and is refused.
 local prefix, group, entry, wid, lease = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local now = now_ms()
 local now_s, deadline = int(now), int(now + lease)
-local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
-local current = redis.call('HMGET', KEYS[4], 'epoch', 'run')
-local epoch = current[1]
-if not epoch or current[2] ~= run then
-  -- Epochs rise even if the clock stepped back.
-  epoch = int(math.max(now, tonumber(epoch or '0') + 1))
-  redis.call('HSET', KEYS[4], 'epoch', epoch, 'run', run)
-end
+local epoch = current_epoch(KEYS[4], now)
 local reply, deadlines, started = {}, {}, 0
 local function refuse(status)
   reply[#reply + 1] = status

@@ -166,16 +166,32 @@ const COORDINATOR: Profile = Profile {
         rw(&["leader"], &["+get", "+set", "+del", "+pexpire"]),
         // Worker hashes and streams: `Store::workers` (HGETALL), cancel
         // (EXISTS, XADD to the worker's stream), release_slot in cancel and
-        // reap (EXISTS, HINCRBY, HSET), forget_workers (DEL).
-        rw(&["w:*"], &["+exists", "+hincrby", "+hset", "+hgetall", "+xadd", "+del"]),
+        // reap (EXISTS, HINCRBY, HSET), forget_workers (DEL); reap asks a
+        // worker's stream whether an assignment was ever acknowledged
+        // (XINFO GROUPS, XPENDING).
+        rw(
+            &["w:*"],
+            &[
+                "+exists",
+                "+hincrby",
+                "+hset",
+                "+hgetall",
+                "+xadd",
+                "+del",
+                "+xinfo|groups",
+                "+xpending",
+            ],
+        ),
     ],
 };
 
 /// The distributor: reads the intake stream as group `distributors` and
 /// places tasks on workers.
 const DISTRIBUTOR: Profile = Profile {
-    extra_root: &[],
-    script_keys: &["w:{w}", "w:{w}:in", "deadlines", "counts", "intake"],
+    // INFO: assign.lua takes the lease and reads the run_id (INFO server)
+    // to know the epoch.
+    extra_root: &["+info"],
+    script_keys: &["w:{w}", "w:{w}:in", "deadlines", "counts", "epoch", "intake"],
     grants: &[
         // assign, reannounce (and announce's `ent`).
         rw(&["t:*"], &["+hmget", "+hset"]),
@@ -201,14 +217,16 @@ const DISTRIBUTOR: Profile = Profile {
         rw(&["w:{w}:in"], &["+xadd"]),
         rw(&["deadlines"], &["+zadd"]),
         rw(&["counts"], &["+hincrby"]),
+        rw(&["epoch"], &["+hmget", "+hset"]),
         ro(&["workers"], &["+zrangebyscore"]),
     ],
 };
 
-/// The worker: heartbeats, reads its own stream as group `worker`, starts,
+/// The worker: heartbeats, reads its own stream as group `worker`, accepts,
 /// renews and completes tasks.
 const WORKER: Profile = Profile {
-    // INFO: start.lua reads the run_id (INFO server) to know the epoch.
+    // INFO: start.lua (tasks an older distributor left `assigned`) reads
+    // the run_id (INFO server) to know the epoch.
     extra_root: &["+info"],
     script_keys: &[
         "w:{w}",
@@ -223,7 +241,8 @@ const WORKER: Profile = Profile {
         "intake",
     ],
     grants: &[
-        // start, renew, complete (finish, settle_failure, announce).
+        // claim (HMGET, no script), start, renew, complete (finish,
+        // settle_failure, announce).
         rw(&["t:*"], &["+hmget", "+hset", "+pexpire"]),
         // heartbeat writes its hash; complete gives slots back.
         rw(&["w:{w}"], &["+hset", "+hsetnx", "+hincrby", "+exists"]),
@@ -714,9 +733,14 @@ mod tests {
         let worker = rules("drover", Role::Worker, None).unwrap().join(" ");
         assert!(!worker.contains("leader") && !worker.contains("idem:"), "{worker}");
         let distributor = rules("drover", Role::Distributor, None).unwrap().join(" ");
-        for k in ["leader", "epoch", "events", "scheduled", "idem:", "handlers"] {
+        for k in ["leader", "events", "scheduled", "idem:", "handlers"] {
             assert!(!distributor.contains(k), "{k} in {distributor}");
         }
+        // assign.lua takes the lease, so it may begin a new epoch.
+        assert!(
+            distributor.contains("(~{drover:0}:epoch +hmget +hset)"),
+            "{distributor}"
+        );
         assert!(distributor.contains("%R~{drover:0}:workers"), "{distributor}");
         let coordinator = rules("drover", Role::Coordinator, None).unwrap().join(" ");
         assert!(!coordinator.contains("epoch"), "{coordinator}");

@@ -100,7 +100,7 @@ pub const KEYS: &[KeyDef] = &[
     secret("api_tokens", "DROVER_API_TOKENS", "API tokens, TOKEN:SCOPE[,SCOPE] entries"),
     k("api_tokens_file", "DROVER_API_TOKENS_FILE", "", "file holding the API tokens"),
     k("timing.lease_ttl", "DROVER_LEASE_TTL", "30s", "a running task's lease; renewed every third of it"),
-    k("timing.assign_ttl", "DROVER_ASSIGN_TTL", "15s", "time a worker has to start an assigned task"),
+    k("timing.assign_ttl", "DROVER_ASSIGN_TTL", "15s", "not used any more: the lease is taken at assignment (still accepted so older configs load)"),
     k("timing.heartbeat", "DROVER_HEARTBEAT", "1s", "worker heartbeat period"),
     k("timing.worker_ttl", "DROVER_WORKER_TTL", "5s", "silence after which a worker gets no new tasks"),
     k("timing.forget_worker_after", "DROVER_FORGET_WORKER_AFTER", "10m", "silence after which a worker's stream is deleted"),
@@ -422,7 +422,6 @@ impl Layers {
 
         let timing = Timing {
             lease_ttl: self.duration("timing.lease_ttl")?,
-            assign_ttl: self.duration("timing.assign_ttl")?,
             heartbeat: self.duration("timing.heartbeat")?,
             worker_ttl: self.duration("timing.worker_ttl")?,
             forget_worker_after: self.duration("timing.forget_worker_after")?,
@@ -651,7 +650,6 @@ impl Settings {
 #[derive(Debug, Clone)]
 pub struct Timing {
     pub lease_ttl: Duration,
-    pub assign_ttl: Duration,
     pub heartbeat: Duration,
     pub worker_ttl: Duration,
     pub forget_worker_after: Duration,

@@ -93,7 +93,7 @@ fn describe_all() {
     describe_counter!("drover_lease_expired_total", "Running attempts whose lease expired.");
     describe_counter!(
         "drover_assignments_expired_total",
-        "Assigned tasks no worker started in time, queued again without using an attempt."
+        "Assignments the worker never acknowledged before the lease ran out (and tasks an older distributor left assigned), queued again without using an attempt."
     );
     describe_counter!("drover_retries_total", "Attempts scheduled for a retry.");
     describe_counter!("drover_reaper_runs_total", "Reaper and scheduler passes of the leader.");

@@ -266,11 +266,11 @@ impl Distributor {
             return Ok(());
         }
         let mut settled = vec![false; self.waiting.len()];
-        let assign_ttl = self.ctx.settings.timing.assign_ttl;
+        let lease = self.ctx.settings.timing.lease_ttl;
         for (j, idx) in plan {
             let wid = self.workers[j].id.clone();
             let tasks: Vec<IntakeTask> = idx.iter().map(|&i| self.waiting[i].task.clone()).collect();
-            let replies = self.ctx.store.assign(&wid, &tasks, assign_ttl).await?;
+            let replies = self.ctx.store.assign(&wid, &tasks, lease).await?;
             for (&i, status) in idx.iter().zip(&replies) {
                 match status.as_str() {
                     "ok" => {

@@ -1,6 +1,7 @@
-//! The worker: reads its own stream, takes the lease on each assigned task
-//! (the fence rises), runs the handler, renews the lease while it runs, and
-//! completes with the fencing token. It sends heartbeats with its handlers,
+//! The worker: reads its own stream, accepts each assigned task (the
+//! distributor took the lease for it at assignment, and the fence rose
+//! then), runs the handler, renews the lease while it runs, and completes
+//! with the fencing token. It sends heartbeats with its handlers,
 //! tags, capacity and load. A cancel message or a renew that reports the
 //! lease lost stops the handler; a worker cut off from Redis for longer than
 //! its lease stops its handlers on its own clock, because by then another
@@ -68,6 +69,13 @@ struct Worker {
     running: Mutex<HashMap<String, Running>>,
     completions: mpsc::UnboundedSender<Completion>,
     draining: AtomicBool,
+    /// Entries this worker could not act on (they failed verification, or
+    /// an assign body did not parse), left unacknowledged until any lease
+    /// they might carry has run out: the reaper gives a task whose assign
+    /// entry was never acknowledged back without charging an attempt, so a
+    /// real assignment this worker could not read (a keyring not yet
+    /// rotated in, say) costs no attempt. See `ack_set_aside`.
+    set_aside: Mutex<Vec<String>>,
 }
 
 pub async fn run(ctx: Context, spec: WorkerSpec, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -101,6 +109,7 @@ pub async fn run(ctx: Context, spec: WorkerSpec, shutdown: CancellationToken) ->
         running: Mutex::new(HashMap::new()),
         completions: tx,
         draining: AtomicBool::new(false),
+        set_aside: Mutex::new(Vec::new()),
     });
     // Background loops stop on `stopped`, after the drain, not on shutdown.
     let stopped = CancellationToken::new();
@@ -144,6 +153,7 @@ pub async fn run(ctx: Context, spec: WorkerSpec, shutdown: CancellationToken) ->
                     }
                 }
                 if last_trim.elapsed() > Duration::from_secs(5) {
+                    w.ack_set_aside().await;
                     let _ = w.ctx.store.trim(&w.stream, WORKER_GROUP).await;
                     last_trim = Instant::now();
                 }
@@ -209,7 +219,10 @@ impl Worker {
         metrics::counter!("drover_messages_received_total", "stream" => "worker").increment(1);
         let verified = match self.ctx.store.open(&self.stream, &entry) {
             Ok(v) => v,
-            Err(_) => return self.ctx.store.ack(&self.stream, WORKER_GROUP, &[entry.id]).await,
+            Err(_) => {
+                self.set_aside.lock().expect("set-aside lock").push(entry.id);
+                return Ok(());
+            }
         };
         match verified.msg_type() {
             ASSIGN => {
@@ -217,19 +230,32 @@ impl Worker {
                     Ok(b) => b,
                     Err(r) => {
                         self.ctx.store.reject(&self.stream, &entry.id, r.reason());
-                        return self.ctx.store.ack(&self.stream, WORKER_GROUP, &[entry.id]).await;
+                        self.set_aside.lock().expect("set-aside lock").push(entry.id);
+                        return Ok(());
                     }
                 };
                 let lease = self.ctx.settings.timing.lease_ttl;
                 let replies = self
                     .ctx
                     .store
-                    .start(&self.spec.id, &entry.id, &body.tasks, lease)
+                    .claim(&self.spec.id, &entry.id, &body.tasks, lease)
                     .await?;
+                let now = self.ctx.store.clock().now_ms();
+                let mut late = Vec::new();
                 for (reply, a) in replies.into_iter().zip(&body.tasks) {
                     match reply {
+                        // The lease was taken at assignment. If more than
+                        // half of it was used before this worker even read
+                        // it (it was stalled or far behind), too little is
+                        // left for the first renewal: hand it back instead.
+                        StartReply::Started(task)
+                            if now.saturating_sub(task.leased_ms) >= lease.as_millis() as u64 / 2 =>
+                        {
+                            tracing::warn!(task_id = %task.id, "assignment read late: handing it back");
+                            late.push(*task);
+                        }
                         StartReply::Started(task) => {
-                            let waited = self.ctx.store.clock().now_ms().saturating_sub(task.ready_ms);
+                            let waited = now.saturating_sub(task.ready_ms);
                             metrics::histogram!("drover_task_wait_seconds").record(waited as f64 / 1000.0);
                             self.clone().launch(*task)
                         }
@@ -242,7 +268,7 @@ impl Worker {
                         }
                     }
                 }
-                Ok(())
+                self.hand_back(late).await
             }
             CANCEL => {
                 match verified.parse::<CancelBody>() {
@@ -269,39 +295,53 @@ impl Worker {
         }
     }
 
-    /// During shutdown, an assignment that arrived but was never read is
-    /// started and handed straight back, so it is queued again without
-    /// waiting for the reaper and without using an attempt.
-    async fn hand_back(&self, entry_id: &str, body: &AssignBody) -> Result<(), StoreError> {
-        let replies = self
-            .ctx
-            .store
-            .start(&self.spec.id, entry_id, &body.tasks, self.ctx.settings.timing.lease_ttl)
-            .await?;
-        let back: Vec<Completion> = replies
+    /// Acknowledges set-aside entries written more than two leases ago: by
+    /// then the reaper has seen any lease in them run out unacknowledged.
+    /// (Stream entry ids begin with the Redis time they were written at.)
+    async fn ack_set_aside(&self) {
+        let lease_ms = self.ctx.settings.timing.lease_ttl.as_millis() as u64;
+        let cutoff = self.ctx.store.clock().now_ms().saturating_sub(2 * lease_ms);
+        let written = |id: &String| id.split('-').next().and_then(|ms| ms.parse::<u64>().ok()).unwrap_or(0);
+        let due: Vec<String> = {
+            let mut held = self.set_aside.lock().expect("set-aside lock");
+            let (due, keep) = held.drain(..).partition(|id| written(id) < cutoff);
+            *held = keep;
+            due
+        };
+        if due.is_empty() {
+            return;
+        }
+        if self.ctx.store.ack(&self.stream, WORKER_GROUP, &due).await.is_err() {
+            self.set_aside.lock().expect("set-aside lock").extend(due);
+        }
+    }
+
+    /// Gives tasks this worker holds but will not run back without charging
+    /// an attempt (`complete` with `release`): they are queued again at once
+    /// instead of waiting for the reaper.
+    async fn hand_back(&self, tasks: Vec<StartedTask>) -> Result<(), StoreError> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let back: Vec<Completion> = tasks
             .into_iter()
-            .filter_map(|r| match r {
-                StartReply::Started(task) => Some(Completion {
-                    task: *task,
-                    outcome: Outcome::Released,
-                    payload: String::new(),
-                    retry_delay_ms: 0,
-                }),
-                StartReply::Refused(_) => None,
+            .map(|task| Completion {
+                task,
+                outcome: Outcome::Released,
+                payload: String::new(),
+                retry_delay_ms: 0,
             })
             .collect();
-        if !back.is_empty() {
-            let states = self.ctx.store.complete(&self.spec.id, &back).await?;
-            for state in states {
-                let outcome = match state.as_str() {
-                    "queued" => "released",
-                    "cancelled" => "cancelled",
-                    _ => "stale",
-                };
-                metrics::counter!("drover_tasks_finished_total", "outcome" => outcome).increment(1);
-            }
-            tracing::info!(tasks = back.len(), "handed back tasks assigned during shutdown");
+        let states = self.ctx.store.complete(&self.spec.id, &back).await?;
+        for state in states {
+            let outcome = match state.as_str() {
+                "queued" => "released",
+                "cancelled" => "cancelled",
+                _ => "stale",
+            };
+            metrics::counter!("drover_tasks_finished_total", "outcome" => outcome).increment(1);
         }
+        tracing::info!(tasks = back.len(), "handed back tasks this worker will not run");
         Ok(())
     }
 
@@ -548,15 +588,24 @@ impl Worker {
             {
                 Ok(entries) if !entries.is_empty() => {
                     for entry in entries {
-                        if let Ok(v) = self.ctx.store.open(&self.stream, &entry) {
-                            if v.msg_type() == ASSIGN {
-                                if let Ok(body) = v.parse::<AssignBody>() {
-                                    let _ = self.hand_back(&entry.id, &body).await;
-                                    continue;
-                                }
-                            }
+                        // What cannot be read stays unacknowledged, as in
+                        // `handle`: the reaper gives its tasks back.
+                        let Ok(v) = self.ctx.store.open(&self.stream, &entry) else {
+                            continue;
+                        };
+                        if v.msg_type() != ASSIGN {
+                            let _ = self.ctx.store.ack(&self.stream, WORKER_GROUP, &[entry.id]).await;
+                            continue;
                         }
-                        let _ = self.ctx.store.ack(&self.stream, WORKER_GROUP, &[entry.id]).await;
+                        let Ok(body) = v.parse::<AssignBody>() else { continue };
+                        let lease = self.ctx.settings.timing.lease_ttl;
+                        if let Ok(replies) = self.ctx.store.claim(&self.spec.id, &entry.id, &body.tasks, lease).await {
+                            let held = replies.into_iter().filter_map(|r| match r {
+                                StartReply::Started(task) => Some(*task),
+                                StartReply::Refused(_) => None,
+                            });
+                            let _ = self.hand_back(held.collect()).await;
+                        }
                     }
                 }
                 _ => break,

@@ -103,6 +103,8 @@ pub struct StartedTask {
     pub priority: i32,
     /// When the task could first run (created, or due), Redis ms.
     pub ready_ms: u64,
+    /// When the lease was taken (at assignment), Redis ms.
+    pub leased_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +206,16 @@ fn to_strings(script: &'static str, v: Value) -> Result<Vec<String>> {
         script,
         detail: e.to_string(),
     })
+}
+
+/// Whether stream id `a` ("ms-seq") comes after `b`; false if either is
+/// not a stream id (an older task's `ent` may name an intake entry).
+fn stream_id_after(a: &str, b: &str) -> bool {
+    let parse = |id: &str| {
+        let (ms, seq) = id.split_once('-')?;
+        Some((ms.parse::<u64>().ok()?, seq.parse::<u64>().ok()?))
+    };
+    matches!((parse(a), parse(b)), (Some(x), Some(y)) if x > y)
 }
 
 fn num<T: std::str::FromStr + Default>(s: Option<&String>) -> T {
@@ -550,9 +562,10 @@ impl Store {
         Ok(v.chunks(2).map(|c| (c[0].clone(), c[1].clone())).collect())
     }
 
-    /// Places tasks on one worker. Returns one status per task: 'ok',
-    /// 'full', 'missing', 'gone', 'conflict' or 'state:<s>'.
-    pub async fn assign(&self, worker_id: &str, tasks: &[IntakeTask], assign_ttl: Duration) -> Result<Vec<String>> {
+    /// Places tasks on one worker and takes the lease for it there (the
+    /// worker then only reads them: [`Store::claim`]). Returns one status
+    /// per task: 'ok', 'full', 'missing', 'gone', 'conflict' or 'state:<s>'.
+    pub async fn assign(&self, worker_id: &str, tasks: &[IntakeTask], lease: Duration) -> Result<Vec<String>> {
         let stream = self.keys.worker_stream(worker_id);
         let body = messages::AssignBody {
             tasks: tasks
@@ -569,9 +582,10 @@ impl Store {
             .key(&stream)
             .key(self.keys.deadlines())
             .key(self.keys.counts())
+            .key(self.keys.epoch())
             .arg(self.keys.prefix())
             .arg(envelope)
-            .arg(assign_ttl.as_millis() as u64)
+            .arg(lease.as_millis() as u64)
             .arg(worker_id);
         for t in tasks {
             inv.arg(&t.id).arg(t.v);
@@ -583,9 +597,91 @@ impl Store {
         Ok(v)
     }
 
-    /// Takes the lease on assigned tasks and acknowledges the entry that
-    /// named them.
-    pub async fn start(
+    /// Accepts the tasks an `assign` entry names: assign.lua has already
+    /// taken the lease for this worker, so this only reads each task and
+    /// acknowledges the entry, in one pipeline (no script, no write to the
+    /// task). A task is accepted only if it is `running` on this worker at
+    /// the named version and its `ent` is this entry's id: a replayed copy
+    /// of the envelope is another entry, and a task that has moved on since
+    /// shows another state or version. The entry is acknowledged before any
+    /// handler runs, so a worker that restarts under the same id re-reads
+    /// (from its pending entries) only assignments it never acted on.
+    /// Tasks a distributor from before this change left `assigned` go
+    /// through start.lua, which takes the lease then.
+    pub async fn claim(
+        &self,
+        worker_id: &str,
+        entry_id: &str,
+        tasks: &[Assignment],
+        lease: Duration,
+    ) -> Result<Vec<StartReply>> {
+        let stream = self.keys.worker_stream(worker_id);
+        let mut pipe = redis::pipe();
+        for t in tasks {
+            pipe.cmd("HMGET").arg(self.keys.task(&t.id)).arg(&[
+                "state", "v", "w", "ent", "e", "f", "att", "h", "in", "to", "max", "tags", "prio", "ct", "run_at", "st",
+            ]);
+        }
+        pipe.cmd("XACK")
+            .arg(&stream)
+            .arg(keys::WORKER_GROUP)
+            .arg(entry_id)
+            .ignore();
+        let mut con = self.con().await?;
+        let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut con).await?;
+        drop(con);
+        let mut replies = Vec::with_capacity(tasks.len());
+        let mut legacy = Vec::new();
+        for (t, f) in tasks.iter().zip(rows) {
+            let text = |i: usize| f[i].as_deref().unwrap_or("");
+            let reply = match f[0].as_deref() {
+                None => StartReply::Refused("missing".into()),
+                Some("assigned") => {
+                    legacy.push((replies.len(), t.clone()));
+                    StartReply::Refused("legacy".into())
+                }
+                Some("running") if num::<u64>(f[1].as_ref()) != t.v => StartReply::Refused("conflict".into()),
+                Some("running") if text(2) != worker_id => StartReply::Refused("other-worker".into()),
+                Some("running") if text(3) != entry_id => StartReply::Refused("replayed".into()),
+                Some("running") => {
+                    let created: u64 = num(f[13].as_ref());
+                    StartReply::Started(Box::new(StartedTask {
+                        id: t.id.clone(),
+                        version: t.v,
+                        token: FenceToken {
+                            epoch: num(f[4].as_ref()),
+                            fence: num(f[5].as_ref()),
+                        },
+                        handler: text(7).to_string(),
+                        input: text(8).to_string(),
+                        timeout_ms: num(f[9].as_ref()),
+                        attempt: num(f[6].as_ref()),
+                        max_attempts: f[10].as_deref().and_then(|m| m.parse().ok()).unwrap_or(1),
+                        tags: f[11]
+                            .as_deref()
+                            .map_or_else(Vec::new, |j| serde_json::from_str(j).unwrap_or_default()),
+                        priority: num(f[12].as_ref()),
+                        ready_ms: created.max(num(f[14].as_ref())),
+                        leased_ms: num(f[15].as_ref()),
+                    }))
+                }
+                Some(other) => StartReply::Refused(format!("state:{other}")),
+            };
+            replies.push(reply);
+        }
+        if !legacy.is_empty() {
+            let assigned: Vec<Assignment> = legacy.iter().map(|(_, a)| a.clone()).collect();
+            let started = self.start_assigned(worker_id, entry_id, &assigned, lease).await?;
+            for ((i, _), r) in legacy.into_iter().zip(started) {
+                replies[i] = r;
+            }
+        }
+        Ok(replies)
+    }
+
+    /// Takes the lease on tasks left `assigned` by an older distributor
+    /// (start.lua) and acknowledges the entry that named them.
+    async fn start_assigned(
         &self,
         worker_id: &str,
         entry_id: &str,
@@ -627,6 +723,7 @@ impl Store {
                     tags: serde_json::from_str(&c[9]).unwrap_or_default(),
                     priority: num(c.get(10)),
                     ready_ms: num(c.get(11)),
+                    leased_ms: self.clock.now_ms(),
                 }))
             })
             .collect())
@@ -819,7 +916,7 @@ impl Store {
             .due(
                 &self.keys.deadlines(),
                 limit,
-                &["state", "v", "h", "tags", "prio", "att"],
+                &["state", "v", "h", "tags", "prio", "att", "w", "ent"],
             )
             .await?;
         if due.is_empty() {
@@ -828,15 +925,30 @@ impl Store {
         let intake = self.keys.intake();
         let events = self.keys.events();
         let mut requeue = Vec::new();
-        let mut args: Vec<(String, u64, u64)> = Vec::new();
+        let mut args: Vec<(String, u64, u64, bool)> = Vec::new();
+        let mut con = self.con().await?;
         for (id, f) in &due {
             let v: u64 = f[1].as_deref().and_then(|s| s.parse().ok()).unwrap_or(0);
-            if f[0].as_deref() == Some("assigned") {
+            // Expected to go back to queued (listed in the intake envelope):
+            // an older distributor's `assigned`, and a lease whose
+            // assignment the worker never acknowledged. reap.lua checks again.
+            let never_ran = match f[0].as_deref() {
+                Some("assigned") => true,
+                Some("running") => match (f[6].as_deref(), f[7].as_deref()) {
+                    (Some(wid), Some(ent)) if !wid.is_empty() => {
+                        !self.assignment_acknowledged(&mut con, wid, ent).await
+                    }
+                    _ => false,
+                },
+                _ => false,
+            };
+            if never_ran {
                 requeue.push(intake_task(id.clone(), v + 1, &f[2], &f[3], &f[4]));
             }
             let att: u32 = f[5].as_deref().and_then(|s| s.parse().ok()).unwrap_or(1);
-            args.push((id.clone(), v, retry_delay(att)));
+            args.push((id.clone(), v, retry_delay(att), never_ran));
         }
+        drop(con);
         let intake_env = self.seal_intake(requeue);
         let event = EventBody {
             ids: due.iter().map(|d| d.0.clone()).collect(),
@@ -852,8 +964,8 @@ impl Store {
             .arg(intake_env)
             .arg(self.seal(&events, messages::EVENT, &event))
             .arg(self.opts.events_maxlen);
-        for (id, v, delay) in &args {
-            inv.arg(id).arg(v).arg(delay);
+        for (id, v, delay, never_ran) in &args {
+            inv.arg(id).arg(v).arg(delay).arg(u8::from(*never_ran));
         }
         let v = self.call("reap", &inv).await?;
         let outcomes = || v.chunks(2).map(|p| p[1].as_str());
@@ -884,6 +996,36 @@ impl Store {
             }
         }
         Ok(stats)
+    }
+
+    /// Whether worker `wid` acknowledged the assign entry `ent` on its
+    /// stream, which it does before it runs anything (see [`Store::claim`]).
+    /// An entry past the group's last delivered id was never read; one in
+    /// the pending list was read and not acted on. When the stream or group
+    /// is gone it cannot be told, and counts as acknowledged (an attempt is
+    /// charged, as for any lease that ran out). reap.lua checks the same.
+    async fn assignment_acknowledged(&self, con: &mut Con, wid: &str, ent: &str) -> bool {
+        let stream = self.keys.worker_stream(wid);
+        let groups: redis::RedisResult<redis::streams::StreamInfoGroupsReply> =
+            redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(con).await;
+        let Some(group) = groups
+            .ok()
+            .and_then(|g| g.groups.into_iter().find(|g| g.name == keys::WORKER_GROUP))
+        else {
+            return true;
+        };
+        if stream_id_after(ent, &group.last_delivered_id) {
+            return false;
+        }
+        let pending: redis::RedisResult<Vec<Value>> = redis::cmd("XPENDING")
+            .arg(&stream)
+            .arg(keys::WORKER_GROUP)
+            .arg(ent)
+            .arg(ent)
+            .arg(1)
+            .query_async(con)
+            .await;
+        pending.map_or(true, |p| p.is_empty())
     }
 
     /// Queues delayed tasks and retries whose time has come; returns how many.

@@ -178,7 +178,7 @@ async fn delayed_task_never_starts_before_its_time() {
 
 #[tokio::test]
 async fn cancel_works_in_every_state() {
-    let Some(mut c) = Cluster::start(&[("timing.assign_ttl", "30s")]).await else {
+    let Some(mut c) = Cluster::start(&[]).await else {
         return;
     };
     c.add_distributor("dist-1");
@@ -194,9 +194,13 @@ async fn cancel_works_in_every_state() {
         .await;
     assert!(queued.is_err(), "an unknown handler is refused");
     // Register the handler with a worker that is not reading its stream:
-    // tasks are assigned to it and stay assigned.
+    // a task is assigned to it, with the lease, and never accepted.
     let ctx = c.ctx("fake");
     let handlers = vec!["sleep".to_string()];
+    ctx.store
+        .ensure_group(&ctx.store.keys.worker_stream("ghost"), "worker")
+        .await
+        .unwrap();
     ctx.store
         .heartbeat(&Heartbeat {
             worker_id: "ghost",
@@ -208,8 +212,9 @@ async fn cancel_works_in_every_state() {
         })
         .await
         .unwrap();
-    let assigned = client.submit_one(&req).await.unwrap();
-    wait_state(&client, &assigned.id, TaskState::Assigned, Duration::from_secs(5)).await;
+    let held = client.submit_one(&req).await.unwrap();
+    let t = wait_state(&client, &held.id, TaskState::Running, Duration::from_secs(5)).await;
+    assert_eq!(t.worker.as_deref(), Some("ghost"));
     let queued = client.submit_one(&req).await.unwrap(); // the ghost is full
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(client.get(&queued.id).await.unwrap().state, TaskState::Queued);
@@ -217,20 +222,21 @@ async fn cancel_works_in_every_state() {
     let scheduled = client.submit_one(&req).await.unwrap();
     assert_eq!(scheduled.state, TaskState::Scheduled);
 
-    for id in [&queued.id, &scheduled.id, &assigned.id] {
+    for id in [&queued.id, &scheduled.id] {
         let r = client.cancel(id).await.unwrap();
         assert_eq!(r.state, TaskState::Cancelled);
         assert!(!r.cancel_requested);
         assert_eq!(client.get(id).await.unwrap().state, TaskState::Cancelled);
     }
-    // The ghost's slot was given back by the cancel of its assigned task.
-    let workers = client.workers().await.unwrap().workers;
-    assert_eq!(workers.iter().find(|w| w.id == "ghost").unwrap().used, 0);
-    // Cancelling again is a conflict.
-    assert!(client.cancel(&queued.id).await.unwrap_err().to_string().contains("409"));
-
-    // running: a real worker runs a long sleep and is told to stop. The
-    // ghost says it is draining so nothing more goes to it.
+    // Held by a worker that never read the assignment: the cancel is a
+    // request; when the lease runs out the reaper sees the assignment was
+    // never acknowledged and cancels the task without charging an attempt.
+    let r = client.cancel(&held.id).await.unwrap();
+    assert!(r.cancel_requested);
+    let t = wait_state(&client, &held.id, TaskState::Cancelled, Duration::from_secs(6)).await;
+    assert_eq!(t.attempts, 0, "{t:?}");
+    // The ghost says it is draining so nothing more goes to it (and is
+    // heard from again, so it is listed).
     ctx.store
         .heartbeat(&Heartbeat {
             worker_id: "ghost",
@@ -242,6 +248,13 @@ async fn cancel_works_in_every_state() {
         })
         .await
         .unwrap();
+    // The ghost's slot was given back.
+    let workers = client.workers().await.unwrap().workers;
+    assert_eq!(workers.iter().find(|w| w.id == "ghost").unwrap().used, 0);
+    // Cancelling again is a conflict.
+    assert!(client.cancel(&queued.id).await.unwrap_err().to_string().contains("409"));
+
+    // running: a real worker runs a long sleep and is told to stop.
     c.add_worker("w1", 1, &[], Registry::builtins()).await;
     req.delay = None;
     let running = client.submit_one(&req).await.unwrap();

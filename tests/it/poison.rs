@@ -122,7 +122,7 @@ async fn one_entry_delivered_to_two_consumers_starts_once() {
     assert_eq!(r1, vec!["ok"]);
     assert_eq!(
         r2,
-        vec!["state:assigned"],
+        vec!["state:running"],
         "the second placement loses by state and version"
     );
     // Each worker stream got what was appended; only w1's can start, and
@@ -140,7 +140,7 @@ async fn one_entry_delivered_to_two_consumers_starts_once() {
                 let body: AssignBody = ctx.store.open(&stream, &e).unwrap().parse().unwrap();
                 for r in ctx
                     .store
-                    .start(w, &e.id, &body.tasks, Duration::from_secs(5))
+                    .claim(w, &e.id, &body.tasks, Duration::from_secs(5))
                     .await
                     .unwrap()
                 {
@@ -151,5 +151,5 @@ async fn one_entry_delivered_to_two_consumers_starts_once() {
             }
         }
     }
-    assert_eq!(started, 1, "exactly one start wins");
+    assert_eq!(started, 1, "exactly one claim wins");
 }

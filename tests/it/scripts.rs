@@ -1,6 +1,6 @@
 //! The scripts and envelopes against a real Redis, driven through the
-//! store: a stale fence cannot complete, a replayed assignment cannot start
-//! twice, forged or moved messages are refused with the right reason, and
+//! store: a stale fence cannot complete, a replayed assignment is not
+//! accepted twice, a task an older distributor left `assigned` still starts, forged or moved messages are refused with the right reason, and
 //! trimming never drops an unacknowledged entry.
 
 use crate::support::*;
@@ -53,7 +53,8 @@ async fn register(ctx: &Context, wid: &str) {
         .unwrap();
 }
 
-/// Assigns one queued task (at version `v`) to `wid` and starts it there.
+/// Assigns one queued task (at version `v`) to `wid`, which takes a 300 ms
+/// lease there, and has `wid` accept it.
 async fn assign_and_start(ctx: &Context, wid: &str, id: &str, v: u64) -> StartedTask {
     let it = IntakeTask {
         id: id.into(),
@@ -62,7 +63,7 @@ async fn assign_and_start(ctx: &Context, wid: &str, id: &str, v: u64) -> Started
         tags: vec![],
         prio: 0,
     };
-    let r = ctx.store.assign(wid, &[it], Duration::from_secs(5)).await.unwrap();
+    let r = ctx.store.assign(wid, &[it], Duration::from_millis(300)).await.unwrap();
     assert_eq!(r, vec!["ok"]);
     let entries = ctx
         .store
@@ -78,13 +79,13 @@ async fn assign_and_start(ctx: &Context, wid: &str, id: &str, v: u64) -> Started
         .unwrap();
     match ctx
         .store
-        .start(wid, &entries[0].id, &body.tasks, Duration::from_millis(300))
+        .claim(wid, &entries[0].id, &body.tasks, Duration::from_millis(300))
         .await
         .unwrap()
         .remove(0)
     {
         StartReply::Started(t) => *t,
-        StartReply::Refused(why) => panic!("start refused: {why}"),
+        StartReply::Refused(why) => panic!("claim refused: {why}"),
     }
 }
 
@@ -150,6 +151,42 @@ async fn a_stale_fence_can_neither_renew_nor_complete() {
     assert_eq!(view.fence.as_deref(), Some(format!("{}.2", first.token.epoch).as_str()));
 }
 
+/// Copies the first entry of `stream` back into it, byte for byte, and
+/// returns what the worker's next read of its stream yields for it.
+async fn replay_first_entry(ctx: &Context, stream: &str, wid: &str) -> (Entry, AssignBody) {
+    let mut con = ctx.store.con().await.unwrap();
+    let all: redis::Value = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let raw = first_entry_payload(all);
+    let _: String = redis::cmd("XADD")
+        .arg(stream)
+        .arg("*")
+        .arg("m")
+        .arg(&raw)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let mut entries = ctx
+        .store
+        .read_group(stream, "worker", wid, 10, None, false)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    let entry = entries.remove(0);
+    let body: AssignBody = ctx
+        .store
+        .open(stream, &entry)
+        .expect("the signature is still valid")
+        .parse()
+        .unwrap();
+    (entry, body)
+}
+
 #[tokio::test]
 async fn a_replayed_assignment_is_not_started_again() {
     let Some((_redis, ctx)) = store_ctx().await else {
@@ -160,6 +197,18 @@ async fn a_replayed_assignment_is_not_started_again() {
     ctx.store.submit(std::slice::from_ref(&t)).await.unwrap();
     let stream = ctx.store.keys.worker_stream("w1");
     let started = assign_and_start(&ctx, "w1", t.id.as_str(), 1).await;
+
+    // While the attempt still runs (same state, version, worker and fence
+    // as the original), the copy is refused: it is not the entry that
+    // took the lease. This also covers a worker restarted under the same id.
+    let (entry, body) = replay_first_entry(&ctx, &stream, "w1").await;
+    let r = ctx
+        .store
+        .claim("w1", &entry.id, &body.tasks, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(matches!(&r[0], StartReply::Refused(why) if why == "replayed"), "{r:?}");
+
     let c = Completion {
         task: started,
         outcome: Outcome::Succeeded,
@@ -167,52 +216,201 @@ async fn a_replayed_assignment_is_not_started_again() {
         retry_delay_ms: 0,
     };
     ctx.store.complete("w1", &[c]).await.unwrap();
-
-    // Copy the signed assignment back into the stream, byte for byte.
-    let mut con = ctx.store.con().await.unwrap();
-    let all: redis::Value = redis::cmd("XRANGE")
-        .arg(&stream)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    let raw = first_entry_payload(all);
-    let _: String = redis::cmd("XADD")
-        .arg(&stream)
-        .arg("*")
-        .arg("m")
-        .arg(&raw)
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    let entries = ctx
-        .store
-        .read_group(&stream, "worker", "w1", 10, None, false)
-        .await
-        .unwrap();
-    assert_eq!(entries.len(), 1);
-    let body: AssignBody = ctx
-        .store
-        .open(&stream, &entries[0])
-        .expect("the signature is still valid")
-        .parse()
-        .unwrap();
+    // After it finished, a copy is refused by state.
+    let (entry, body) = replay_first_entry(&ctx, &stream, "w1").await;
     let r = ctx
         .store
-        .start("w1", &entries[0].id, &body.tasks, Duration::from_secs(5))
+        .claim("w1", &entry.id, &body.tasks, Duration::from_secs(5))
         .await
         .unwrap();
     assert!(
         matches!(&r[0], StartReply::Refused(why) if why == "state:succeeded"),
         "{r:?}"
     );
+    let mut con = ctx.store.con().await.unwrap();
     assert_eq!(
         pending_count(&mut con, &stream, "worker").await,
         0,
-        "the replay was acknowledged"
+        "the replays were acknowledged"
     );
     assert_eq!(ctx.store.get_task(&t.id).await.unwrap().unwrap().attempts, 1);
+}
+
+/// The lease is taken at assignment, so a worker that dies before it
+/// acknowledges the assign entry never ran the handler: when the lease runs
+/// out, the reaper queues such a task again without charging the attempt,
+/// whether the entry was never delivered or delivered and not acknowledged.
+/// Once acknowledged (the worker may have run it), the attempt counts.
+#[tokio::test]
+async fn an_expired_lease_on_an_assignment_never_acknowledged_uses_no_attempt() {
+    let Some((_redis, ctx)) = store_ctx().await else {
+        return;
+    };
+    register(&ctx, "w1").await;
+    let stream = ctx.store.keys.worker_stream("w1");
+    let tasks: Vec<NewTask> = (0..3).map(|_| new_task("noop")).collect();
+    ctx.store.submit(&tasks).await.unwrap();
+    let assign = |t: &NewTask| IntakeTask {
+        id: t.id.to_string(),
+        v: 1,
+        h: "noop".into(),
+        tags: vec![],
+        prio: 0,
+    };
+    let lease = Duration::from_millis(1);
+    // Acknowledged: read and claimed.
+    assert_eq!(
+        ctx.store.assign("w1", &[assign(&tasks[0])], lease).await.unwrap(),
+        vec!["ok"]
+    );
+    let read = ctx
+        .store
+        .read_group(&stream, "worker", "w1", 10, None, false)
+        .await
+        .unwrap();
+    let body: AssignBody = ctx.store.open(&stream, &read[0]).unwrap().parse().unwrap();
+    let claimed = ctx.store.claim("w1", &read[0].id, &body.tasks, lease).await.unwrap();
+    assert!(matches!(claimed[0], StartReply::Started(_)), "{claimed:?}");
+    // Delivered, never acknowledged (the worker died right after reading).
+    assert_eq!(
+        ctx.store.assign("w1", &[assign(&tasks[1])], lease).await.unwrap(),
+        vec!["ok"]
+    );
+    let read = ctx
+        .store
+        .read_group(&stream, "worker", "w1", 10, None, false)
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 1);
+    // Never delivered.
+    assert_eq!(
+        ctx.store.assign("w1", &[assign(&tasks[2])], lease).await.unwrap(),
+        vec!["ok"]
+    );
+
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let stats = ctx.store.reap(100, |_| 0).await.unwrap();
+    assert_eq!((stats.requeued, stats.lease_expired), (2, 1), "{stats:?}");
+    let expect = [
+        (TaskState::Scheduled, 1),
+        (TaskState::Queued, 0),
+        (TaskState::Queued, 0),
+    ];
+    for (t, (state, attempts)) in tasks.iter().zip(expect) {
+        let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
+        assert_eq!((view.state, view.attempts), (state, attempts), "{view:?}");
+    }
+    let counts = ctx.store.counts().await.unwrap();
+    assert_eq!(counts.get("queued").copied(), Some(2), "{counts:?}");
+    assert_eq!(counts.get("running").copied(), Some(0), "{counts:?}");
+    // The two queued again were announced: a distributor reads them.
+    let intake = ctx.store.keys.intake();
+    ctx.store.ensure_group(&intake, "distributors").await.unwrap();
+    let mut con = ctx.store.con().await.unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("SETID")
+        .arg(&intake)
+        .arg("distributors")
+        .arg("0")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let entries = ctx
+        .store
+        .read_group(&intake, "distributors", "d", 10, None, false)
+        .await
+        .unwrap();
+    let announced: Vec<String> = entries
+        .iter()
+        .flat_map(|e| ctx.store.open(&intake, e).unwrap().parse::<IntakeBody>().unwrap().tasks)
+        .filter(|t| t.v == 3)
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(announced, vec![tasks[1].id.to_string(), tasks[2].id.to_string()]);
+}
+
+/// A distributor from before the lease moved into assign.lua left a task
+/// `assigned` (no lease yet): an upgraded worker still starts it, through
+/// start.lua, with a fence and an attempt of its own.
+#[tokio::test]
+async fn a_task_an_older_distributor_left_assigned_still_starts() {
+    let Some((_redis, ctx)) = store_ctx().await else {
+        return;
+    };
+    register(&ctx, "w1").await;
+    let t = new_task("noop");
+    ctx.store.submit(std::slice::from_ref(&t)).await.unwrap();
+    let it = IntakeTask {
+        id: t.id.to_string(),
+        v: 1,
+        h: "noop".into(),
+        tags: vec![],
+        prio: 0,
+    };
+    assert_eq!(
+        ctx.store.assign("w1", &[it], Duration::from_secs(5)).await.unwrap(),
+        vec!["ok"]
+    );
+    // Rewrite the task as the old assign.lua left it: `assigned`, no fence,
+    // epoch or attempt yet, counted as assigned.
+    let mut con = ctx.store.con().await.unwrap();
+    let key = ctx.store.keys.task(t.id.as_str());
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg(&["state", "assigned", "att", "0", "f", "0"])
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("HDEL")
+        .arg(&key)
+        .arg(&["e", "st", "ent"])
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let counts = ctx.store.keys.counts();
+    let _: () = redis::pipe()
+        .cmd("HINCRBY")
+        .arg(&counts)
+        .arg("running")
+        .arg(-1)
+        .ignore()
+        .cmd("HINCRBY")
+        .arg(&counts)
+        .arg("assigned")
+        .arg(1)
+        .ignore()
+        .query_async(&mut con)
+        .await
+        .unwrap();
+
+    let stream = ctx.store.keys.worker_stream("w1");
+    let entries = ctx
+        .store
+        .read_group(&stream, "worker", "w1", 10, None, false)
+        .await
+        .unwrap();
+    let body: AssignBody = ctx.store.open(&stream, &entries[0]).unwrap().parse().unwrap();
+    let r = ctx
+        .store
+        .claim("w1", &entries[0].id, &body.tasks, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let StartReply::Started(started) = &r[0] else {
+        panic!("the assigned task was not started: {r:?}")
+    };
+    assert_eq!((started.attempt, started.token.fence, started.version), (1, 1, 3));
+    let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
+    assert_eq!(view.state, TaskState::Running);
+    let done = Completion {
+        task: (**started).clone(),
+        outcome: Outcome::Succeeded,
+        payload: "1".into(),
+        retry_delay_ms: 0,
+    };
+    assert_eq!(ctx.store.complete("w1", &[done]).await.unwrap(), vec!["succeeded"]);
+    let counts = ctx.store.counts().await.unwrap();
+    assert_eq!(counts.get("assigned").copied().unwrap_or(0), 0, "{counts:?}");
+    assert_eq!(counts.get("running").copied().unwrap_or(0), 0, "{counts:?}");
 }
 
 #[tokio::test]
@@ -378,7 +576,22 @@ async fn forged_intake_and_worker_messages_are_never_executed() {
         .query_async(&mut con)
         .await
         .unwrap();
-    eventually(Duration::from_secs(5), "forged entries acknowledged", || {
+    // The distributor acknowledges what it cannot verify at once. The
+    // worker sets such entries aside unacknowledged for two leases (4 s
+    // here), so that any real lease in them runs out unacknowledged and
+    // costs no attempt, then acknowledges them.
+    eventually(Duration::from_secs(5), "forged intake entries acknowledged", || {
+        let mut con = con.clone();
+        let intake = intake.clone();
+        async move { (pending_count(&mut con, &intake, "distributors").await == 0).then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        pending_count(&mut con, &ws, "worker").await,
+        2,
+        "set aside, not yet acknowledged"
+    );
+    eventually(Duration::from_secs(15), "forged entries acknowledged", || {
         let mut con = con.clone();
         let ws = ws.clone();
         let intake = intake.clone();
@@ -607,4 +820,64 @@ fn rejected(reason: &str) -> f64 {
         .find_map(|l| l.strip_prefix(&prefix))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// A real assignment the worker cannot verify (its keyring lacks the key
+/// the distributor signs with: a key rotation done out of order) costs no
+/// attempt. The worker leaves the entry unacknowledged, and when the lease
+/// runs out the reaper queues the task again. Once a worker that can read
+/// it is there, the task runs, on its first attempt.
+#[tokio::test]
+async fn an_assignment_the_worker_cannot_verify_uses_no_attempt() {
+    let Some(mut c) = Cluster::start(&[]).await else {
+        return;
+    };
+    c.add_distributor("dist-1");
+    let mut blind = c.settings.clone();
+    blind.keyring = Some(Keyring::parse(&format!("other:{}", "3".repeat(64)), None).unwrap());
+    let stop = c.shutdown.child_token();
+    let spec = drover::roles::worker::WorkerSpec {
+        id: "w-blind".into(),
+        capacity: 4,
+        tags: vec![],
+        grace: Duration::from_secs(1),
+        registry: Registry::builtins(),
+    };
+    let blind_worker = tokio::spawn(drover::roles::worker::run(
+        Context::new(blind, "worker", "worker").unwrap(),
+        spec,
+        stop.clone(),
+    ));
+    let client = c.client();
+    eventually(Duration::from_secs(5), "the blind worker registered", || async {
+        client
+            .workers()
+            .await
+            .ok()?
+            .workers
+            .iter()
+            .any(|w| w.id == "w-blind")
+            .then_some(())
+    })
+    .await;
+    let t = client
+        .submit_one(&crate::lifecycle::task("noop", serde_json::Value::Null))
+        .await
+        .unwrap();
+    let view = wait_state(&client, &t.id, TaskState::Running, Duration::from_secs(5)).await;
+    assert_eq!(view.worker.as_deref(), Some("w-blind"));
+    // The lease (2 s) runs out; the reaper sees the entry unacknowledged.
+    eventually(Duration::from_secs(6), "the task queued again", || async {
+        let v = client.get(&t.id).await.ok()?;
+        (v.state != TaskState::Running || v.version > view.version).then_some(v)
+    })
+    .await;
+    stop.cancel();
+    blind_worker.await.unwrap().unwrap();
+    c.add_worker("w-ok", 4, &[], Registry::builtins()).await;
+    let done = client.wait(&t.id, Duration::from_secs(15)).await.unwrap();
+    assert_eq!(done.state, TaskState::Succeeded, "{done:?}");
+    // Every lease the blind worker held gave its attempt back.
+    assert_eq!(done.attempts, 1, "{done:?}");
+    c.stop().await;
 }
