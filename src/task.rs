@@ -42,6 +42,9 @@ impl fmt::Display for TaskId {
 pub enum TaskState {
     Queued,
     Scheduled,
+    /// Placed on a worker that has not taken the lease yet. Only tasks
+    /// placed by a distributor built before assign.lua took the lease are
+    /// ever in it: current ones go from `queued` straight to `running`.
     Assigned,
     Running,
     Succeeded,
