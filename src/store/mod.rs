@@ -606,8 +606,8 @@ impl Store {
     /// shows another state or version. The entry is acknowledged before any
     /// handler runs, so a worker that restarts under the same id re-reads
     /// (from its pending entries) only assignments it never acted on.
-    /// Tasks a distributor from before this change left `assigned` go
-    /// through start.lua, which takes the lease then.
+    /// Tasks left `assigned` by an older distributor (one whose assign.lua
+    /// did not take the lease) go through start.lua, which takes it then.
     pub async fn claim(
         &self,
         worker_id: &str,

@@ -306,20 +306,7 @@ async fn an_expired_lease_on_an_assignment_never_acknowledged_uses_no_attempt() 
     // The two queued again were announced: a distributor reads them.
     let intake = ctx.store.keys.intake();
     ctx.store.ensure_group(&intake, "distributors").await.unwrap();
-    let mut con = ctx.store.con().await.unwrap();
-    let _: () = redis::cmd("XGROUP")
-        .arg("SETID")
-        .arg(&intake)
-        .arg("distributors")
-        .arg("0")
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    let entries = ctx
-        .store
-        .read_group(&intake, "distributors", "d", 10, None, false)
-        .await
-        .unwrap();
+    let entries = read_intake_from_the_start(&ctx).await;
     let announced: Vec<String> = entries
         .iter()
         .flat_map(|e| ctx.store.open(&intake, e).unwrap().parse::<IntakeBody>().unwrap().tasks)
@@ -703,19 +690,7 @@ async fn the_reconciler_announces_again_a_queued_task_whose_entry_was_lost() {
         .await
         .unwrap();
     assert!(e.is_empty());
-    let _: () = redis::cmd("XGROUP")
-        .arg("SETID")
-        .arg(&intake)
-        .arg("distributors")
-        .arg("0")
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    let e = ctx
-        .store
-        .read_group(&intake, "distributors", "d", 10, None, false)
-        .await
-        .unwrap();
+    let e = read_intake_from_the_start(&ctx).await;
     let body: IntakeBody = ctx.store.open(&intake, &e[0]).unwrap().parse().unwrap();
     assert_eq!(
         ctx.store
@@ -810,6 +785,25 @@ async fn handing_back_a_task_with_a_cancel_request_cancels_it() {
         retry_delay_ms: 0,
     };
     assert_eq!(ctx.store.complete("w1", &[back]).await.unwrap(), vec!["cancelled"]);
+}
+
+/// Rewinds the distributors' group to the start of the intake stream and
+/// reads up to 10 entries as consumer "d".
+async fn read_intake_from_the_start(ctx: &Context) -> Vec<Entry> {
+    let intake = ctx.store.keys.intake();
+    let mut con = ctx.store.con().await.unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("SETID")
+        .arg(&intake)
+        .arg("distributors")
+        .arg("0")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    ctx.store
+        .read_group(&intake, "distributors", "d", 10, None, false)
+        .await
+        .unwrap()
 }
 
 /// The process-wide count of messages rejected for `reason`.
