@@ -317,19 +317,48 @@ fn latencies(clocks: &Mutex<Clocks>, ids: &[String]) -> Value {
             let _ = finish.record(t.saturating_duration_since(*s).as_micros() as u64);
         }
     }
-    let q = |h: &Histogram<u64>| {
-        if h.is_empty() {
-            // Not measured (with --processes the handler runs elsewhere).
-            return Value::Null;
-        }
-        json!({
-            "p50_ms": h.value_at_quantile(0.5) as f64 / 1000.0,
-            "p99_ms": h.value_at_quantile(0.99) as f64 / 1000.0,
-            "p999_ms": h.value_at_quantile(0.999) as f64 / 1000.0,
-            "max_ms": h.max() as f64 / 1000.0,
-        })
-    };
-    json!({ "submit_to_start": q(&start), "submit_to_finish": q(&finish) })
+    json!({ "submit_to_start": quantiles(&start), "submit_to_finish": quantiles(&finish) })
+}
+
+/// p50, p99, p99.9 and max of a histogram of µs, in ms; null when empty
+/// (not measured: with --processes the handler runs elsewhere).
+fn quantiles(h: &Histogram<u64>) -> Value {
+    if h.is_empty() {
+        return Value::Null;
+    }
+    json!({
+        "p50_ms": h.value_at_quantile(0.5) as f64 / 1000.0,
+        "p99_ms": h.value_at_quantile(0.99) as f64 / 1000.0,
+        "p999_ms": h.value_at_quantile(0.999) as f64 / 1000.0,
+        "max_ms": h.max() as f64 / 1000.0,
+    })
+}
+
+/// Splits submit → start at the assignment, to show which side a latency
+/// tail comes from: submit → assign (intake stream, distributor, assign
+/// script) and assign → start (worker stream, the worker's claim, handler
+/// start). The assignment time is the task's `st` (Redis ms, written by
+/// assign.lua), so both parts have millisecond resolution; the bench's
+/// instants are mapped to Redis time through the store's clock.
+async fn split_at_assignment(ctx: &Context, clocks: &Mutex<Clocks>, ids: &[String]) -> anyhow::Result<Value> {
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.cmd("HGET").arg(ctx.store.keys.task(id)).arg("st");
+    }
+    let leased: Vec<Option<u64>> = pipe.query_async(&mut ctx.store.con().await?).await?;
+    let (now, now_ms) = (Instant::now(), ctx.store.clock().now_ms());
+    let redis_ms = |i: &Instant| now_ms.saturating_sub(now.saturating_duration_since(*i).as_millis() as u64);
+    let mut to_assign = Histogram::<u64>::new(3).expect("histogram");
+    let mut to_start = Histogram::<u64>::new(3).expect("histogram");
+    let c = clocks.lock().expect("clocks");
+    for (id, st) in ids.iter().zip(leased) {
+        let (Some(st), Some(submitted), Some(started)) = (st, c.submitted.get(id), c.started.get(id)) else {
+            continue;
+        };
+        let _ = to_assign.record(st.saturating_sub(redis_ms(submitted)) * 1000);
+        let _ = to_start.record(redis_ms(started).saturating_sub(st) * 1000);
+    }
+    Ok(json!({ "submit_to_assign": quantiles(&to_assign), "assign_to_start": quantiles(&to_start) }))
 }
 
 /// What Redis has done so far: calls, CPU seconds, memory.
@@ -469,7 +498,12 @@ async fn open_loop(opts: &BenchOptions, rate: f64, seconds: f64) -> anyhow::Resu
     }
     wait_finished(&b.clocks, &ids, Duration::from_secs(120)).await?;
     let after = redis_usage(&b.ctx).await?;
-    let mut out = json!({ "rate_per_s": rate, "tasks": ids.len(), "latency": latencies(&b.clocks, &ids) });
+    let mut out = json!({
+        "rate_per_s": rate,
+        "tasks": ids.len(),
+        "latency": latencies(&b.clocks, &ids),
+        "split_at_assignment": split_at_assignment(&b.ctx, &b.clocks, &ids).await?,
+    });
     merge(&mut out, per_task(&before, &after, ids.len()));
     events.abort();
     b.stop().await;
