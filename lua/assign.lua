@@ -3,10 +3,14 @@
 -- KEYS[1] worker hash        KEYS[2] worker stream      KEYS[3] deadlines zset
 -- KEYS[4] counts hash        KEYS[5] epoch hash (epoch, run: the Redis
 --                                    run_id it was made under)
+-- KEYS[6] intake stream
 -- ARGV[1] key prefix         ARGV[2] signed assign envelope (task ids with the
 --                                    versions they will have once assigned)
 -- ARGV[3] lease TTL ms       ARGV[4] worker id
--- ARGV[5..] 2 per task: id, expected version
+-- ARGV[5] the distributors' consumer group on the intake stream
+-- ARGV[6..] 3 per task: id, expected version, intake entry to acknowledge
+--           ('' = none; given when this call holds every task of that
+--           entry the caller still has to place)
 -- Reply: flat array, one status per task: 'ok' | 'full' | 'missing' | 'gone'
 --        (worker unknown or draining) | 'conflict' (version) | 'state:<s>'
 -- The worker's credit (capacity - used) is checked here, inside the script,
@@ -18,18 +22,21 @@
 -- entry it read: a replayed copy of the envelope is a different entry.
 -- The envelope is appended only if at least one task was assigned; entries
 -- in it for tasks that were not are refused by the worker.
+-- An intake entry named with its tasks is acknowledged here, saving the
+-- distributor a round trip, once none of its tasks got 'full' or 'gone'
+-- (those still wait); every other status settles the task.
 -- A new epoch begins whenever this Redis process is not the one that made
 -- the current epoch (see current_epoch in the prelude).
-local prefix, envelope, lease, wid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local prefix, envelope, lease, wid, group = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local reply = {}
 local w = redis.call('HMGET', KEYS[1], 'cap', 'used', 'draining')
 if not w[1] or w[3] == '1' then
-  for i = 5, #ARGV, 2 do reply[#reply + 1] = 'gone' end
+  for i = 6, #ARGV, 3 do reply[#reply + 1] = 'gone' end
   return reply
 end
 local free = tonumber(w[1]) - tonumber(w[2] or '0')
 local taken = {}
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 3 do
   local id, expected = ARGV[i], ARGV[i + 1]
   local t = redis.call('HMGET', task_key(prefix, id), 'state', 'v', 'f', 'att')
   if not t[1] then
@@ -46,6 +53,20 @@ for i = 5, #ARGV, 2 do
     reply[#reply + 1] = 'ok'
   end
 end
+-- Intake entries all of whose tasks here settled.
+local ack, waits = {}, {}
+for i = 6, #ARGV, 3 do
+  local entry, status = ARGV[i + 2], reply[(i - 3) / 3]
+  if entry ~= '' and (status == 'full' or status == 'gone') then waits[entry] = true end
+end
+for i = 6, #ARGV, 3 do
+  local entry = ARGV[i + 2]
+  if entry ~= '' and not waits[entry] then
+    ack[#ack + 1] = entry
+    waits[entry] = true -- once
+  end
+end
+if #ack > 0 then redis.call('XACK', KEYS[6], group, unpack(ack)) end
 if #taken == 0 then return reply end
 -- The entry first, so each task records it (`ent`) in its one HSET.
 local ent = append(KEYS[2], envelope)

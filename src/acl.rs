@@ -195,7 +195,8 @@ const DISTRIBUTOR: Profile = Profile {
     grants: &[
         // assign, reannounce (and announce's `ent`).
         rw(&["t:*"], &["+hmget", "+hset"]),
-        // The group, claims, acks, reannounce's XADD, trim.lua.
+        // The group, claims, acks (also in assign.lua), reannounce's XADD,
+        // trim.lua.
         rw(
             &["intake"],
             &[

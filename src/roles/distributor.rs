@@ -266,11 +266,41 @@ impl Distributor {
             return Ok(());
         }
         let mut settled = vec![false; self.waiting.len()];
+        let mut acked = HashSet::new();
         let lease = self.ctx.settings.timing.lease_ttl;
         for (j, idx) in plan {
             let wid = self.workers[j].id.clone();
             let tasks: Vec<IntakeTask> = idx.iter().map(|&i| self.waiting[i].task.clone()).collect();
-            let replies = self.ctx.store.assign(&wid, &tasks, lease).await?;
+            // An intake entry all of whose waiting tasks go in this call is
+            // acknowledged by the assign script itself (one round trip
+            // fewer), unless one of them comes back 'full' or 'gone'.
+            let mut in_call: HashMap<&str, usize> = HashMap::new();
+            for &i in &idx {
+                *in_call.entry(self.waiting[i].entry.as_str()).or_default() += 1;
+            }
+            let acks: Vec<&str> = idx
+                .iter()
+                .map(|&i| {
+                    let e = self.waiting[i].entry.as_str();
+                    if self.open.get(e) == in_call.get(e) {
+                        e
+                    } else {
+                        ""
+                    }
+                })
+                .collect();
+            let replies = self.ctx.store.assign_acking(&wid, &tasks, &acks, lease).await?;
+            let waits: HashSet<&str> = acks
+                .iter()
+                .zip(&replies)
+                .filter(|(_, r)| matches!(r.as_str(), "full" | "gone"))
+                .map(|(e, _)| *e)
+                .collect();
+            acked.extend(
+                acks.iter()
+                    .filter(|e| !e.is_empty() && !waits.contains(*e))
+                    .map(|e| e.to_string()),
+            );
             for (&i, status) in idx.iter().zip(&replies) {
                 match status.as_str() {
                     "ok" => {
@@ -292,12 +322,12 @@ impl Distributor {
                 }
             }
         }
-        self.settle(&settled).await
+        self.settle(&settled, &acked).await
     }
 
     /// Drops the waiting tasks marked settled and acknowledges every entry
-    /// none of whose tasks wait any more.
-    async fn settle(&mut self, settled: &[bool]) -> Result<(), StoreError> {
+    /// none of whose tasks wait any more, except those `acked` already.
+    async fn settle(&mut self, settled: &[bool], acked: &HashSet<String>) -> Result<(), StoreError> {
         if !settled.contains(&true) {
             return Ok(());
         }
@@ -315,7 +345,9 @@ impl Distributor {
                 *n -= 1;
                 if *n == 0 {
                     self.open.remove(&w.entry);
-                    done_entries.push(w.entry);
+                    if !acked.contains(&w.entry) {
+                        done_entries.push(w.entry);
+                    }
                 }
             }
         }
@@ -347,7 +379,7 @@ impl Distributor {
                 announced = n,
                 "tasks waiting long for a worker moved to the end of the intake stream"
             );
-            self.settle(&long).await?;
+            self.settle(&long, &HashSet::new()).await?;
         }
         let held: Vec<String> = self.open.keys().cloned().collect();
         for chunk in held.chunks(500) {

@@ -566,6 +566,21 @@ impl Store {
     /// worker then only reads them: [`Store::claim`]). Returns one status
     /// per task: 'ok', 'full', 'missing', 'gone', 'conflict' or 'state:<s>'.
     pub async fn assign(&self, worker_id: &str, tasks: &[IntakeTask], lease: Duration) -> Result<Vec<String>> {
+        self.assign_acking(worker_id, tasks, &vec![""; tasks.len()], lease)
+            .await
+    }
+
+    /// [`Store::assign`], which also acknowledges intake entries: `acks`
+    /// names, per task, the entry to acknowledge ('' for none) once none of
+    /// the tasks named with it came back 'full' or 'gone'. The caller names
+    /// an entry only when the call holds every task of it still to place.
+    pub async fn assign_acking(
+        &self,
+        worker_id: &str,
+        tasks: &[IntakeTask],
+        acks: &[&str],
+        lease: Duration,
+    ) -> Result<Vec<String>> {
         let stream = self.keys.worker_stream(worker_id);
         let body = messages::AssignBody {
             tasks: tasks
@@ -583,12 +598,14 @@ impl Store {
             .key(self.keys.deadlines())
             .key(self.keys.counts())
             .key(self.keys.epoch())
+            .key(self.keys.intake())
             .arg(self.keys.prefix())
             .arg(envelope)
             .arg(lease.as_millis() as u64)
-            .arg(worker_id);
-        for t in tasks {
-            inv.arg(&t.id).arg(t.v);
+            .arg(worker_id)
+            .arg(keys::DISTRIBUTORS_GROUP);
+        for (t, ack) in tasks.iter().zip(acks) {
+            inv.arg(&t.id).arg(t.v).arg(*ack);
         }
         let v = self.call("assign", &inv).await?;
         if v.iter().any(|x| x == "ok") {

@@ -866,3 +866,49 @@ async fn an_assignment_the_worker_cannot_verify_uses_no_attempt() {
     assert_eq!(done.attempts, 1, "{done:?}");
     c.stop().await;
 }
+
+/// The assign script acknowledges an intake entry named with its tasks once
+/// none of them has to wait ('full' or 'gone'), saving the distributor a
+/// round trip; an entry with a task still waiting stays pending.
+#[tokio::test]
+async fn assign_acknowledges_an_intake_entry_only_when_all_its_tasks_settled() {
+    let Some((_redis, ctx)) = store_ctx().await else {
+        return;
+    };
+    register(&ctx, "w1").await; // capacity 4
+    let intake = ctx.store.keys.intake();
+    ctx.store.ensure_group(&intake, "distributors").await.unwrap();
+    let mut con = ctx.store.con().await.unwrap();
+    let read_entry = async |n: usize| {
+        let tasks: Vec<NewTask> = (0..n).map(|_| new_task("noop")).collect();
+        ctx.store.submit(&tasks).await.unwrap();
+        let e = ctx
+            .store
+            .read_group(&intake, "distributors", "d", 10, None, false)
+            .await
+            .unwrap();
+        assert_eq!(e.len(), 1);
+        let body: IntakeBody = ctx.store.open(&intake, &e[0]).unwrap().parse().unwrap();
+        (e[0].id.clone(), body.tasks)
+    };
+    // Three tasks, all placed: acknowledged by the script.
+    let (first, tasks) = read_entry(3).await;
+    let acks = vec![first.as_str(); 3];
+    let r = ctx
+        .store
+        .assign_acking("w1", &tasks, &acks, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(r, vec!["ok", "ok", "ok"]);
+    assert_eq!(pending_count(&mut con, &intake, "distributors").await, 0);
+    // Two more: one slot left, so one waits ('full'): still pending.
+    let (second, tasks) = read_entry(2).await;
+    let acks = vec![second.as_str(); 2];
+    let r = ctx
+        .store
+        .assign_acking("w1", &tasks, &acks, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(r, vec!["ok", "full"]);
+    assert_eq!(pending_count(&mut con, &intake, "distributors").await, 1);
+}
