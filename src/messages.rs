@@ -1,7 +1,9 @@
 //! Bodies of the signed stream messages (DESIGN §3). The envelope module
 //! signs and verifies bytes; this module says what those bytes mean. Every
 //! message names the task version it was issued for, so a replayed or
-//! stale message is refused by the script it reaches.
+//! stale message is refused where it arrives: by the script it reaches, or,
+//! for an assignment, by the worker's claim (which also checks that the
+//! task's `ent` is the very entry it read).
 
 use serde::{Deserialize, Serialize};
 
@@ -43,7 +45,8 @@ pub struct IntakeBody {
     pub tasks: Vec<IntakeTask>,
 }
 
-/// A task placed on a worker, with the version it has once assigned.
+/// A task placed on a worker, with the version it has once assigned
+/// (`running`, leased to that worker).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Assignment {
     pub id: String,

@@ -152,7 +152,7 @@ pub struct TaskView {
 }
 
 /// The fencing token of one attempt. Both parts must match for renew and
-/// complete; see `lua/start.lua`.
+/// complete; `lua/assign.lua` issues it when it takes the lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FenceToken {
     pub epoch: u64,
