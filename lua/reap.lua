@@ -16,47 +16,16 @@
 -- assign.lua takes the lease and charges the attempt; the worker accepts by
 -- acknowledging the assign entry (`ent`) before it runs anything. An entry
 -- still unread, or read but not acknowledged, means the handler never ran
--- (the worker died or stalled first): the attempt is given back.
+-- (the worker died or stalled first): the attempt is given back. The caller
+-- asks the worker's stream (Store::assignment_acknowledged) and flags such
+-- tasks; this script only checks state and version.
 local prefix, ttl = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
-
--- Stream ids 'ms-seq' in order.
-local function id_after(a, b)
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  if not am or not bm then return false end
-  if #am ~= #bm then return #am > #bm end
-  if am ~= bm then return am > bm end
-  return tonumber(as) > tonumber(bs)
-end
-
--- Whether worker `wid` acknowledged the assign entry `ent` on its stream.
--- When that cannot be told (no stream, no group, a task started by an
--- older worker whose `ent` is an intake entry), it counts as accepted: an
--- attempt is charged, as for any lease that ran out.
-local function accepted(wid, ent)
-  if not wid or wid == '' or not ent then return true end
-  local stream = worker_key(prefix, wid) .. ':in'
-  local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)
-  if not ok then return true end
-  for _, g in ipairs(groups) do
-    local name, last
-    for j = 1, #g, 2 do
-      if g[j] == 'name' then name = g[j + 1] elseif g[j] == 'last-delivered-id' then last = g[j + 1] end
-    end
-    if name == 'worker' and last then
-      if id_after(ent, last) then return false end
-      return #redis.call('XPENDING', stream, 'worker', ent, ent, 1) == 0
-    end
-  end
-  return true
-end
-
 local reply, deltas, requeued, changed, dropped = {}, {}, {}, 0, {}
 for i = 6, #ARGV, 4 do
   local id, expected, delay, listed = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local key = task_key(prefix, id)
-  local t = redis.call('HMGET', key, 'state', 'v', 'w', 'ent', 'att', 'cr')
+  local t = redis.call('HMGET', key, 'state', 'v', 'w', 'att', 'cr')
   local due = tonumber(redis.call('ZSCORE', KEYS[1], id) or '-1')
   local outcome
   if not t[1] then
@@ -71,15 +40,15 @@ for i = 6, #ARGV, 4 do
     dropped[#dropped + 1] = id
     release_slot(prefix, t[3])
     bump(deltas, t[1], -1)
-    -- Only a task the envelope lists can be announced again; the caller
-    -- made the same check (Store::assignment_acknowledged).
-    local never_ran = t[1] == 'assigned' or (t[1] == 'running' and listed == '1' and not accepted(t[3], t[4]))
+    -- The caller asked the worker's stream (Store::assignment_acknowledged)
+    -- and listed such a task in the intake envelope.
+    local never_ran = t[1] == 'assigned' or (t[1] == 'running' and listed == '1')
     if never_ran then
       -- The handler never ran. A lease taken at assignment gives back the
       -- attempt it charged (an older distributor's `assigned` charged none).
-      local att = t[5] or '0'
+      local att = t[4] or '0'
       if t[1] == 'running' then att = int(math.max(tonumber(att) - 1, 0)) end
-      if t[6] == '1' then
+      if t[5] == '1' then
         -- A cancel was requested while it waited for the worker.
         finish(key, 'cancelled', now, ttl, v, 'att', att)
         outcome = 'cancelled'

@@ -289,7 +289,7 @@ impl Distributor {
                     }
                 })
                 .collect();
-            let replies = self.ctx.store.assign_acking(&wid, &tasks, &acks, lease).await?;
+            let replies = self.ctx.store.assign(&wid, &tasks, &acks, lease).await?;
             let waits: HashSet<&str> = acks
                 .iter()
                 .zip(&replies)

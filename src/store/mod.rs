@@ -565,16 +565,12 @@ impl Store {
     /// Places tasks on one worker and takes the lease for it there (the
     /// worker then only reads them: [`Store::claim`]). Returns one status
     /// per task: 'ok', 'full', 'missing', 'gone', 'conflict' or 'state:<s>'.
-    pub async fn assign(&self, worker_id: &str, tasks: &[IntakeTask], lease: Duration) -> Result<Vec<String>> {
-        self.assign_acking(worker_id, tasks, &vec![""; tasks.len()], lease)
-            .await
-    }
-
-    /// [`Store::assign`], which also acknowledges intake entries: `acks`
-    /// names, per task, the entry to acknowledge ('' for none) once none of
-    /// the tasks named with it came back 'full' or 'gone'. The caller names
-    /// an entry only when the call holds every task of it still to place.
-    pub async fn assign_acking(
+    ///
+    /// `acks` names, per task, an intake entry for the script to acknowledge
+    /// ('' or missing for none) once none of the tasks named with it came
+    /// back 'full' or 'gone'. The caller names an entry only when the call
+    /// holds every task of it still to place.
+    pub async fn assign(
         &self,
         worker_id: &str,
         tasks: &[IntakeTask],
@@ -604,8 +600,8 @@ impl Store {
             .arg(lease.as_millis() as u64)
             .arg(worker_id)
             .arg(keys::DISTRIBUTORS_GROUP);
-        for (t, ack) in tasks.iter().zip(acks) {
-            inv.arg(&t.id).arg(t.v).arg(*ack);
+        for (i, t) in tasks.iter().enumerate() {
+            inv.arg(&t.id).arg(t.v).arg(acks.get(i).copied().unwrap_or(""));
         }
         let v = self.call("assign", &inv).await?;
         if v.iter().any(|x| x == "ok") {
@@ -944,16 +940,21 @@ impl Store {
         let mut requeue = Vec::new();
         let mut args: Vec<(String, u64, u64, bool)> = Vec::new();
         let mut con = self.con().await?;
+        // Each worker stream's group is asked once per call.
+        let mut last_delivered = HashMap::new();
         for (id, f) in &due {
             let v: u64 = f[1].as_deref().and_then(|s| s.parse().ok()).unwrap_or(0);
-            // Expected to go back to queued (listed in the intake envelope):
-            // an older distributor's `assigned`, and a lease whose
-            // assignment the worker never acknowledged. reap.lua checks again.
+            // Never ran, so it goes back to queued (listed in the intake
+            // envelope, flagged for reap.lua): an older distributor's
+            // `assigned`, and a lease whose assignment the worker never
+            // acknowledged.
             let never_ran = match f[0].as_deref() {
                 Some("assigned") => true,
                 Some("running") => match (f[6].as_deref(), f[7].as_deref()) {
                     (Some(wid), Some(ent)) if !wid.is_empty() => {
-                        !self.assignment_acknowledged(&mut con, wid, ent).await
+                        !self
+                            .assignment_acknowledged(&mut con, &mut last_delivered, wid, ent)
+                            .await
                     }
                     _ => false,
                 },
@@ -1020,18 +1021,39 @@ impl Store {
     /// An entry past the group's last delivered id was never read; one in
     /// the pending list was read and not acted on. When the stream or group
     /// is gone it cannot be told, and counts as acknowledged (an attempt is
-    /// charged, as for any lease that ran out). reap.lua checks the same.
-    async fn assignment_acknowledged(&self, con: &mut Con, wid: &str, ent: &str) -> bool {
+    /// charged, as for any lease that ran out). `last_delivered` caches each
+    /// worker's group position (None: no stream or group) within one reap.
+    ///
+    /// reap.lua takes this answer as given. A worker that acknowledges in
+    /// between (after this read, before the script) finds the lease already
+    /// run out, past half of it, and hands the task back without running it
+    /// (`Worker::handle`), so the attempt given back was never used.
+    async fn assignment_acknowledged(
+        &self,
+        con: &mut Con,
+        last_delivered: &mut HashMap<String, Option<String>>,
+        wid: &str,
+        ent: &str,
+    ) -> bool {
         let stream = self.keys.worker_stream(wid);
-        let groups: redis::RedisResult<redis::streams::StreamInfoGroupsReply> =
-            redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(con).await;
-        let Some(group) = groups
-            .ok()
-            .and_then(|g| g.groups.into_iter().find(|g| g.name == keys::WORKER_GROUP))
-        else {
+        if !last_delivered.contains_key(wid) {
+            let groups: redis::RedisResult<redis::streams::StreamInfoGroupsReply> = redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(&stream)
+                .query_async(&mut *con)
+                .await;
+            let last = groups.ok().and_then(|g| {
+                g.groups
+                    .into_iter()
+                    .find(|g| g.name == keys::WORKER_GROUP)
+                    .map(|g| g.last_delivered_id)
+            });
+            last_delivered.insert(wid.to_string(), last);
+        }
+        let Some(last) = &last_delivered[wid] else {
             return true;
         };
-        if stream_id_after(ent, &group.last_delivered_id) {
+        if stream_id_after(ent, last) {
             return false;
         }
         let pending: redis::RedisResult<Vec<Value>> = redis::cmd("XPENDING")

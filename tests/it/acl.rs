@@ -415,6 +415,7 @@ async fn each_role_runs_end_to_end_under_its_own_acl_user() {
         .unwrap();
     let running = wait_state(&client, &long.id, TaskState::Running, Duration::from_secs(10)).await;
     assert_eq!(running.worker.as_deref(), Some("w-gone"));
+    wait_assignments_acknowledged(&con, "w-gone").await;
     w_gone.signal(libc::SIGKILL);
     let mut w1 = spawn(
         "w1",
@@ -676,27 +677,40 @@ async fn every_store_call_of_each_role_passes_under_its_user() {
     let ttl = Duration::from_secs(10);
     ok(dist
         .store
-        .assign("w1", &[intake(&ts[0], 1), intake(&ts[1], 1), intake(&ts[2], 1)], ttl)
+        .assign(
+            "w1",
+            &[intake(&ts[0], 1), intake(&ts[1], 1), intake(&ts[2], 1)],
+            &[],
+            ttl,
+        )
         .await
         .unwrap());
-    ok(dist.store.assign("w1", &[intake(&ts[3], 1)], ttl).await.unwrap());
+    ok(dist.store.assign("w1", &[intake(&ts[3], 1)], &[], ttl).await.unwrap());
     // A 1 ms lease, taken at assignment: it runs out before the reaper looks.
     ok(dist
         .store
-        .assign("w2", &[intake(&ts[4], 1), intake(&keyed, 1)], Duration::from_millis(1))
+        .assign(
+            "w2",
+            &[intake(&ts[4], 1), intake(&keyed, 1)],
+            &[],
+            Duration::from_millis(1),
+        )
         .await
         .unwrap());
     // Assigned with no lease left: the reaper charges the attempt.
     ok(dist
         .store
-        .assign("w3", &[intake(&ts[5], 1)], Duration::ZERO)
+        .assign("w3", &[intake(&ts[5], 1)], &[], Duration::ZERO)
         .await
         .unwrap());
     // Assigned to a worker that never reads its stream: running there, so
     // a cancel is requested through that stream.
-    ok(dist.store.assign("w3", &[intake(&ts[6], 1)], ttl).await.unwrap());
+    ok(dist.store.assign("w3", &[intake(&ts[6], 1)], &[], ttl).await.unwrap());
     assert_eq!(
-        dist.store.assign("nobody", &[intake(&ts[7], 2)], ttl).await.unwrap(),
+        dist.store
+            .assign("nobody", &[intake(&ts[7], 2)], &[], ttl)
+            .await
+            .unwrap(),
         vec!["gone"]
     );
     dist.store.ack(&intake_key, "distributors", &ids).await.unwrap();

@@ -84,6 +84,7 @@ async fn a_worker_cut_off_past_its_lease_stops_its_handler_and_the_effect_happen
         .unwrap();
     let first = wait_state(&client, &s.id, TaskState::Running, Duration::from_secs(10)).await;
     assert_eq!(first.worker.as_deref(), Some("cut"));
+    wait_assignments_acknowledged(&c.redis_con().await, "cut").await;
     proxy.set(Link::Blackhole);
     let url = c.redis.url();
     let _direct = spawn(

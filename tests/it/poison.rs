@@ -117,8 +117,16 @@ async fn one_entry_delivered_to_two_consumers_starts_once() {
     assert_eq!(e1[0].id, e2[0].id, "the same entry, twice");
     let b1: IntakeBody = ctx.store.open(&intake, &e1[0]).unwrap().parse().unwrap();
     let b2: IntakeBody = ctx.store.open(&intake, &e2[0]).unwrap().parse().unwrap();
-    let r1 = ctx.store.assign("w1", &b1.tasks, Duration::from_secs(5)).await.unwrap();
-    let r2 = ctx.store.assign("w2", &b2.tasks, Duration::from_secs(5)).await.unwrap();
+    let r1 = ctx
+        .store
+        .assign("w1", &b1.tasks, &[], Duration::from_secs(5))
+        .await
+        .unwrap();
+    let r2 = ctx
+        .store
+        .assign("w2", &b2.tasks, &[], Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(r1, vec!["ok"]);
     assert_eq!(
         r2,

@@ -42,6 +42,7 @@ async fn a_task_on_a_killed_worker_completes_on_another_after_its_lease() {
         .unwrap();
     let running = wait_state(&client, &s.id, TaskState::Running, Duration::from_secs(10)).await;
     let victim = running.worker.clone().unwrap();
+    wait_assignments_acknowledged(&c.redis_con().await, &victim).await;
     let i = workers.iter().position(|w| w.name == victim).unwrap();
     workers[i].signal(libc::SIGKILL);
     let t = client.wait(&s.id, Duration::from_secs(20)).await.unwrap();
@@ -80,6 +81,7 @@ async fn a_zombie_worker_cannot_complete_after_its_lease_passed() {
         .unwrap();
     let first = wait_state(&client, &s.id, TaskState::Running, Duration::from_secs(10)).await;
     assert_eq!(first.worker.as_deref(), Some("zombie"));
+    wait_assignments_acknowledged(&c.redis_con().await, "zombie").await;
     zombie.signal(libc::SIGSTOP);
     let fresh = spawn(
         "fresh",

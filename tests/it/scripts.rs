@@ -63,7 +63,11 @@ async fn assign_and_start(ctx: &Context, wid: &str, id: &str, v: u64) -> Started
         tags: vec![],
         prio: 0,
     };
-    let r = ctx.store.assign(wid, &[it], Duration::from_millis(300)).await.unwrap();
+    let r = ctx
+        .store
+        .assign(wid, &[it], &[], Duration::from_millis(300))
+        .await
+        .unwrap();
     assert_eq!(r, vec!["ok"]);
     let entries = ctx
         .store
@@ -262,7 +266,10 @@ async fn an_expired_lease_on_an_assignment_never_acknowledged_uses_no_attempt() 
     // acknowledged (the worker died right after reading). tasks[2]: never
     // delivered.
     for (i, t) in tasks.iter().enumerate() {
-        assert_eq!(ctx.store.assign("w1", &[assign(t)], lease).await.unwrap(), vec!["ok"]);
+        assert_eq!(
+            ctx.store.assign("w1", &[assign(t)], &[], lease).await.unwrap(),
+            vec!["ok"]
+        );
         if i == 2 {
             continue;
         }
@@ -326,7 +333,10 @@ async fn a_task_an_older_distributor_left_assigned_still_starts() {
         prio: 0,
     };
     assert_eq!(
-        ctx.store.assign("w1", &[it], Duration::from_secs(5)).await.unwrap(),
+        ctx.store
+            .assign("w1", &[it], &[], Duration::from_secs(5))
+            .await
+            .unwrap(),
         vec!["ok"]
     );
     // Rewrite the task as the old assign.lua left it: `assigned`, no fence,
@@ -685,7 +695,7 @@ async fn the_reconciler_announces_again_a_queued_task_whose_entry_was_lost() {
     let body: IntakeBody = ctx.store.open(&intake, &e[0]).unwrap().parse().unwrap();
     assert_eq!(
         ctx.store
-            .assign("w1", &body.tasks, Duration::from_secs(5))
+            .assign("w1", &body.tasks, &[], Duration::from_secs(5))
             .await
             .unwrap(),
         vec!["ok"]
@@ -896,7 +906,7 @@ async fn assign_acknowledges_an_intake_entry_only_when_all_its_tasks_settled() {
     let acks = vec![first.as_str(); 3];
     let r = ctx
         .store
-        .assign_acking("w1", &tasks, &acks, Duration::from_secs(5))
+        .assign("w1", &tasks, &acks, Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(r, vec!["ok", "ok", "ok"]);
@@ -906,7 +916,7 @@ async fn assign_acknowledges_an_intake_entry_only_when_all_its_tasks_settled() {
     let acks = vec![second.as_str(); 2];
     let r = ctx
         .store
-        .assign_acking("w1", &tasks, &acks, Duration::from_secs(5))
+        .assign("w1", &tasks, &acks, Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(r, vec!["ok", "full"]);

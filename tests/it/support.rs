@@ -325,6 +325,50 @@ pub fn profile(dir: &std::path::Path, name: &str, toml: &str) -> String {
     p.display().to_string()
 }
 
+/// Waits until worker `wid` has read and acknowledged every assign entry
+/// on its stream (namespace `drover`). A task is `running` from its
+/// assignment on; the worker runs the handler only after it acknowledged
+/// the entry. A test that kills or stops a worker "while it runs a task"
+/// waits for this first; cut off before it, the worker never ran the task
+/// and the attempt is given back.
+pub async fn wait_assignments_acknowledged(con: &redis::aio::MultiplexedConnection, wid: &str) {
+    let stream = format!("{{drover:0}}:w:{wid}:in");
+    eventually(
+        Duration::from_secs(10),
+        "the worker to acknowledge its assignments",
+        || {
+            let mut con = con.clone();
+            let stream = stream.clone();
+            async move {
+                let groups: redis::streams::StreamInfoGroupsReply = redis::cmd("XINFO")
+                    .arg("GROUPS")
+                    .arg(&stream)
+                    .query_async(&mut con)
+                    .await
+                    .ok()?;
+                let read = groups
+                    .groups
+                    .iter()
+                    .find(|g| g.name == "worker")?
+                    .last_delivered_id
+                    .clone();
+                let newest: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+                    .arg(&stream)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut con)
+                    .await
+                    .ok()?;
+                let all_read = newest.ids.first().is_some_and(|e| e.id == read);
+                (all_read && pending_count(&mut con, &stream, "worker").await == 0).then_some(())
+            }
+        },
+    )
+    .await;
+}
+
 /// Entries of `stream` delivered to `group` and not yet acknowledged.
 pub async fn pending_count(con: &mut impl redis::aio::ConnectionLike, stream: &str, group: &str) -> u64 {
     let v: redis::Value = redis::cmd("XPENDING")
