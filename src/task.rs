@@ -6,19 +6,69 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use utoipa::ToSchema;
 
-/// A task's identifier: a UUIDv7, so ids sort roughly by creation time.
+/// A task's identifier: a UUIDv7 written as 22 base-62 digits
+/// (`0-9A-Za-z`, most significant first). The digits are in ASCII order and
+/// the width is fixed, so ids still sort by creation time, as the UUID does;
+/// and they are 14 characters shorter than the UUID's canonical form, which
+/// every task key and intake message carries (memory per queued task,
+/// BENCHMARKS.md). Ids issued by earlier releases, canonical UUIDs, are
+/// still accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct TaskId(String);
 
+/// Base-62 digits in ASCII order, so text order is number order.
+const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+/// Digits in an id: 62^22 > 2^128.
+const ID_LEN: usize = 22;
+
+/// `n` as exactly [`ID_LEN`] base-62 digits. Two 128-bit divisions split
+/// it into parts below 62^10 (< 2^60), whose digits come from 64-bit
+/// arithmetic: u128 division is a library call, u64 by a constant is not.
+fn base62(n: u128) -> String {
+    const P10: u128 = 62u128.pow(10);
+    let mut out = [b'0'; ID_LEN];
+    let parts = [(n / P10 / P10) as u64, (n / P10 % P10) as u64, (n % P10) as u64];
+    // The top part holds 2 digits (2^128 / 62^20 < 62^2), the others 10.
+    for (part, range) in parts.into_iter().zip([0..2, 2..12, 12..22]) {
+        let mut rest = part;
+        for slot in out[range].iter_mut().rev() {
+            *slot = DIGITS[(rest % 62) as usize];
+            rest /= 62;
+        }
+    }
+    String::from_utf8(out.to_vec()).expect("digits are ASCII")
+}
+
+/// The number 22 base-62 digits stand for; None for any other text or a
+/// value past 128 bits.
+fn from_base62(s: &str) -> Option<u128> {
+    if s.len() != ID_LEN {
+        return None;
+    }
+    s.bytes().try_fold(0u128, |n, c| {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'A'..=b'Z' => c - b'A' + 10,
+            b'a'..=b'z' => c - b'a' + 36,
+            _ => return None,
+        };
+        n.checked_mul(62)?.checked_add(u128::from(d))
+    })
+}
+
 impl TaskId {
     pub fn generate() -> Self {
-        TaskId(uuid::Uuid::now_v7().to_string())
+        TaskId(base62(uuid::Uuid::now_v7().as_u128()))
     }
 
-    /// Accepts only the canonical UUID form, so an id taken from a URL can
+    /// Accepts exactly the forms ids are issued in (22 base-62 digits, or
+    /// an earlier release's canonical UUID), so an id taken from a URL can
     /// never smuggle key syntax into a Redis key name.
     pub fn parse(s: &str) -> Option<Self> {
+        if from_base62(s).is_some() {
+            return Some(TaskId(s.to_string()));
+        }
         let u = uuid::Uuid::parse_str(s).ok()?;
         let canonical = u.to_string();
         (canonical == s).then_some(TaskId(canonical))
@@ -170,10 +220,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn task_id_accepts_only_canonical_uuids() {
-        let id = TaskId::generate();
-        assert_eq!(TaskId::parse(id.as_str()), Some(id.clone()));
-        assert_eq!(TaskId::parse(&id.as_str().to_uppercase()), None);
+    fn task_ids_are_22_base62_digits_that_sort_by_creation() {
+        let first = TaskId::generate();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let second = TaskId::generate();
+        assert_eq!(first.as_str().len(), 22);
+        assert!(first.as_str().bytes().all(|c| c.is_ascii_alphanumeric()), "{first}");
+        assert!(first < second, "{first} then {second}");
+        assert_eq!(TaskId::parse(first.as_str()), Some(first.clone()));
+    }
+
+    #[test]
+    fn base62_round_trips_at_the_edges() {
+        for n in [0, 1, 61, 62, u128::from(u64::MAX), u128::MAX - 1, u128::MAX] {
+            let s = base62(n);
+            assert_eq!(s.len(), 22, "{s}");
+            assert_eq!(from_base62(&s), Some(n));
+        }
+        assert_eq!(base62(0), "0000000000000000000000");
+        assert_eq!(base62(u128::MAX), "7n42DGM5Tflk9n8mt7Fhc7");
+        // Text order is number order.
+        assert!(base62(61) < base62(62) && base62(u128::from(u64::MAX)) < base62(u128::MAX));
+    }
+
+    #[test]
+    fn task_id_accepts_only_the_forms_ids_are_issued_in() {
+        // Earlier releases' ids: canonical UUIDs only.
+        let legacy = uuid::Uuid::now_v7().to_string();
+        assert_eq!(TaskId::parse(&legacy).map(|t| t.to_string()), Some(legacy.clone()));
+        assert_eq!(TaskId::parse(&legacy.to_uppercase()), None);
+        // 22 digits past 2^128, a digit outside the alphabet, wrong lengths.
+        assert_eq!(TaskId::parse("zzzzzzzzzzzzzzzzzzzzzz"), None);
+        assert_eq!(TaskId::parse("7n42DGM5Tflk9n8mt7Fhc8"), None);
+        assert_eq!(TaskId::parse("0000000000000000000-00"), None);
+        assert_eq!(TaskId::parse("000000000000000000000"), None);
         assert_eq!(TaskId::parse("x}:t:evil"), None);
         assert_eq!(TaskId::parse(""), None);
     }

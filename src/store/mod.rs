@@ -15,7 +15,7 @@ pub mod scripts;
 
 use crate::clock::Clock;
 use crate::envelope::{Keyring, Rejection, Verified};
-use crate::messages::{self, Assignment, CancelBody, EventBody, IntakeBody, IntakeTask};
+use crate::messages::{self, Assignment, CancelBody, EventBody, IntakeBody, IntakeTask, PerTaskIntakeBody};
 use crate::task::{FenceToken, NewTask, TaskId, TaskState, TaskView};
 use deadpool::managed::Timeouts;
 use deadpool::Runtime;
@@ -788,7 +788,12 @@ impl Store {
                 prio: c.task.priority,
             })
             .collect();
-        let intake_env = self.seal_intake(released);
+        // Workers are updated before distributors: per-task form (messages.rs).
+        let intake_env = if released.is_empty() {
+            Vec::new()
+        } else {
+            self.seal(&intake, messages::SUBMIT, &PerTaskIntakeBody { tasks: &released })
+        };
         let mut inv = self.scripts.complete.prepare_invoke();
         inv.key(self.keys.deadlines())
             .key(self.keys.scheduled())
