@@ -20,6 +20,12 @@ use tokio_util::sync::CancellationToken;
 /// been queued this long (scripts set state and entry together, so this only
 /// guards against reading a task mid-way through a sweep).
 const RECONCILE_GRACE: Duration = Duration::from_secs(5);
+/// Task keys the reconciler looks at on each leader pass (every
+/// `timing.tick`): 2,000 keys a second at the default tick. One small step
+/// per pass instead of a large sweep every few seconds, because a burst of
+/// 10 steps of 1,000 showed as a 15-20 ms pause in task latency at half of
+/// peak throughput (BENCHMARKS.md).
+const RECONCILE_STEP: usize = 200;
 
 /// Runs until `shutdown`: then stops accepting (503), finishes open
 /// requests, gives up the leader lease and returns.
@@ -180,9 +186,9 @@ async fn lead(ctx: Context, id: String, shutdown: CancellationToken) {
     metrics::gauge!("drover_leader").set(0.0);
 }
 
-/// One pass of the leader's duties; returns whether the janitor ran. The
-/// janitor's turn (every few seconds) also advances the reconciler by one
-/// bounded SCAN step, so a whole sweep is spread out over time.
+/// One pass of the leader's duties; returns whether the janitor ran. Every
+/// pass also advances the reconciler by one small SCAN step, so a whole
+/// sweep is spread evenly over time.
 async fn leader_pass(
     ctx: &Context,
     janitor: bool,
@@ -227,14 +233,12 @@ async fn leader_pass(
             .forget_idle_consumers(&intake, crate::store::keys::DISTRIBUTORS_GROUP, t.forget_worker_after)
             .await?;
         ctx.store.trim_events(ctx.settings.events_retention).await?;
-        for _ in 0..10 {
-            let (next, _) = ctx.store.reconcile(reconcile_cursor, 1000, RECONCILE_GRACE).await?;
-            *reconcile_cursor = next;
-            if reconcile_cursor == "0" {
-                break;
-            }
-        }
     }
+    let (next, _) = ctx
+        .store
+        .reconcile(reconcile_cursor, RECONCILE_STEP, RECONCILE_GRACE)
+        .await?;
+    *reconcile_cursor = next;
     Ok(janitor)
 }
 

@@ -1165,36 +1165,26 @@ impl Store {
         if keys.is_empty() {
             return Ok((next, 0));
         }
+        // Most keys are not queued: read only what decides that first, and
+        // the fields to announce a task with only for the rare orphan.
         let mut pipe = redis::pipe();
         for k in &keys {
-            pipe.cmd("HMGET")
-                .arg(k)
-                .arg(&["state", "ut", "ent", "v", "h", "tags", "prio", "ct"]);
+            pipe.cmd("HMGET").arg(k).arg(&["state", "ut", "ct", "ent"]);
         }
         let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut con).await?;
         let cutoff = self.clock.now_ms().saturating_sub(grace.as_millis() as u64);
-        let prefix_len = self.keys.task("").len();
-        let candidates: Vec<(IntakeTask, String)> = keys
+        let candidates: Vec<(&String, String)> = keys
             .iter()
             .zip(rows)
             .filter(|(_, f)| f[0].as_deref() == Some("queued"))
             .filter(|(_, f)| {
                 // `ut` is not stored until the task first changes.
                 f[1].as_deref()
-                    .or(f[7].as_deref())
+                    .or(f[2].as_deref())
                     .and_then(|u| u.parse::<u64>().ok())
                     .is_some_and(|u| u < cutoff)
             })
-            .map(|(k, f)| {
-                let task = intake_task(
-                    k[prefix_len..].to_string(),
-                    f[3].as_deref().and_then(|s| s.parse().ok()).unwrap_or(0),
-                    &f[4],
-                    &f[5],
-                    &f[6],
-                );
-                (task, f[2].clone().unwrap_or_default())
-            })
+            .map(|(k, f)| (k, f[3].clone().unwrap_or_default()))
             .collect();
         if candidates.is_empty() {
             return Ok((next, 0));
@@ -1208,11 +1198,30 @@ impl Store {
             pipe.cmd("XRANGE").arg(&intake).arg(ent).arg(ent).arg("COUNT").arg(1);
         }
         let found: Vec<redis::Value> = pipe.query_async(&mut con).await?;
-        let orphans: Vec<IntakeTask> = candidates
+        let orphan_keys: Vec<&String> = candidates
             .into_iter()
             .zip(found)
             .filter(|(_, v)| matches!(v, Value::Array(a) if a.is_empty()))
-            .map(|((t, _), _)| t)
+            .map(|((k, _), _)| k)
+            .collect();
+        if orphan_keys.is_empty() {
+            return Ok((next, 0));
+        }
+        let mut pipe = redis::pipe();
+        for k in &orphan_keys {
+            pipe.cmd("HMGET").arg(*k).arg(&["v", "h", "tags", "prio"]);
+        }
+        let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut con).await?;
+        let prefix_len = self.keys.task("").len();
+        // reannounce.lua checks the version read here: a task that moved on
+        // since the first read is left alone.
+        let orphans: Vec<IntakeTask> = orphan_keys
+            .iter()
+            .zip(rows)
+            .map(|(k, f)| {
+                let v = f[0].as_deref().and_then(|s| s.parse().ok()).unwrap_or(0);
+                intake_task(k[prefix_len..].to_string(), v, &f[1], &f[2], &f[3])
+            })
             .collect();
         drop(con);
         let n = self.reannounce(&orphans).await?;
