@@ -1,7 +1,8 @@
 //! The distributor: reads the intake stream in a consumer group (replicas
 //! share the load), keeps a live view of workers from their heartbeats, and
 //! assigns each task to a worker that has its handler and all its tags,
-//! preferring the one with the most free slots. The free-slot check that
+//! preferring the one with the most free slots, in chunks of up to
+//! [`PLACEMENT_CHUNK`] tasks per round. The free-slot check that
 //! counts is the one inside the assign script; the view here only aims.
 //!
 //! A task no worker can take now waits here, and its intake entry stays
@@ -21,6 +22,14 @@ use tokio_util::sync::CancellationToken;
 /// it, entries stay unread in the stream (for this or another distributor)
 /// instead of in this process' memory.
 const MAX_HELD: usize = 10_000;
+/// Most tasks of one round that go to a worker before the next worker with
+/// the most free slots is chosen. A round at a moderate rate (a few to a
+/// few dozen tasks) then makes one assign call and wakes one worker instead
+/// of spreading task by task over all of them: every call and wake-up has
+/// a fixed cost in Redis, which at half of peak throughput was most of it
+/// (BENCHMARKS.md). Over rounds the load still evens out, since each chunk
+/// goes to the worker with the most free slots.
+const PLACEMENT_CHUNK: usize = 64;
 /// How long a read of the live workers serves placements.
 const VIEW_TTL: Duration = Duration::from_millis(20);
 /// Entries idle this long in another consumer's hands are taken over; tasks
@@ -225,6 +234,8 @@ impl Distributor {
                 .collect()
         };
         let mut kind: Option<(&IntakeTask, Vec<usize>)> = None;
+        // The worker the current chunk goes to, and its room left in it.
+        let mut chunk: Option<(usize, usize)> = None;
         let mut plan: HashMap<usize, Vec<usize>> = HashMap::new();
         let mut unplaceable = 0u64;
         let mut short_of_room = false;
@@ -241,19 +252,26 @@ impl Distributor {
                 }
                 continue;
             }
-            // The most free slots wins; the first such worker on a tie.
-            let mut best: Option<usize> = None;
-            if total_free > 0 {
+            // The chunk's worker while it can take this task; otherwise
+            // the most free slots wins, the first such worker on a tie.
+            let mut best = chunk
+                .filter(|&(j, left)| left > 0 && free[j] > 0 && candidates.contains(&j))
+                .map(|(j, _)| j);
+            if best.is_none() && total_free > 0 {
                 for &j in candidates {
                     if free[j] > 0 && best.is_none_or(|b| free[j] > free[b]) {
                         best = Some(j);
                     }
                 }
+                chunk = best.map(|j| (j, PLACEMENT_CHUNK));
             }
             match best {
                 Some(j) => {
                     free[j] -= 1;
                     total_free -= 1;
+                    if let Some((_, left)) = chunk.as_mut() {
+                        *left -= 1;
+                    }
                     plan.entry(j).or_default().push(i);
                 }
                 None => short_of_room = true,
