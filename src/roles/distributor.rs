@@ -145,6 +145,85 @@ pub async fn run(ctx: Context, id: String, shutdown: CancellationToken) -> anyho
     Ok(())
 }
 
+/// Where one round's tasks go, by index: what [`plan_round`] decided.
+#[derive(Debug, Default, PartialEq)]
+struct RoundPlan {
+    /// Per worker (index into the view), the tasks it gets, in order.
+    by_worker: HashMap<usize, Vec<usize>>,
+    /// Tasks no live worker offers a handler and tags for.
+    unplaceable: Vec<usize>,
+    /// Whether tasks a worker could run were left for want of free slots.
+    short_of_room: bool,
+}
+
+/// Plans a round from the cached view of the workers: each task goes to a
+/// worker that offers its handler and has all its tags and a free slot,
+/// the one with the most free slots (the first on a tie), in chunks of up
+/// to [`PLACEMENT_CHUNK`] tasks per worker. A draining worker gets nothing.
+fn plan_round<'a>(tasks: impl Iterator<Item = &'a IntakeTask>, workers: &[WorkerView]) -> RoundPlan {
+    let mut free: Vec<i64> = workers
+        .iter()
+        .map(|w| {
+            if w.draining {
+                0
+            } else {
+                w.capacity as i64 - w.used as i64
+            }
+        })
+        .collect();
+    let mut total_free: i64 = free.iter().map(|f| (*f).max(0)).sum();
+    // Up to MAX_HELD tasks are looked at on every round, so the workers
+    // able to run a kind of task (handler and tags) are worked out once
+    // per run of same-kind tasks, not per task.
+    let able = |t: &IntakeTask| -> Vec<usize> {
+        (0..workers.len())
+            .filter(|&j| {
+                let w = &workers[j];
+                !w.draining && w.handlers.contains(&t.h) && t.tags.iter().all(|tag| w.tags.contains(tag))
+            })
+            .collect()
+    };
+    let mut kind: Option<(&IntakeTask, Vec<usize>)> = None;
+    // The worker the current chunk goes to, and its room left in it.
+    let mut chunk: Option<(usize, usize)> = None;
+    let mut plan = RoundPlan::default();
+    for (i, t) in tasks.enumerate() {
+        if !kind.as_ref().is_some_and(|(k, _)| k.h == t.h && k.tags == t.tags) {
+            kind = Some((t, able(t)));
+        }
+        let candidates = &kind.as_ref().expect("set above").1;
+        if candidates.is_empty() {
+            plan.unplaceable.push(i);
+            continue;
+        }
+        // The chunk's worker while it can take this task; otherwise the
+        // most free slots wins, the first such worker on a tie.
+        let mut best = chunk
+            .filter(|&(j, left)| left > 0 && free[j] > 0 && candidates.contains(&j))
+            .map(|(j, _)| j);
+        if best.is_none() && total_free > 0 {
+            for &j in candidates {
+                if free[j] > 0 && best.is_none_or(|b| free[j] > free[b]) {
+                    best = Some(j);
+                }
+            }
+            chunk = best.map(|j| (j, PLACEMENT_CHUNK));
+        }
+        match best {
+            Some(j) => {
+                free[j] -= 1;
+                total_free -= 1;
+                if let Some((_, left)) = chunk.as_mut() {
+                    *left -= 1;
+                }
+                plan.by_worker.entry(j).or_default().push(i);
+            }
+            None => plan.short_of_room = true,
+        }
+    }
+    plan
+}
+
 impl Distributor {
     /// Verifies entries and queues their tasks for placement.
     async fn take(&mut self, entries: Vec<crate::store::Entry>) {
@@ -210,76 +289,17 @@ impl Distributor {
             self.waiting.sort_by_key(|w| std::cmp::Reverse(w.task.prio));
             self.unsorted = false;
         }
-        let workers = &self.workers;
-        let mut free: Vec<i64> = workers
-            .iter()
-            .map(|w| {
-                if w.draining {
-                    0
-                } else {
-                    w.capacity as i64 - w.used as i64
-                }
-            })
-            .collect();
-        let mut total_free: i64 = free.iter().map(|f| (*f).max(0)).sum();
-        // Up to MAX_HELD tasks are looked at on every round, so the workers
-        // able to run a kind of task (handler and tags) are worked out once
-        // per run of same-kind tasks, not per task.
-        let able = |t: &IntakeTask| -> Vec<usize> {
-            (0..workers.len())
-                .filter(|&j| {
-                    let w = &workers[j];
-                    !w.draining && w.handlers.contains(&t.h) && t.tags.iter().all(|tag| w.tags.contains(tag))
-                })
-                .collect()
-        };
-        let mut kind: Option<(&IntakeTask, Vec<usize>)> = None;
-        // The worker the current chunk goes to, and its room left in it.
-        let mut chunk: Option<(usize, usize)> = None;
-        let mut plan: HashMap<usize, Vec<usize>> = HashMap::new();
-        let mut unplaceable = 0u64;
-        let mut short_of_room = false;
-        for (i, waiting) in self.waiting.iter().enumerate() {
-            let t = &waiting.task;
-            if !kind.as_ref().is_some_and(|(k, _)| k.h == t.h && k.tags == t.tags) {
-                kind = Some((t, able(t)));
-            }
-            let candidates = &kind.as_ref().expect("set above").1;
-            if candidates.is_empty() {
-                unplaceable += 1;
-                if self.unplaceable_logged.insert(t.h.clone()) {
-                    tracing::warn!(handler = %t.h, tags = ?t.tags, "no live worker offers this handler with these tags; tasks wait");
-                }
-                continue;
-            }
-            // The chunk's worker while it can take this task; otherwise
-            // the most free slots wins, the first such worker on a tie.
-            let mut best = chunk
-                .filter(|&(j, left)| left > 0 && free[j] > 0 && candidates.contains(&j))
-                .map(|(j, _)| j);
-            if best.is_none() && total_free > 0 {
-                for &j in candidates {
-                    if free[j] > 0 && best.is_none_or(|b| free[j] > free[b]) {
-                        best = Some(j);
-                    }
-                }
-                chunk = best.map(|j| (j, PLACEMENT_CHUNK));
-            }
-            match best {
-                Some(j) => {
-                    free[j] -= 1;
-                    total_free -= 1;
-                    if let Some((_, left)) = chunk.as_mut() {
-                        *left -= 1;
-                    }
-                    plan.entry(j).or_default().push(i);
-                }
-                None => short_of_room = true,
+        let round = plan_round(self.waiting.iter().map(|w| &w.task), &self.workers);
+        for &i in &round.unplaceable {
+            let t = &self.waiting[i].task;
+            if self.unplaceable_logged.insert(t.h.clone()) {
+                tracing::warn!(handler = %t.h, tags = ?t.tags, "no live worker offers this handler with these tags; tasks wait");
             }
         }
         // Tasks left for want of room: slots may have freed since the read.
-        self.view_behind |= short_of_room;
-        metrics::gauge!("drover_unplaceable_tasks").set(unplaceable as f64);
+        self.view_behind |= round.short_of_room;
+        metrics::gauge!("drover_unplaceable_tasks").set(round.unplaceable.len() as f64);
+        let plan = round.by_worker;
         if plan.is_empty() {
             return Ok(());
         }
@@ -420,5 +440,87 @@ impl Distributor {
         }
         self.ctx.store.trim(&self.stream, DISTRIBUTORS_GROUP).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(id: &str, handlers: &[&str], tags: &[&str], capacity: u32, used: u32) -> WorkerView {
+        WorkerView {
+            id: id.into(),
+            handlers: handlers.iter().map(|h| h.to_string()).collect(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            capacity,
+            used,
+            in_flight: used,
+            draining: false,
+            last_heartbeat_ms: 0,
+            version: String::new(),
+        }
+    }
+
+    fn tasks(n: usize, h: &str, tags: &[&str]) -> Vec<IntakeTask> {
+        (0..n)
+            .map(|i| IntakeTask {
+                id: format!("{h}{i}"),
+                v: 1,
+                h: h.into(),
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+                prio: 0,
+            })
+            .collect()
+    }
+
+    fn counts(plan: &RoundPlan, workers: usize) -> Vec<usize> {
+        (0..workers)
+            .map(|j| plan.by_worker.get(&j).map_or(0, Vec::len))
+            .collect()
+    }
+
+    #[test]
+    fn a_small_round_goes_to_one_worker_the_one_with_most_free_slots() {
+        let workers = [
+            worker("a", &["noop"], &[], 256, 10),
+            worker("b", &["noop"], &[], 256, 3),
+        ];
+        let plan = plan_round(tasks(7, "noop", &[]).iter(), &workers);
+        assert_eq!(counts(&plan, 2), [0, 7]);
+        assert_eq!(plan.by_worker[&1], (0..7).collect::<Vec<_>>(), "arrival order kept");
+        assert!(plan.unplaceable.is_empty() && !plan.short_of_room);
+    }
+
+    #[test]
+    fn a_large_round_is_spread_in_chunks_and_never_past_capacity() {
+        let even = [worker("a", &["noop"], &[], 256, 0), worker("b", &["noop"], &[], 256, 0)];
+        let plan = plan_round(tasks(150, "noop", &[]).iter(), &even);
+        // a chunk to a, then to b (256 free against 192), then to a again.
+        assert_eq!(counts(&plan, 2), [86, 64]);
+        let workers = [worker("a", &["noop"], &[], 256, 0), worker("b", &["noop"], &[], 100, 0)];
+        let plan = plan_round(tasks(150, "noop", &[]).iter(), &workers);
+        assert_eq!(counts(&plan, 2), [150, 0], "a keeps the most free slots throughout");
+        let plan = plan_round(tasks(400, "noop", &[]).iter(), &workers);
+        assert_eq!(counts(&plan, 2), [256, 100]);
+        assert!(plan.short_of_room, "44 tasks left for want of room");
+    }
+
+    #[test]
+    fn handlers_tags_and_draining_decide_who_may_take_a_task() {
+        let mut draining = worker("c", &["noop", "gpu-job"], &["gpu"], 256, 0);
+        draining.draining = true;
+        let workers = [
+            worker("a", &["noop"], &[], 8, 0),
+            worker("b", &["gpu-job"], &["gpu"], 8, 0),
+            draining,
+        ];
+        let mut round = tasks(3, "gpu-job", &["gpu"]);
+        round.extend(tasks(2, "noop", &["gpu"]));
+        round.extend(tasks(2, "noop", &[]));
+        let plan = plan_round(round.iter(), &workers);
+        assert_eq!(plan.by_worker[&1], [0, 1, 2]);
+        assert_eq!(plan.unplaceable, [3, 4], "no live worker offers noop with tag gpu");
+        assert_eq!(plan.by_worker[&0], [5, 6]);
+        assert!(!plan.by_worker.contains_key(&2), "a draining worker gets nothing");
     }
 }
