@@ -358,31 +358,47 @@ fn quantiles(h: &Histogram<u64>) -> Value {
     })
 }
 
-/// Splits submit → start at the assignment, to show which side a latency
-/// tail comes from: submit → assign (intake stream, distributor, assign
-/// script) and assign → start (worker stream, the worker's claim, handler
-/// start). The assignment time is the task's `st` (Redis ms, written by
-/// assign.lua), so both parts have millisecond resolution; the bench's
-/// instants are mapped to Redis time through the store's clock.
+/// Splits a task's life at its assignment, to show where time goes:
+/// submit → assign (intake stream, distributor, assign script), assign →
+/// start (worker stream, the worker's claim, handler start), start → the
+/// complete script, and the time the task held its worker's slot
+/// (assignment → complete). With every slot busy, throughput is at most
+/// slots / the time a slot is held. Assignment and completion times are the
+/// task's `st` and `fin` (Redis ms), so every part has millisecond
+/// resolution; the bench's instants are mapped to Redis time through the
+/// store's clock.
 async fn split_at_assignment(ctx: &Context, clocks: &Mutex<Clocks>, ids: &[String]) -> anyhow::Result<Value> {
     let mut pipe = redis::pipe();
     for id in ids {
-        pipe.cmd("HGET").arg(ctx.store.keys.task(id)).arg("st");
+        pipe.cmd("HMGET").arg(ctx.store.keys.task(id)).arg("st").arg("fin");
     }
-    let leased: Vec<Option<u64>> = pipe.query_async(&mut ctx.store.con().await?).await?;
+    let times: Vec<(Option<u64>, Option<u64>)> = pipe.query_async(&mut ctx.store.con().await?).await?;
     let (now, now_ms) = (Instant::now(), ctx.store.clock().now_ms());
     let redis_ms = |i: &Instant| now_ms.saturating_sub(now.saturating_duration_since(*i).as_millis() as u64);
-    let mut to_assign = Histogram::<u64>::new(3).expect("histogram");
-    let mut to_start = Histogram::<u64>::new(3).expect("histogram");
+    let histogram = || Histogram::<u64>::new(3).expect("histogram");
+    let (mut to_assign, mut to_start, mut to_complete, mut held) = (histogram(), histogram(), histogram(), histogram());
     let c = clocks.lock().expect("clocks");
-    for (id, st) in ids.iter().zip(leased) {
-        let (Some(st), Some(submitted), Some(started)) = (st, c.submitted.get(id), c.started.get(id)) else {
-            continue;
-        };
-        let _ = to_assign.record(st.saturating_sub(redis_ms(submitted)) * 1000);
-        let _ = to_start.record(redis_ms(started).saturating_sub(st) * 1000);
+    for (id, (st, fin)) in ids.iter().zip(times) {
+        let Some(st) = st else { continue };
+        if let Some(fin) = fin {
+            let _ = held.record(fin.saturating_sub(st) * 1000);
+        }
+        if let Some(submitted) = c.submitted.get(id) {
+            let _ = to_assign.record(st.saturating_sub(redis_ms(submitted)) * 1000);
+        }
+        if let Some(started) = c.started.get(id) {
+            let _ = to_start.record(redis_ms(started).saturating_sub(st) * 1000);
+            if let Some(fin) = fin {
+                let _ = to_complete.record(fin.saturating_sub(redis_ms(started)) * 1000);
+            }
+        }
     }
-    Ok(json!({ "submit_to_assign": quantiles(&to_assign), "assign_to_start": quantiles(&to_start) }))
+    Ok(json!({
+        "submit_to_assign": quantiles(&to_assign),
+        "assign_to_start": quantiles(&to_start),
+        "start_to_complete": quantiles(&to_complete),
+        "slot_held": quantiles(&held),
+    }))
 }
 
 /// What Redis has done so far: calls, CPU seconds, memory.
@@ -493,6 +509,7 @@ async fn throughput(opts: &BenchOptions) -> anyhow::Result<Value> {
         "end_to_end_per_s": n as f64 / total_s,
         "seconds": total_s,
         "latency": latencies(&b.clocks, &ids),
+        "split_at_assignment": split_at_assignment(&b.ctx, &b.clocks, &ids).await?,
         "process_cpu_us_per_task": cpu_per_task,
     });
     merge(&mut out, per_task(&before, &after, n));
