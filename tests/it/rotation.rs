@@ -56,6 +56,61 @@ impl Roles {
         )
     }
 
+    /// Starts the three roles and waits until the API lists the worker.
+    /// The API and admin ports are picked free just before the roles bind
+    /// them, so another test's process can take one meanwhile: a role that
+    /// exits during start-up is logged and the three start again on new
+    /// ports (up to 3 times). A timeout shows every role's log.
+    async fn start(&mut self, keys: &str, active: &str) -> Client {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        for _ in 0..3 {
+            self.procs.clear(); // Drop kills them
+            self.api_port = free();
+            self.dist_admin = free();
+            for role in ["worker", "distributor", "coordinator"] {
+                let p = self.spawn(role, keys, active);
+                self.procs.push(p);
+            }
+            let client = Client::new(&format!("http://127.0.0.1:{}", self.api_port), Some(ADMIN_TOKEN.into())).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if client.workers().await.is_ok_and(|w| !w.workers.is_empty()) {
+                    return client;
+                }
+                if let Some(p) = self
+                    .procs
+                    .iter_mut()
+                    .find_map(|p| p.child.try_wait().unwrap().map(|_| &*p))
+                {
+                    eprintln!(
+                        "{} exited during start-up; starting again. Log:\n{}",
+                        p.name,
+                        p.log_text()
+                    );
+                    break;
+                }
+                let logs: Vec<String> = self
+                    .procs
+                    .iter()
+                    .map(|p| format!("--- {}\n{}", p.name, p.log_text()))
+                    .collect();
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster did not start within 60 s:\n{}",
+                    logs.join("\n")
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        panic!("the cluster did not start in 3 attempts");
+    }
+
     /// Restarts every role, one at a time, with a new keyring.
     fn roll(&mut self, keys: &str, active: &str) {
         for (i, role) in ["worker", "distributor", "coordinator"].iter().enumerate() {
@@ -71,38 +126,14 @@ impl Roles {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_the_signing_key_under_load_fails_no_task() {
     let Some(redis) = redis(Persistence::None) else { return };
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
     let mut roles = Roles {
         dir: tempfile::tempdir().unwrap(),
         url: redis.url(),
-        api_port: free(),
-        dist_admin: free(),
+        api_port: 0,
+        dist_admin: 0,
         procs: Vec::new(),
     };
-    for role in ["worker", "distributor", "coordinator"] {
-        let p = roles.spawn(role, K1, "k1");
-        roles.procs.push(p);
-    }
-    let client = Client::new(
-        &format!("http://127.0.0.1:{}", roles.api_port),
-        Some(ADMIN_TOKEN.into()),
-    )
-    .unwrap();
-    eventually(Duration::from_secs(60), "the cluster", || async {
-        client
-            .workers()
-            .await
-            .ok()
-            .filter(|w| !w.workers.is_empty())
-            .map(|_| ())
-    })
-    .await;
+    let client = roles.start(K1, "k1").await;
 
     // Steady load for the whole rotation; refused submissions (while the
     // coordinator restarts) are not promises.
