@@ -290,9 +290,12 @@ impl Distributor {
             self.unsorted = false;
         }
         let round = plan_round(self.waiting.iter().map(|w| &w.task), &self.workers);
+        // Once per handler name: up to MAX_HELD such tasks come by every
+        // round, so look before cloning the name.
         for &i in &round.unplaceable {
             let t = &self.waiting[i].task;
-            if self.unplaceable_logged.insert(t.h.clone()) {
+            if !self.unplaceable_logged.contains(&t.h) {
+                self.unplaceable_logged.insert(t.h.clone());
                 tracing::warn!(handler = %t.h, tags = ?t.tags, "no live worker offers this handler with these tags; tasks wait");
             }
         }
