@@ -156,7 +156,7 @@ pub enum Command {
         /// Small workloads that finish in seconds.
         #[arg(long)]
         quick: bool,
-        /// throughput, latency, memory or all (repeatable).
+        /// throughput, latency, memory, scripts or all (repeatable).
         #[arg(long = "scenario")]
         scenarios: Vec<String>,
         /// Redis with AOF (appendfsync everysec) instead of no persistence.
@@ -534,9 +534,9 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         } => {
             if let Some(bad) = scenarios
                 .iter()
-                .find(|s| !["throughput", "latency", "memory", "all"].contains(&s.as_str()))
+                .find(|s| !["throughput", "latency", "memory", "scripts", "all"].contains(&s.as_str()))
             {
-                anyhow::bail!("--scenario: {bad:?} is not throughput, latency, memory or all");
+                anyhow::bail!("--scenario: {bad:?} is not throughput, latency, memory, scripts or all");
             }
             if std::env::var("RUST_LOG").is_err() {
                 std::env::set_var("RUST_LOG", "warn");

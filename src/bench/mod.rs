@@ -4,7 +4,9 @@
 //!
 //! Scenarios: `throughput` (N noop tasks end to end, as fast as they go),
 //! `latency` (an open-loop rate: 1k/s and half of the measured throughput),
-//! `memory` (M tasks queued with no workers, then drained). Latencies are
+//! `memory` (M tasks queued with no workers, then drained), `scripts`
+//! (Redis' cost of each step of a task's life, one step at a time; see
+//! `scripts`). Latencies are
 //! taken in this process: submit → the handler starting, and submit → the
 //! events stream reporting the task finished, into HDR histograms in µs.
 //! Redis cost comes from `INFO commandstats`, `INFO cpu` and `INFO memory`
@@ -16,6 +18,7 @@
 //! another process).
 
 mod processes;
+mod scripts;
 
 use crate::config::{Layers, Settings};
 use crate::envelope::Keyring;
@@ -706,6 +709,12 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
     }
     if want("memory") {
         out["memory"] = memory(&opts).await?;
+    }
+    if want("scripts") {
+        let b = Bench::start(opts.aof, "10m").await?;
+        let rounds = if opts.quick { 20 } else { 500 };
+        out["scripts"] = scripts::run(&b.ctx, rounds, crate::roles::distributor::PLACEMENT_CHUNK).await?;
+        b.stop().await;
     }
     Ok(out)
 }

@@ -29,7 +29,7 @@ const MAX_HELD: usize = 10_000;
 /// a fixed cost in Redis, which at half of peak throughput was most of it
 /// (BENCHMARKS.md). Over rounds the load still evens out, since each chunk
 /// goes to the worker with the most free slots.
-const PLACEMENT_CHUNK: usize = 64;
+pub const PLACEMENT_CHUNK: usize = 64;
 /// How long a read of the live workers serves placements.
 const VIEW_TTL: Duration = Duration::from_millis(20);
 /// Entries idle this long in another consumer's hands are taken over; tasks
