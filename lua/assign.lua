@@ -35,7 +35,7 @@ if not w[1] or w[3] == '1' then
   return reply
 end
 local free = tonumber(w[1]) - tonumber(w[2] or '0')
-local taken = {}
+local taken_ids, taken_fields = {}, {}
 for i = 6, #ARGV, 3 do
   local id, expected = ARGV[i], ARGV[i + 1]
   local t = redis.call('HMGET', task_key(prefix, id), 'state', 'v', 'f', 'att')
@@ -48,7 +48,7 @@ for i = 6, #ARGV, 3 do
   elseif free <= 0 then
     reply[#reply + 1] = 'full'
   else
-    taken[#taken + 1] = { id, t }
+    taken_ids[#taken_ids + 1], taken_fields[#taken_fields + 1] = id, t
     free = free - 1
     reply[#reply + 1] = 'ok'
   end
@@ -67,22 +67,24 @@ for i = 6, #ARGV, 3 do
   end
 end
 if #ack > 0 then redis.call('XACK', KEYS[6], group, unpack(ack)) end
-if #taken == 0 then return reply end
+local taken = #taken_ids
+if taken == 0 then return reply end
 -- The entry first, so each task records it (`ent`) in its one HSET.
 local ent = append(KEYS[2], envelope)
 local now = now_ms()
 local now_s, deadline = int(now), int(now + tonumber(lease))
 local epoch = current_epoch(KEYS[5], now)
 local deadlines = {}
-for _, x in ipairs(taken) do
-  local id, t = x[1], x[2]
+-- `ut` is not written here: `st` is the time of this change, and readers
+-- take the later of the two (one field less in the hottest write).
+for j = 1, taken do
+  local id, t = taken_ids[j], taken_fields[j]
   redis.call('HSET', task_key(prefix, id), 'state', 'running', 'v', int(t[2] + 1), 'w', wid,
-    'f', int((t[3] or 0) + 1), 'e', epoch, 'att', int((t[4] or 0) + 1), 'st', now_s, 'ut', now_s, 'ent', ent)
-  deadlines[#deadlines + 1] = deadline
-  deadlines[#deadlines + 1] = id
+    'f', int((t[3] or 0) + 1), 'e', epoch, 'att', int((t[4] or 0) + 1), 'st', now_s, 'ent', ent)
+  deadlines[2 * j - 1], deadlines[2 * j] = deadline, id
 end
 zadd_pairs(KEYS[3], deadlines)
-redis.call('HINCRBY', KEYS[1], 'used', #taken)
-redis.call('HINCRBY', KEYS[4], 'queued', -#taken)
-redis.call('HINCRBY', KEYS[4], 'running', #taken)
+redis.call('HINCRBY', KEYS[1], 'used', taken)
+redis.call('HINCRBY', KEYS[4], 'queued', -taken)
+redis.call('HINCRBY', KEYS[4], 'running', taken)
 return reply

@@ -21,7 +21,9 @@ local reply, deltas, changed, released, done = {}, {}, 0, {}, {}
 for i = 7, #ARGV, 6 do
   local id, epoch, fence, outcome, payload, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local key = task_key(prefix, id)
-  local t = redis.call('HMGET', key, 'state', 'w', 'e', 'f', 'v', 'att', 'cr')
+  -- Only the fields every outcome needs: a field the hash does not hold
+  -- (`cr`, usually) costs a scan of the whole hash.
+  local t = redis.call('HMGET', key, 'state', 'w', 'e', 'f', 'v')
   if t[1] ~= 'running' or t[2] ~= wid or t[3] ~= epoch or t[4] ~= fence then
     reply[#reply + 1] = 'stale'
   else
@@ -29,14 +31,15 @@ for i = 7, #ARGV, 6 do
     local state
     done[#done + 1] = id
     bump(deltas, 'running', -1)
+    local back = outcome == 'release' and redis.call('HMGET', key, 'cr', 'att')
     if outcome == 'ok' then
       finish(key, 'succeeded', now, ttl, v, 'res', payload)
       state = 'succeeded'
-    elseif outcome == 'cancelled' or (outcome == 'release' and t[7] == '1') then
+    elseif outcome == 'cancelled' or (back and back[1] == '1') then
       finish(key, 'cancelled', now, ttl, v)
       state = 'cancelled'
-    elseif outcome == 'release' then
-      redis.call('HSET', key, 'state', 'queued', 'v', v, 'att', int(t[6] - 1), 'ut', now, 'w', '')
+    elseif back then
+      redis.call('HSET', key, 'state', 'queued', 'v', v, 'att', int(back[2] - 1), 'ut', now, 'w', '')
       bump(deltas, 'queued', 1)
       released[#released + 1] = id
       state = 'queued'

@@ -63,12 +63,13 @@ end
 -- `field`/`value` (optional) is one more field written in the same HSET:
 -- the result or the error. `now` and `v` may be numbers or strings.
 -- A task no worker holds has `w` empty (one HSET instead of HSET + HDEL;
--- readers treat '' as no worker).
+-- readers treat '' as no worker). `ut` is not written: `fin` is the time of
+-- this last change, and readers take the latest of `ut`, `st` and `fin`.
 local function finish(key, state, now, ttl_ms, v, field, value)
   if field then
-    redis.call('HSET', key, 'state', state, 'v', v, 'fin', now, 'ut', now, 'w', '', field, value)
+    redis.call('HSET', key, 'state', state, 'v', v, 'fin', now, 'w', '', field, value)
   else
-    redis.call('HSET', key, 'state', state, 'v', v, 'fin', now, 'ut', now, 'w', '')
+    redis.call('HSET', key, 'state', state, 'v', v, 'fin', now, 'w', '')
   end
   redis.call('PEXPIRE', key, ttl_ms)
 end

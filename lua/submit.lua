@@ -51,12 +51,15 @@ for i = 4, #ARGV, 9 do
       redis.call('HSET', key, 'state', state, 'v', '1', 'h', handler, 'in', input, 'max', max, 'to', timeout,
         'ct', now, 'ent', ent)
     end
-    -- Only what differs from the default is written (rare: one more HSET).
-    local extra = {}
-    if tags ~= '[]' then extra[#extra + 1], extra[#extra + 2] = 'tags', tags end
-    if prio ~= '0' then extra[#extra + 1], extra[#extra + 2] = 'prio', prio end
-    if idem ~= '' then extra[#extra + 1], extra[#extra + 2] = 'idem', idem end
-    if #extra > 0 then redis.call('HSET', key, unpack(extra)) end
+    -- Only what differs from the default is written (rare: one more HSET;
+    -- the table is made only then).
+    if tags ~= '[]' or prio ~= '0' or idem ~= '' then
+      local extra = {}
+      if tags ~= '[]' then extra[#extra + 1], extra[#extra + 2] = 'tags', tags end
+      if prio ~= '0' then extra[#extra + 1], extra[#extra + 2] = 'prio', prio end
+      if idem ~= '' then extra[#extra + 1], extra[#extra + 2] = 'idem', idem end
+      redis.call('HSET', key, unpack(extra))
+    end
     bump(deltas, state, 1)
     reply[#reply + 1] = id
     reply[#reply + 1] = state

@@ -242,9 +242,9 @@ const WORKER: Profile = Profile {
         "intake",
     ],
     grants: &[
-        // claim (HMGET, no script), start, renew, complete (finish,
+        // claim (HGETALL, no script), start, renew, complete (finish,
         // settle_failure, announce).
-        rw(&["t:*"], &["+hmget", "+hset", "+pexpire"]),
+        rw(&["t:*"], &["+hmget", "+hgetall", "+hset", "+pexpire"]),
         // heartbeat writes its hash; complete gives slots back.
         rw(&["w:{w}"], &["+hset", "+hsetnx", "+hincrby", "+exists"]),
         // Its group, reads and acks (also in start.lua), trim.lua.

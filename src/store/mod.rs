@@ -631,9 +631,7 @@ impl Store {
         let stream = self.keys.worker_stream(worker_id);
         let mut pipe = redis::pipe();
         for t in tasks {
-            pipe.cmd("HMGET").arg(self.keys.task(&t.id)).arg(&[
-                "state", "v", "w", "ent", "e", "f", "att", "h", "in", "to", "max", "tags", "prio", "ct", "run_at", "st",
-            ]);
+            pipe.cmd("HGETALL").arg(self.keys.task(&t.id));
         }
         pipe.cmd("XACK")
             .arg(&stream)
@@ -641,8 +639,21 @@ impl Store {
             .arg(entry_id)
             .ignore();
         let mut con = self.con().await?;
-        let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut con).await?;
+        let hashes: Vec<Vec<String>> = pipe.query_async(&mut con).await?;
         drop(con);
+        const FIELDS: [&str; 16] = [
+            "state", "v", "w", "ent", "e", "f", "att", "h", "in", "to", "max", "tags", "prio", "ct", "run_at", "st",
+        ];
+        let rows = hashes.into_iter().map(|flat| {
+            let mut row: Vec<Option<String>> = vec![None; FIELDS.len()];
+            let mut it = flat.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                if let Some(i) = FIELDS.iter().position(|f| *f == k) {
+                    row[i] = Some(v);
+                }
+            }
+            row
+        });
         let mut replies = Vec::with_capacity(tasks.len());
         let mut legacy = Vec::new();
         for (t, f) in tasks.iter().zip(rows) {
@@ -1540,8 +1551,13 @@ fn task_view(id: &str, m: &HashMap<String, String>) -> Option<TaskView> {
         version: num(m.get("v")),
         run_at_ms: opt_num("run_at"),
         created_ms: num(m.get("ct")),
-        // Not stored until the task first changes: then it is the creation time.
-        updated_ms: num(m.get("ut").or(m.get("ct"))),
+        // `ut` is not stored until the task first changes (then it is the
+        // creation time), and neither assign.lua nor a finish writes it:
+        // the lease start `st` and the finish time `fin` are the times of
+        // those changes, so the latest of the three is the last write.
+        updated_ms: num::<u64>(m.get("ut").or(m.get("ct")))
+            .max(num(m.get("st")))
+            .max(num(m.get("fin"))),
         started_ms: opt_num("st"),
         finished_ms: opt_num("fin"),
         worker: m.get("w").filter(|w| !w.is_empty()).cloned(),

@@ -182,7 +182,7 @@ async fn check_refusals(redis: &RedisServer, users: &[GeneratedUser]) {
                     vec!["GET".into(), p("leader")],
                     vec!["SET".into(), p("idem:k"), "x".into()],
                     vec!["DEL".into(), t.clone()],
-                    vec!["HGETALL".into(), t.clone()],
+                    vec!["HDEL".into(), t.clone(), "res".into()],
                     vec!["XACK".into(), p("intake"), "distributors".into(), "0-1".into()],
                     vec!["XTRIM".into(), p("intake"), "MAXLEN".into(), "0".into()],
                     vec!["XGROUP".into(), "DESTROY".into(), p("intake"), "distributors".into()],

@@ -922,3 +922,58 @@ async fn assign_acknowledges_an_intake_entry_only_when_all_its_tasks_settled() {
     assert_eq!(r, vec!["ok", "full"]);
     assert_eq!(pending_count(&mut con, &intake, "distributors").await, 1);
 }
+
+/// `ut` is written by neither assign.lua nor a finish: the reader takes the
+/// latest of `ut` (or `ct`), `st` and `fin`, so the update time still moves
+/// with every change.
+#[tokio::test]
+async fn the_update_time_follows_every_change() {
+    let Some((_redis, ctx)) = store_ctx().await else {
+        return;
+    };
+    register(&ctx, "w1").await;
+    let t = new_task("noop");
+    ctx.store.submit(std::slice::from_ref(&t)).await.unwrap();
+    let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
+    assert_eq!(view.updated_ms, view.created_ms, "{view:?}");
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let started = assign_and_start(&ctx, "w1", t.id.as_str(), 1).await;
+    let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
+    let st = view.started_ms.expect("a lease start");
+    assert!(st > view.created_ms, "{view:?}");
+    assert_eq!(view.updated_ms, st, "assigned: {view:?}");
+
+    // Handing it back writes `ut`; taking it again moves `st` past it.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let back = [completion(started, Outcome::Released, "")];
+    assert_eq!(ctx.store.complete("w1", &back).await.unwrap(), vec!["queued"]);
+    let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
+    assert!(view.updated_ms > st, "handed back: {view:?}");
+    assert_eq!(view.attempts, 0, "a handed-back attempt is not charged: {view:?}");
+    let released_at = view.updated_ms;
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let again = assign_and_start(&ctx, "w1", t.id.as_str(), view.version).await;
+    let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
+    assert!(view.updated_ms > released_at, "assigned again: {view:?}");
+    assert_eq!(Some(view.updated_ms), view.started_ms, "{view:?}");
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let done = [completion(again, Outcome::Succeeded, "1")];
+    assert_eq!(ctx.store.complete("w1", &done).await.unwrap(), vec!["succeeded"]);
+    let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
+    let fin = view.finished_ms.expect("a finish time");
+    assert!(fin > view.started_ms.unwrap(), "{view:?}");
+    assert_eq!(view.updated_ms, fin, "finished: {view:?}");
+}
+
+/// A finished attempt to report, with no retry delay.
+fn completion(task: StartedTask, outcome: Outcome, payload: &str) -> Completion {
+    Completion {
+        task,
+        outcome,
+        payload: payload.into(),
+        retry_delay_ms: 0,
+    }
+}
