@@ -18,7 +18,7 @@ use super::{new_task, redis_usage, RedisUsage};
 use crate::messages::{AssignBody, IntakeTask, ASSIGN};
 use crate::roles::Context;
 use crate::store::keys::WORKER_GROUP;
-use crate::store::{Completion, Heartbeat, Outcome, StartReply, StartedTask};
+use crate::store::{submitted_intake, Completion, Heartbeat, Outcome, StartReply, StartedTask};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -57,16 +57,7 @@ pub async fn run(ctx: &Context, rounds: usize, batch: usize) -> anyhow::Result<V
 
     let before = redis_usage(ctx).await?;
     for tasks in &batches {
-        let intake: Vec<IntakeTask> = tasks
-            .iter()
-            .map(|t| IntakeTask {
-                id: t.id.to_string(),
-                v: 1,
-                h: t.handler.clone(),
-                tags: Vec::new(),
-                prio: 0,
-            })
-            .collect();
+        let intake: Vec<IntakeTask> = tasks.iter().map(submitted_intake).collect();
         let replies = store.assign(WORKER, &intake, &[], lease).await?;
         anyhow::ensure!(replies.iter().all(|s| s == "ok"), "assign: {replies:?}");
     }

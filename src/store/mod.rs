@@ -527,13 +527,7 @@ impl Store {
         let immediate: Vec<IntakeTask> = tasks
             .iter()
             .filter(|t| delayed(t).is_none())
-            .map(|t| IntakeTask {
-                id: t.id.to_string(),
-                v: 1,
-                h: t.handler.clone(),
-                tags: t.tags.clone(),
-                prio: t.priority,
-            })
+            .map(submitted_intake)
             .collect();
         let envelope = self.seal_intake(immediate);
         let announces = !envelope.is_empty();
@@ -639,54 +633,46 @@ impl Store {
             .arg(entry_id)
             .ignore();
         let mut con = self.con().await?;
-        let hashes: Vec<Vec<String>> = pipe.query_async(&mut con).await?;
+        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut con).await?;
         drop(con);
-        const FIELDS: [&str; 16] = [
-            "state", "v", "w", "ent", "e", "f", "att", "h", "in", "to", "max", "tags", "prio", "ct", "run_at", "st",
-        ];
-        let rows = hashes.into_iter().map(|flat| {
-            let mut row: Vec<Option<String>> = vec![None; FIELDS.len()];
-            let mut it = flat.into_iter();
-            while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                if let Some(i) = FIELDS.iter().position(|f| *f == k) {
-                    row[i] = Some(v);
-                }
-            }
-            row
-        });
         let mut replies = Vec::with_capacity(tasks.len());
         let mut legacy = Vec::new();
-        for (t, f) in tasks.iter().zip(rows) {
-            let text = |i: usize| f[i].as_deref().unwrap_or("");
-            let reply = match f[0].as_deref() {
+        for (t, mut f) in tasks.iter().zip(hashes) {
+            // An empty map: the task is gone.
+            let state = f.remove("state");
+            let reply = match state.as_deref() {
                 None => StartReply::Refused("missing".into()),
                 Some("assigned") => {
                     legacy.push((replies.len(), t.clone()));
                     StartReply::Refused("legacy".into())
                 }
-                Some("running") if num::<u64>(f[1].as_ref()) != t.v => StartReply::Refused("conflict".into()),
-                Some("running") if text(2) != worker_id => StartReply::Refused("other-worker".into()),
-                Some("running") if text(3) != entry_id => StartReply::Refused("replayed".into()),
+                Some("running") if num::<u64>(f.get("v")) != t.v => StartReply::Refused("conflict".into()),
+                Some("running") if f.get("w").map(String::as_str) != Some(worker_id) => {
+                    StartReply::Refused("other-worker".into())
+                }
+                Some("running") if f.get("ent").map(String::as_str) != Some(entry_id) => {
+                    StartReply::Refused("replayed".into())
+                }
                 Some("running") => {
-                    let created: u64 = num(f[13].as_ref());
+                    let created: u64 = num(f.get("ct"));
                     StartReply::Started(Box::new(StartedTask {
                         id: t.id.clone(),
                         version: t.v,
                         token: FenceToken {
-                            epoch: num(f[4].as_ref()),
-                            fence: num(f[5].as_ref()),
+                            epoch: num(f.get("e")),
+                            fence: num(f.get("f")),
                         },
-                        handler: text(7).to_string(),
-                        input: text(8).to_string(),
-                        timeout_ms: num(f[9].as_ref()),
-                        attempt: num(f[6].as_ref()),
-                        max_attempts: f[10].as_deref().and_then(|m| m.parse().ok()).unwrap_or(1),
-                        tags: f[11]
-                            .as_deref()
+                        handler: f.remove("h").unwrap_or_default(),
+                        input: f.remove("in").unwrap_or_default(),
+                        timeout_ms: num(f.get("to")),
+                        attempt: num(f.get("att")),
+                        max_attempts: f.get("max").and_then(|m| m.parse().ok()).unwrap_or(1),
+                        tags: f
+                            .get("tags")
                             .map_or_else(Vec::new, |j| serde_json::from_str(j).unwrap_or_default()),
-                        priority: num(f[12].as_ref()),
-                        ready_ms: created.max(num(f[14].as_ref())),
-                        leased_ms: num(f[15].as_ref()),
+                        priority: num(f.get("prio")),
+                        ready_ms: created.max(num(f.get("run_at"))),
+                        leased_ms: num(f.get("st")),
                     }))
                 }
                 Some(other) => StartReply::Refused(format!("state:{other}")),
@@ -1512,6 +1498,17 @@ impl Store {
 
 /// An intake entry for a task, from the handler, tags JSON and priority
 /// fields as HMGET returns them.
+/// How `submit` announces a task it queues now: at version 1.
+pub(crate) fn submitted_intake(t: &NewTask) -> IntakeTask {
+    IntakeTask {
+        id: t.id.to_string(),
+        v: 1,
+        h: t.handler.clone(),
+        tags: t.tags.clone(),
+        prio: t.priority,
+    }
+}
+
 fn intake_task(id: String, v: u64, h: &Option<String>, tags: &Option<String>, prio: &Option<String>) -> IntakeTask {
     IntakeTask {
         id,
