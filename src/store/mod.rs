@@ -222,6 +222,28 @@ fn num<T: std::str::FromStr + Default>(s: Option<&String>) -> T {
     s.and_then(|s| s.parse().ok()).unwrap_or_default()
 }
 
+/// A task's hash as `HGETALL` returns it, looked up by field name. It has
+/// a dozen fields at most, so a scan of the pairs is cheaper than hashing
+/// every name into a map: the worker reads one per task it runs.
+struct TaskFields(Vec<(String, String)>);
+
+impl TaskFields {
+    fn get(&self, name: &str) -> Option<&String> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+
+    fn remove(&mut self, name: &str) -> Option<String> {
+        let i = self.0.iter().position(|(k, _)| k == name)?;
+        Some(self.0.swap_remove(i).1)
+    }
+}
+
+impl redis::FromRedisValue for TaskFields {
+    fn from_redis_value(v: Value) -> std::result::Result<Self, redis::ParsingError> {
+        Ok(TaskFields(redis::FromRedisValue::from_redis_value(v)?))
+    }
+}
+
 impl Store {
     /// Builds the pool; no connection is made until first use, so a role
     /// can start while Redis is still down and report itself not ready.
@@ -633,7 +655,7 @@ impl Store {
             .arg(entry_id)
             .ignore();
         let mut con = self.con().await?;
-        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut con).await?;
+        let hashes: Vec<TaskFields> = pipe.query_async(&mut con).await?;
         drop(con);
         let mut replies = Vec::with_capacity(tasks.len());
         let mut legacy = Vec::new();
