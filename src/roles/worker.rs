@@ -15,6 +15,7 @@ use crate::handlers::{HandlerError, Registry, TaskContext};
 use crate::messages::{AssignBody, CancelBody, ASSIGN, CANCEL};
 use crate::store::keys::WORKER_GROUP;
 use crate::store::{Completion, Entry, Heartbeat, Outcome, RenewStatus, StartReply, StartedTask, StoreError};
+use crate::task::FenceToken;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,8 +45,10 @@ enum Stop {
     Released,
 }
 
+/// A task whose handler runs here, by task id: what renewals and cancel
+/// messages need, not the task itself (its input may be large).
 struct Running {
-    task: StartedTask,
+    token: FenceToken,
     cancel: CancellationToken,
     stop: Arc<Mutex<Option<Stop>>>,
     /// The handler has returned; only the completion report is pending.
@@ -275,7 +278,7 @@ impl Worker {
                     Ok(c) => {
                         let running = self.running.lock().expect("running lock");
                         match running.get(&c.id) {
-                            Some(r) if r.task.token.epoch == c.epoch && r.task.token.fence == c.fence => {
+                            Some(r) if r.token.epoch == c.epoch && r.token.fence == c.fence => {
                                 tracing::info!(task_id = %c.id, "cancel requested: stopping the handler");
                                 r.stop(Stop::Cancelled);
                             }
@@ -353,7 +356,7 @@ impl Worker {
         self.running.lock().expect("running lock").insert(
             task.id.clone(),
             Running {
-                task: task.clone(),
+                token: task.token,
                 cancel: cancel.clone(),
                 stop: stop.clone(),
                 finished: finished.clone(),
@@ -496,13 +499,13 @@ impl Worker {
                 .max(Duration::from_millis(1))
         };
         while pause(next(last_ok), &stopped).await {
-            let held: Vec<(String, crate::task::FenceToken)> = self
+            let held: Vec<(String, FenceToken)> = self
                 .running
                 .lock()
                 .expect("running lock")
-                .values()
-                .filter(|r| r.stop.lock().expect("stop lock").is_none())
-                .map(|r| (r.task.id.clone(), r.task.token))
+                .iter()
+                .filter(|(_, r)| r.stop.lock().expect("stop lock").is_none())
+                .map(|(id, r)| (id.clone(), r.token))
                 .collect();
             if held.is_empty() {
                 last_ok = Instant::now();
