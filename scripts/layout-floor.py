@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""How cheap could a task's life be in Redis? Two layouts that drover does
+not use, measured the way `drover bench --scenario scripts` measures
+drover's own scripts, so the three can be compared on one host:
+
+- lean: the "batch record" layout of BENCHMARKS.md's next steps. Each task
+  keeps its hash, written at submit, but assignment only checks the state
+  and version and writes 3 fields (state, version, batch); the lease
+  (worker, epoch, start, deadline) is one record per assign batch, with one
+  deadline per batch. Completion checks state and batch, writes the result
+  and sets the TTL, and retires the batch record when its last task ends.
+- floor: no checks and no lease at all: write the task at submit, read it
+  once to run it, write its result with a TTL. A task system that keeps a
+  durable record per task cannot do less.
+
+Both run 500 batches of 64 tasks (the distributor's chunk) through each
+step in turn, with `INFO commandstats` read around every step, and print
+µs per task inside Redis (script calls plus the accept step's `HGETALL`
+pipeline): the same quantity as the scripts scenario's `us_per_task`. The
+envelopes are 200 bytes of filler, not signed. Network, stream reads and
+acknowledgements are not counted, as in the scripts scenario.
+
+Usage: scripts/layout-floor.py [REPEATS]   (default 3; needs redis-server,
+and installs the `redis` package from PyPI if it is missing)
+"""
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+try:
+    import redis
+except ImportError:
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "redis"])
+    import redis
+
+BATCH = 64
+BATCHES = int(os.environ.get("BATCHES", "500"))
+PREFIX = "{d}:"
+ENVELOPE = "x" * 200
+CLOCK = "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
+
+# As submit.lua at its defaults: one stream entry per batch, a hash per task.
+SUBMIT = CLOCK + """
+local ent = redis.call('XADD', KEYS[1], '*', 'm', ARGV[2])
+local nows = string.format('%d', now)
+for i = 3, #ARGV do
+  redis.call('HSET', ARGV[1] .. 't:' .. ARGV[i], 'state', 'queued', 'v', '1', 'h', 'noop', 'in', '{}',
+    'max', '3', 'to', '30000', 'ct', nows, 'ent', ent)
+end
+redis.call('HINCRBY', KEYS[2], 'queued', #ARGV - 2)
+return 1"""
+
+LEAN_ASSIGN = CLOCK + """
+local keys, versions = {}, {}
+for i = 4, #ARGV, 2 do
+  local k = ARGV[1] .. 't:' .. ARGV[i]
+  local t = redis.call('HMGET', k, 'state', 'v')
+  if t[1] == 'queued' and t[2] == ARGV[i + 1] then
+    keys[#keys + 1], versions[#versions + 1] = k, string.format('%d', ARGV[i + 1] + 1)
+  end
+end
+local ent = redis.call('XADD', KEYS[1], '*', 'm', ARGV[2])
+for j = 1, #keys do
+  redis.call('HSET', keys[j], 'state', 'running', 'v', versions[j], 'b', ent)
+end
+redis.call('HSET', ARGV[1] .. 'b:' .. ent, 'w', ARGV[3], 'e', '1', 'st', string.format('%d', now), 'n', #keys)
+redis.call('ZADD', KEYS[2], now + 30000, ent)
+redis.call('HINCRBY', KEYS[3], 'queued', -#keys)
+redis.call('HINCRBY', KEYS[3], 'running', #keys)
+return ent"""
+
+LEAN_COMPLETE = CLOCK + """
+local done, nows = 0, string.format('%d', now)
+for i = 4, #ARGV do
+  local k = ARGV[1] .. 't:' .. ARGV[i]
+  local t = redis.call('HMGET', k, 'state', 'v', 'b')
+  if t[1] == 'running' and t[3] == ARGV[3] then
+    redis.call('HSET', k, 'state', 'succeeded', 'v', string.format('%d', t[2] + 1), 'fin', nows, 'res', 'null')
+    redis.call('PEXPIRE', k, 60000)
+    done = done + 1
+  end
+end
+local batch = ARGV[1] .. 'b:' .. ARGV[3]
+if redis.call('HINCRBY', batch, 'n', -done) <= 0 then
+  redis.call('DEL', batch)
+  redis.call('ZREM', KEYS[2], ARGV[3])
+end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', 100000, '*', 'm', ARGV[2])
+redis.call('HINCRBY', KEYS[3], 'running', -done)
+return done"""
+
+FLOOR_COMPLETE = CLOCK + """
+local nows = string.format('%d', now)
+for i = 3, #ARGV do
+  local k = ARGV[1] .. 't:' .. ARGV[i]
+  redis.call('HSET', k, 'state', 'succeeded', 'v', '3', 'fin', nows, 'res', 'null')
+  redis.call('PEXPIRE', k, 60000)
+end
+return 1"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def usec(r):
+    return {k: v["usec"] for k, v in r.info("commandstats").items()}
+
+
+def measure(r, step):
+    """µs per task inside Redis for one step: script calls and HGETALL."""
+    before = usec(r)
+    step()
+    after = usec(r)
+    spent = sum(after.get(k, 0) - before.get(k, 0) for k in ("cmdstat_evalsha", "cmdstat_hgetall"))
+    return spent / (BATCH * BATCHES)
+
+
+def run(r, layout, sha):
+    r.flushall()
+    batches = [[f"{layout}{b:05d}{i:02d}0123456789abc" for i in range(BATCH)] for b in range(BATCHES)]
+    steps = {}
+    steps["submit"] = measure(r, lambda: [
+        r.evalsha(sha["submit"], 2, PREFIX + "intake", PREFIX + "counts", PREFIX, ENVELOPE, *ids) for ids in batches])
+    entries = []
+    if layout == "lean":
+        def assign():
+            for ids in batches:
+                pairs = [a for i in ids for a in (i, "1")]
+                entries.append(r.evalsha(sha["assign"], 3, PREFIX + "w:w1:s", PREFIX + "deadlines",
+                                         PREFIX + "counts", PREFIX, ENVELOPE, "w1", *pairs).decode())
+        steps["assign"] = measure(r, assign)
+
+    def accept():
+        for n, ids in enumerate(batches):
+            p = r.pipeline(transaction=False)
+            for i in ids:
+                p.hgetall(PREFIX + "t:" + i)
+            if entries:
+                p.hgetall(PREFIX + "b:" + entries[n])
+            p.execute()
+    steps["accept"] = measure(r, accept)
+    if layout == "lean":
+        steps["complete"] = measure(r, lambda: [
+            r.evalsha(sha["lean_complete"], 3, PREFIX + "events", PREFIX + "deadlines", PREFIX + "counts",
+                      PREFIX, ENVELOPE, e, *ids) for ids, e in zip(batches, entries)])
+    else:
+        steps["complete"] = measure(r, lambda: [
+            r.evalsha(sha["floor_complete"], 0, PREFIX, ENVELOPE, *ids) for ids in batches])
+    return steps
+
+
+def main():
+    repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    port = free_port()
+    with tempfile.TemporaryDirectory() as d:
+        server = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
+                                   "--dir", d], stdout=subprocess.DEVNULL)
+        try:
+            r = redis.Redis(port=port)
+            for _ in range(100):
+                try:
+                    r.ping()
+                    break
+                except redis.ConnectionError:
+                    time.sleep(0.05)
+            sha = {"submit": r.script_load(SUBMIT), "assign": r.script_load(LEAN_ASSIGN),
+                   "lean_complete": r.script_load(LEAN_COMPLETE), "floor_complete": r.script_load(FLOOR_COMPLETE)}
+            for _ in range(repeats):
+                for layout in ("lean", "floor"):
+                    steps = run(r, layout, sha)
+                    shown = ", ".join(f"{k} {v:.2f}" for k, v in steps.items())
+                    print(f"{layout}: {shown}; all {sum(steps.values()):.2f} us per task", flush=True)
+        finally:
+            server.terminate()
+            server.wait()
+
+
+if __name__ == "__main__":
+    main()
