@@ -8,11 +8,16 @@
 --                                    versions they will have once assigned)
 -- ARGV[3] lease TTL ms       ARGV[4] worker id
 -- ARGV[5] the distributors' consumer group on the intake stream
--- ARGV[6..] 3 per task: id, expected version, intake entry to acknowledge
---           ('' = none; given when this call holds every task of that
---           entry the caller still has to place)
--- Reply: flat array, one status per task: 'ok' | 'full' | 'missing' | 'gone'
---        (worker unknown or draining) | 'conflict' (version) | 'state:<s>'
+-- ARGV[6..] runs of tasks named with one intake entry: a header of 2 — the
+--           entry to acknowledge ('' = none; given when this call holds
+--           every task of that entry the caller still has to place) and
+--           the number of tasks n — then n × 2: id, expected version.
+--           (Runs keep the call small: most of a call's cost per task in
+--           Redis is its arguments and reply.)
+-- Reply: flat array, 2 per task that was not assigned: its position in the
+--        call (1-based, over all runs) and its status: 'full' | 'missing' |
+--        'gone' (worker unknown or draining) | 'conflict' (version) |
+--        'state:<s>'. Every task not listed is 'ok'.
 -- The worker's credit (capacity - used) is checked here, inside the script,
 -- so two distributors can never over-fill one worker. The lease is taken
 -- here, not by the worker: the fence and the attempt count rise, and the
@@ -30,38 +35,50 @@
 local prefix, envelope, lease, wid, group = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local reply = {}
 local w = redis.call('HMGET', KEYS[1], 'cap', 'used', 'draining')
-if not w[1] or w[3] == '1' then
-  for i = 6, #ARGV, 3 do reply[#reply + 1] = 'gone' end
-  return reply
-end
-local free = tonumber(w[1]) - tonumber(w[2] or '0')
-local taken_ids, taken_fields = {}, {}
-for i = 6, #ARGV, 3 do
-  local id, expected = ARGV[i], ARGV[i + 1]
-  local t = redis.call('HMGET', task_key(prefix, id), 'state', 'v', 'f', 'att')
-  if not t[1] then
-    reply[#reply + 1] = 'missing'
-  elseif t[1] ~= 'queued' then
-    reply[#reply + 1] = 'state:' .. t[1]
-  elseif t[2] ~= expected then
-    reply[#reply + 1] = 'conflict'
-  elseif free <= 0 then
-    reply[#reply + 1] = 'full'
-  else
-    taken_ids[#taken_ids + 1], taken_fields[#taken_fields + 1] = id, t
-    free = free - 1
-    reply[#reply + 1] = 'ok'
+local gone = not w[1] or w[3] == '1'
+local free = gone and 0 or tonumber(w[1]) - tonumber(w[2] or '0')
+local taken_ids, taken_keys, taken_fields = {}, {}, {}
+-- Intake entries whose tasks here all settled are acknowledged; an entry
+-- with a task that got 'full' or 'gone' still waits.
+local entries, waits = {}, {}
+local i, position = 6, 0
+while i <= #ARGV do
+  local entry, n = ARGV[i], tonumber(ARGV[i + 1])
+  i = i + 2
+  if entry ~= '' then entries[#entries + 1] = entry end
+  for _ = 1, n do
+    local id, expected = ARGV[i], ARGV[i + 1]
+    i, position = i + 2, position + 1
+    local status
+    if gone then
+      status = 'gone'
+    else
+      local key = task_key(prefix, id)
+      local t = redis.call('HMGET', key, 'state', 'v', 'f', 'att')
+      if not t[1] then
+        status = 'missing'
+      elseif t[1] ~= 'queued' then
+        status = 'state:' .. t[1]
+      elseif t[2] ~= expected then
+        status = 'conflict'
+      elseif free <= 0 then
+        status = 'full'
+      else
+        local j = #taken_ids + 1
+        taken_ids[j], taken_keys[j], taken_fields[j] = id, key, t
+        free = free - 1
+      end
+    end
+    if status then
+      reply[#reply + 1], reply[#reply + 2] = int(position), status
+      if entry ~= '' and (status == 'full' or status == 'gone') then waits[entry] = true end
+    end
   end
 end
--- Intake entries all of whose tasks here settled.
-local ack, waits = {}, {}
-for i = 6, #ARGV, 3 do
-  local entry, status = ARGV[i + 2], reply[(i - 3) / 3]
-  if entry ~= '' and (status == 'full' or status == 'gone') then waits[entry] = true end
-end
-for i = 6, #ARGV, 3 do
-  local entry = ARGV[i + 2]
-  if entry ~= '' and not waits[entry] then
+if gone then return reply end
+local ack = {}
+for _, entry in ipairs(entries) do
+  if not waits[entry] then
     ack[#ack + 1] = entry
     waits[entry] = true -- once
   end
@@ -79,7 +96,7 @@ local deadlines = {}
 -- take the later of the two (one field less in the hottest write).
 for j = 1, taken do
   local id, t = taken_ids[j], taken_fields[j]
-  redis.call('HSET', task_key(prefix, id), 'state', 'running', 'v', int(t[2] + 1), 'w', wid,
+  redis.call('HSET', taken_keys[j], 'state', 'running', 'v', int(t[2] + 1), 'w', wid,
     'f', int((t[3] or 0) + 1), 'e', epoch, 'att', int((t[4] or 0) + 1), 'st', now_s, 'ent', ent)
   deadlines[2 * j - 1], deadlines[2 * j] = deadline, id
 end

@@ -3,11 +3,15 @@
 -- ARGV[1] key prefix         ARGV[2] signed intake envelope listing the tasks
 --                                    the caller expects to be queued now ('' if none)
 -- ARGV[3] idempotency TTL ms
--- ARGV[4..] 9 per task: id, handler, input JSON, tags JSON, priority,
---           max attempts, timeout ms, run_at ms (0 = now: the task is in the
---           envelope), idempotency key ('' = none)
--- Reply: flat array, 2 per task: id (the existing one for a duplicate),
---        status: 'queued' | 'scheduled' | 'duplicate'
+-- ARGV[4..] runs of tasks that share every setting: a header of 8 — number
+--           of tasks n, handler, tags JSON, priority, max attempts, timeout
+--           ms, run_at ms (0 = now: the tasks are in the envelope),
+--           idempotency key ('' = none) — then n × 2: id, input JSON.
+--           (Runs keep the call small: per task only what differs, which
+--           is most of what Redis spends on a call's arguments and reply.)
+-- Reply: flat array, 2 per duplicate only: the task's position in the call
+--        (1-based, over all runs), the earlier task's id. Every other task
+--        is 'queued' (run_at 0) or 'scheduled', as the caller chose.
 -- The caller decides queued (run_at 0, listed in the envelope) or
 -- scheduled (run_at set, not listed), so the two always agree; the
 -- scheduler queues a scheduled task once Redis time reaches its run_at.
@@ -19,51 +23,55 @@ local prefix, envelope, idem_ttl = ARGV[1], ARGV[2], ARGV[3]
 local now = int(now_ms())
 local reply, deltas = {}, {}
 local ent = append(KEYS[1], envelope)
-for i = 4, #ARGV, 9 do
-  local id, handler, input, tags, prio = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local max, timeout, run_at, idem = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
-  local existing = false
-  if idem ~= '' then
-    local idem_key = prefix .. 'idem:' .. idem
-    local prior = redis.call('GET', idem_key)
-    if prior and redis.call('EXISTS', task_key(prefix, prior)) == 1 then
-      reply[#reply + 1] = prior
-      reply[#reply + 1] = 'duplicate'
-      existing = true
-    else
-      redis.call('SET', idem_key, id, 'PX', idem_ttl)
+local i, position = 4, 0
+while i <= #ARGV do
+  local n, handler, tags, prio = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local max, timeout, run_at, idem = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
+  i = i + 8
+  local state = run_at ~= '0' and 'scheduled' or 'queued'
+  assert(state == 'scheduled' or ent, 'submit: a task to queue now is not in the intake envelope')
+  -- Fields at their defaults are not stored (memory per queued task):
+  -- att and f (0), ut (= ct), run_at (0), tags ([]), prio (0). Readers
+  -- treat a missing field as its default. What differs from the default
+  -- goes in one more HSET (rare); the table is made once per run.
+  local extra
+  if tags ~= '[]' or prio ~= '0' or idem ~= '' then
+    extra = {}
+    if tags ~= '[]' then extra[#extra + 1], extra[#extra + 2] = 'tags', tags end
+    if prio ~= '0' then extra[#extra + 1], extra[#extra + 2] = 'prio', prio end
+    if idem ~= '' then extra[#extra + 1], extra[#extra + 2] = 'idem', idem end
+  end
+  local added = 0
+  for _ = 1, n do
+    local id, input = ARGV[i], ARGV[i + 1]
+    i, position = i + 2, position + 1
+    local prior
+    if idem ~= '' then
+      -- Within one run too: two tasks with one key make one task.
+      local idem_key = prefix .. 'idem:' .. idem
+      prior = redis.call('GET', idem_key)
+      if prior and redis.call('EXISTS', task_key(prefix, prior)) == 1 then
+        reply[#reply + 1], reply[#reply + 2] = int(position), prior
+      else
+        prior = nil
+        redis.call('SET', idem_key, id, 'PX', idem_ttl)
+      end
+    end
+    if not prior then
+      local key = task_key(prefix, id)
+      if state == 'scheduled' then
+        redis.call('HSET', key, 'state', state, 'v', '1', 'h', handler, 'in', input, 'max', max, 'to', timeout,
+          'ct', now, 'run_at', run_at)
+        redis.call('ZADD', KEYS[2], run_at, id)
+      else
+        redis.call('HSET', key, 'state', state, 'v', '1', 'h', handler, 'in', input, 'max', max, 'to', timeout,
+          'ct', now, 'ent', ent)
+      end
+      if extra then redis.call('HSET', key, unpack(extra)) end
+      added = added + 1
     end
   end
-  if not existing then
-    -- Fields at their defaults are not stored (memory per queued task):
-    -- att and f (0), ut (= ct), run_at (0), tags ([]), prio (0). Readers
-    -- treat a missing field as its default.
-    local key = task_key(prefix, id)
-    local state
-    if run_at ~= '0' then
-      state = 'scheduled'
-      redis.call('HSET', key, 'state', state, 'v', '1', 'h', handler, 'in', input, 'max', max, 'to', timeout,
-        'ct', now, 'run_at', run_at)
-      redis.call('ZADD', KEYS[2], run_at, id)
-    else
-      state = 'queued'
-      assert(ent, 'submit: a task to queue now is not in the intake envelope')
-      redis.call('HSET', key, 'state', state, 'v', '1', 'h', handler, 'in', input, 'max', max, 'to', timeout,
-        'ct', now, 'ent', ent)
-    end
-    -- Only what differs from the default is written (rare: one more HSET;
-    -- the table is made only then).
-    if tags ~= '[]' or prio ~= '0' or idem ~= '' then
-      local extra = {}
-      if tags ~= '[]' then extra[#extra + 1], extra[#extra + 2] = 'tags', tags end
-      if prio ~= '0' then extra[#extra + 1], extra[#extra + 2] = 'prio', prio end
-      if idem ~= '' then extra[#extra + 1], extra[#extra + 2] = 'idem', idem end
-      redis.call('HSET', key, unpack(extra))
-    end
-    bump(deltas, state, 1)
-    reply[#reply + 1] = id
-    reply[#reply + 1] = state
-  end
+  bump(deltas, state, added)
 end
 flush_counts(KEYS[3], deltas)
 return reply

@@ -208,6 +208,28 @@ fn to_strings(script: &'static str, v: Value) -> Result<Vec<String>> {
     })
 }
 
+/// A script's per-task statuses from a reply that lists only the tasks
+/// whose status is not `usual`, as (1-based position, status) pairs.
+fn expand_positions(script: &'static str, tasks: usize, usual: &str, reply: &[String]) -> Result<Vec<String>> {
+    let mut statuses = vec![usual.to_string(); tasks];
+    for pair in reply.chunks(2) {
+        let slot = match pair {
+            [position, _] => position
+                .parse::<usize>()
+                .ok()
+                .and_then(|p| p.checked_sub(1))
+                .and_then(|p| statuses.get_mut(p)),
+            _ => None,
+        };
+        let slot = slot.ok_or_else(|| StoreError::Reply {
+            script,
+            detail: format!("a status at an unknown position: {pair:?}"),
+        })?;
+        *slot = pair[1].clone();
+    }
+    Ok(statuses)
+}
+
 /// Whether stream id `a` ("ms-seq") comes after `b`; false if either is
 /// not a stream id (an older task's `ent` may name an intake entry).
 fn stream_id_after(a: &str, b: &str) -> bool {
@@ -544,13 +566,9 @@ impl Store {
     /// 'queued', 'scheduled' or 'duplicate' (then id is the earlier task).
     pub async fn submit(&self, tasks: &[NewTask]) -> Result<Vec<(String, String)>> {
         let now = self.clock.now_ms();
-        let delayed = |t: &NewTask| t.run_at_ms.filter(|at| *at > now);
+        let run_at = |t: &NewTask| t.run_at_ms.filter(|at| *at > now).unwrap_or(0);
         let intake = self.keys.intake();
-        let immediate: Vec<IntakeTask> = tasks
-            .iter()
-            .filter(|t| delayed(t).is_none())
-            .map(submitted_intake)
-            .collect();
+        let immediate: Vec<IntakeTask> = tasks.iter().filter(|t| run_at(t) == 0).map(submitted_intake).collect();
         let envelope = self.seal_intake(immediate);
         let announces = !envelope.is_empty();
         let mut inv = self.scripts.submit.prepare_invoke();
@@ -560,22 +578,48 @@ impl Store {
             .arg(self.keys.prefix())
             .arg(envelope)
             .arg(self.opts.idempotency_ttl.as_millis() as u64);
-        for t in tasks {
-            inv.arg(t.id.as_str())
+        // Runs of tasks that share every setting: the settings once, then
+        // id and input per task (submit.lua's header).
+        fn settings(t: &NewTask, run_at: u64) -> impl PartialEq + '_ {
+            (
+                &t.handler,
+                &t.tags,
+                t.priority,
+                t.max_attempts,
+                t.timeout_ms,
+                run_at,
+                &t.idempotency_key,
+            )
+        }
+        for run in tasks.chunk_by(|a, b| settings(a, run_at(a)) == settings(b, run_at(b))) {
+            let t = &run[0];
+            inv.arg(run.len())
                 .arg(&t.handler)
-                .arg(&t.input)
                 .arg(serde_json::to_string(&t.tags).expect("tags serialize"))
                 .arg(t.priority)
                 .arg(t.max_attempts)
                 .arg(t.timeout_ms)
-                .arg(delayed(t).unwrap_or(0))
+                .arg(run_at(t))
                 .arg(t.idempotency_key.as_deref().unwrap_or(""));
+            for t in run {
+                inv.arg(t.id.as_str()).arg(&t.input);
+            }
         }
-        let v = self.call("submit", &inv).await?;
+        let duplicates = self.call("submit", &inv).await?;
         if announces {
             Self::sent("intake");
         }
-        Ok(v.chunks(2).map(|c| (c[0].clone(), c[1].clone())).collect())
+        // Only duplicates are listed, with the earlier task's id.
+        let listed = expand_positions("submit", tasks.len(), "", &duplicates)?;
+        Ok(tasks
+            .iter()
+            .zip(listed)
+            .map(|(t, prior)| match prior.as_str() {
+                "" if run_at(t) == 0 => (t.id.to_string(), "queued".to_string()),
+                "" => (t.id.to_string(), "scheduled".to_string()),
+                _ => (prior, "duplicate".to_string()),
+            })
+            .collect())
     }
 
     /// Places tasks on one worker and takes the lease for it there (the
@@ -616,14 +660,25 @@ impl Store {
             .arg(lease.as_millis() as u64)
             .arg(worker_id)
             .arg(keys::DISTRIBUTORS_GROUP);
-        for (i, t) in tasks.iter().enumerate() {
-            inv.arg(&t.id).arg(t.v).arg(acks.get(i).copied().unwrap_or(""));
+        // Runs of tasks named with one intake entry: the entry and the
+        // count once, then id and version per task (assign.lua's header).
+        let named: Vec<(&IntakeTask, &str)> = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t, acks.get(i).copied().unwrap_or("")))
+            .collect();
+        for run in named.chunk_by(|a, b| a.1 == b.1) {
+            inv.arg(run[0].1).arg(run.len());
+            for (t, _) in run {
+                inv.arg(&t.id).arg(t.v);
+            }
         }
-        let v = self.call("assign", &inv).await?;
-        if v.iter().any(|x| x == "ok") {
+        let reply = self.call("assign", &inv).await?;
+        let statuses = expand_positions("assign", tasks.len(), "ok", &reply)?;
+        if statuses.iter().any(|x| x == "ok") {
             Self::sent("worker");
         }
-        Ok(v)
+        Ok(statuses)
     }
 
     /// Accepts the tasks an `assign` entry names: assign.lua has already
@@ -826,22 +881,28 @@ impl Store {
             .arg(self.seal(&events, messages::EVENT, &event))
             .arg(self.opts.events_maxlen)
             .arg(intake_env);
-        for c in done {
-            inv.arg(&c.task.id)
-                .arg(c.task.token.epoch)
-                .arg(c.task.token.fence)
-                .arg(c.outcome.as_arg())
-                .arg(&c.payload)
-                .arg(c.retry_delay_ms);
+        // Runs of attempts that ended the same way under one epoch: the
+        // outcome and epoch once, then per task what differs (complete.lua).
+        for run in done.chunk_by(|a, b| (a.outcome, a.task.token.epoch) == (b.outcome, b.task.token.epoch)) {
+            inv.arg(run[0].outcome.as_arg())
+                .arg(run[0].task.token.epoch)
+                .arg(run.len());
+            for c in run {
+                inv.arg(&c.task.id).arg(c.task.token.fence).arg(&c.payload);
+                if c.outcome == Outcome::Failed {
+                    inv.arg(c.retry_delay_ms);
+                }
+            }
         }
-        let v = self.call("complete", &inv).await?;
-        if v.iter().any(|x| x != "stale") {
+        let reply = self.call("complete", &inv).await?;
+        let states = expand_positions("complete", done.len(), "succeeded", &reply)?;
+        if states.iter().any(|x| x != "stale") {
             Self::sent("events");
         }
-        if v.iter().any(|x| x == "queued") {
+        if states.iter().any(|x| x == "queued") {
             Self::sent("intake");
         }
-        Ok(v)
+        Ok(states)
     }
 
     /// Cancels a task; a running one is asked to stop through its worker's

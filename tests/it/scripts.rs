@@ -977,3 +977,102 @@ fn completion(task: StartedTask, outcome: Outcome, payload: &str) -> Completion 
         retry_delay_ms: 0,
     }
 }
+
+/// submit, assign and complete take their tasks in runs of shared settings
+/// and list only the unusual statuses by position: each task's status must
+/// still come back in its own place, across runs and within one.
+#[tokio::test]
+async fn each_task_keeps_its_status_across_runs() {
+    let Some((_redis, ctx)) = store_ctx().await else {
+        return;
+    };
+    register(&ctx, "w1").await;
+    let keyed = |key: &str| NewTask {
+        idempotency_key: Some(key.into()),
+        ..new_task("noop")
+    };
+    let (a, b, d) = (new_task("noop"), keyed("k"), keyed("k"));
+    let c = NewTask {
+        priority: 5,
+        ..new_task("noop")
+    };
+    let e = NewTask {
+        run_at_ms: Some(ctx.store.clock().now_ms() + 3_600_000),
+        ..new_task("noop")
+    };
+    let f = new_task("noop");
+    let batch = [a.clone(), b.clone(), c.clone(), d, e.clone(), f.clone()];
+    let status = |t: &NewTask, s: &str| (t.id.to_string(), s.to_string());
+    assert_eq!(
+        ctx.store.submit(&batch).await.unwrap(),
+        vec![
+            status(&a, "queued"),
+            status(&b, "queued"),
+            status(&c, "queued"),
+            status(&b, "duplicate"),
+            status(&e, "scheduled"),
+            status(&f, "queued"),
+        ]
+    );
+
+    // Assign: two runs (no entry, then one entry), a missing and a stale
+    // task between placed ones, and the worker's 4 slots run out at the end.
+    let intake = ctx.store.keys.intake();
+    ctx.store.ensure_group(&intake, "distributors").await.unwrap();
+    let placed = |t: &NewTask, v: u64| IntakeTask {
+        id: t.id.to_string(),
+        v,
+        h: "noop".into(),
+        tags: vec![],
+        prio: 0,
+    };
+    let ghost = IntakeTask {
+        id: TaskId::generate().to_string(),
+        ..placed(&a, 1)
+    };
+    let offered = [placed(&a, 1), ghost, placed(&b, 2), placed(&c, 1), placed(&f, 1)];
+    let acks = ["", "", "0-1", "0-1", "0-1"];
+    let r = ctx
+        .store
+        .assign("w1", &offered, &acks, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(r, vec!["ok", "missing", "conflict", "ok", "ok"]);
+
+    // Complete: a success, a failure with attempts left, and a stale
+    // fence, in three runs.
+    let entries = ctx
+        .store
+        .read_group(&ctx.store.keys.worker_stream("w1"), "worker", "w1", 10, None, false)
+        .await
+        .unwrap();
+    let body: AssignBody = ctx
+        .store
+        .open(&ctx.store.keys.worker_stream("w1"), &entries[0])
+        .unwrap()
+        .parse()
+        .unwrap();
+    let started: Vec<StartedTask> = ctx
+        .store
+        .claim("w1", &entries[0].id, &body.tasks, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r {
+            StartReply::Started(t) => Some(*t),
+            StartReply::Refused(_) => None,
+        })
+        .collect();
+    assert_eq!(started.len(), 3, "a, c and f run");
+    let mut stale = started[2].clone();
+    stale.token.fence += 1;
+    let done = [
+        completion(started[0].clone(), Outcome::Succeeded, "1"),
+        completion(started[1].clone(), Outcome::Failed, "boom"),
+        completion(stale, Outcome::Succeeded, "2"),
+    ];
+    assert_eq!(
+        ctx.store.complete("w1", &done).await.unwrap(),
+        vec!["succeeded", "scheduled", "stale"]
+    );
+}
