@@ -62,14 +62,15 @@ end
 -- Ends a task: terminal state, finish time, result kept for a TTL.
 -- `field`/`value` (optional) is one more field written in the same HSET:
 -- the result or the error. `now` and `v` may be numbers or strings.
--- A task no worker holds has `w` empty (one HSET instead of HSET + HDEL;
--- readers treat '' as no worker). `ut` is not written: `fin` is the time of
--- this last change, and readers take the latest of `ut`, `st` and `fin`.
+-- `w` is left as it is: readers take a worker only from a task that is
+-- assigned or running (two arguments less in the hottest write). `ut` is
+-- not written: `fin` is the time of this last change, and readers take
+-- the latest of `ut`, `st` and `fin`.
 local function finish(key, state, now, ttl_ms, v, field, value)
   if field then
-    redis.call('HSET', key, 'state', state, 'v', v, 'fin', now, 'w', '', field, value)
+    redis.call('HSET', key, 'state', state, 'v', v, 'fin', now, field, value)
   else
-    redis.call('HSET', key, 'state', state, 'v', v, 'fin', now, 'w', '')
+    redis.call('HSET', key, 'state', state, 'v', v, 'fin', now)
   end
   redis.call('PEXPIRE', key, ttl_ms)
 end

@@ -38,7 +38,9 @@ for i = 6, #ARGV, 4 do
   else
     local v = tonumber(t[2]) + 1
     dropped[#dropped + 1] = id
-    release_slot(prefix, t[3])
+    -- Only a task that holds a slot gives one back (a finished task keeps
+    -- the worker of its last attempt in `w`).
+    if t[1] == 'running' or t[1] == 'assigned' then release_slot(prefix, t[3]) end
     bump(deltas, t[1], -1)
     -- The caller asked the worker's stream (Store::assignment_acknowledged)
     -- and listed such a task in the intake envelope.

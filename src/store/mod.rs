@@ -1640,7 +1640,12 @@ fn task_view(id: &str, m: &HashMap<String, String>) -> Option<TaskView> {
             .max(num(m.get("fin"))),
         started_ms: opt_num("st"),
         finished_ms: opt_num("fin"),
-        worker: m.get("w").filter(|w| !w.is_empty()).cloned(),
+        // A finish leaves `w` in place (two arguments less in the hottest
+        // write): only a task that is assigned or running has a worker.
+        worker: m
+            .get("w")
+            .filter(|w| !w.is_empty() && matches!(state, TaskState::Assigned | TaskState::Running))
+            .cloned(),
         fence,
         result: m
             .get("res")
