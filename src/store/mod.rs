@@ -1654,3 +1654,30 @@ fn task_view(id: &str, m: &HashMap<String, String>) -> Option<TaskView> {
         cancel_requested: m.get("cr").is_some_and(|c| c == "1"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn listed_statuses_land_in_their_places() {
+        let got = expand_positions("assign", 4, "ok", &strings(&["2", "missing", "4", "full"])).unwrap();
+        assert_eq!(got, strings(&["ok", "missing", "ok", "full"]));
+        assert_eq!(
+            expand_positions("assign", 2, "ok", &[]).unwrap(),
+            strings(&["ok", "ok"])
+        );
+    }
+
+    #[test]
+    fn a_reply_naming_no_task_of_the_call_is_an_error() {
+        for bad in [&["0", "full"][..], &["3", "full"], &["x", "full"], &["1"]] {
+            let err = expand_positions("assign", 2, "ok", &strings(bad)).unwrap_err();
+            assert!(err.to_string().contains("unknown position"), "{bad:?}: {err}");
+        }
+    }
+}
