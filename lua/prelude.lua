@@ -32,6 +32,15 @@ local function current_epoch(epoch_key, now)
   return epoch
 end
 
+-- What a task hash without `max` or `to` means (mirrored by
+-- task::UNSTORED_MAX_ATTEMPTS and task::UNSTORED_TIMEOUT_MS). Every reader
+-- takes these for a missing field, so that a later release can stop
+-- storing the two at these values (16 bytes less per queued task) without
+-- this one misreading its tasks during a rolling upgrade. Today submit
+-- always stores both.
+local UNSTORED_MAX = '3'
+local UNSTORED_TIMEOUT_MS = '300000'
+
 -- Key templates, mirrored by src/store/keys.rs. Every key shares the
 -- prefix's hash tag, so a script only ever touches one cluster slot.
 local function task_key(prefix, id) return prefix .. 't:' .. id end
@@ -125,7 +134,7 @@ local function settle_failure(key, id, now, delay_ms, ttl_ms, v, err, deltas, sc
     finish(key, 'cancelled', now, ttl_ms, v, 'err', err)
     return 'cancelled'
   end
-  if tonumber(f[2] or '0') < tonumber(f[3] or '1') then
+  if tonumber(f[2] or '0') < tonumber(f[3] or UNSTORED_MAX) then
     local run_at = int(now + tonumber(delay_ms))
     redis.call('HSET', key, 'state', 'scheduled', 'v', v, 'run_at', run_at, 'ut', now, 'err', err, 'w', '')
     redis.call('ZADD', scheduled_key, run_at, id)

@@ -49,8 +49,8 @@ for i = 6, #ARGV, 2 do
     if tonumber(t[13] or '0') > tonumber(ready) then ready = t[13] end
     local n = #reply
     reply[n + 1], reply[n + 2], reply[n + 3], reply[n + 4] = 'ok', v, epoch, fence
-    reply[n + 5], reply[n + 6], reply[n + 7], reply[n + 8] = t[6], t[7], t[8], att
-    reply[n + 9], reply[n + 10], reply[n + 11], reply[n + 12] = t[9], t[10] or '[]', t[11] or '0', ready
+    reply[n + 5], reply[n + 6], reply[n + 7], reply[n + 8] = t[6], t[7], t[8] or UNSTORED_TIMEOUT_MS, att
+    reply[n + 9], reply[n + 10], reply[n + 11], reply[n + 12] = t[9] or UNSTORED_MAX, t[10] or '[]', t[11] or '0', ready
   end
 end
 if started > 0 then

@@ -164,6 +164,15 @@ pub struct NewTask {
     pub idempotency_key: Option<String>,
 }
 
+/// What a stored task without `max` means (`lua/prelude.lua` mirrors it).
+/// Every reader takes it for the missing field, so that a later release
+/// can stop storing `max` at this value without this one misreading its
+/// tasks during a rolling upgrade. Today submit always stores it.
+pub const UNSTORED_MAX_ATTEMPTS: u32 = 3;
+/// What a stored task without `to` means, in ms; as for
+/// [`UNSTORED_MAX_ATTEMPTS`].
+pub const UNSTORED_TIMEOUT_MS: u64 = 300_000;
+
 /// A task as stored, for the API and the CLI.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TaskView {

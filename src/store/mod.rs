@@ -16,7 +16,7 @@ pub mod scripts;
 use crate::clock::Clock;
 use crate::envelope::{Keyring, Rejection, Verified};
 use crate::messages::{self, Assignment, CancelBody, EventBody, IntakeBody, IntakeTask, PerTaskIntakeBody};
-use crate::task::{FenceToken, NewTask, TaskId, TaskState, TaskView};
+use crate::task::{FenceToken, NewTask, TaskId, TaskState, TaskView, UNSTORED_MAX_ATTEMPTS, UNSTORED_TIMEOUT_MS};
 use deadpool::managed::Timeouts;
 use deadpool::Runtime;
 use keys::Keys;
@@ -241,7 +241,12 @@ fn stream_id_after(a: &str, b: &str) -> bool {
 }
 
 fn num<T: std::str::FromStr + Default>(s: Option<&String>) -> T {
-    s.and_then(|s| s.parse().ok()).unwrap_or_default()
+    num_or(s, T::default())
+}
+
+/// A stored number, or `default` when the field is missing or not one.
+fn num_or<T: std::str::FromStr>(s: Option<&String>, default: T) -> T {
+    s.and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
 /// A task's hash as `HGETALL` returns it, looked up by field name. It has
@@ -741,9 +746,9 @@ impl Store {
                         },
                         handler: f.remove("h").unwrap_or_default(),
                         input: f.remove("in").unwrap_or_default(),
-                        timeout_ms: num(f.get("to")),
+                        timeout_ms: num_or(f.get("to"), UNSTORED_TIMEOUT_MS),
                         attempt: num(f.get("att")),
-                        max_attempts: f.get("max").and_then(|m| m.parse().ok()).unwrap_or(1),
+                        max_attempts: num_or(f.get("max"), UNSTORED_MAX_ATTEMPTS),
                         tags: f
                             .get("tags")
                             .map_or_else(Vec::new, |j| serde_json::from_str(j).unwrap_or_default()),
@@ -1626,8 +1631,8 @@ fn task_view(id: &str, m: &HashMap<String, String>) -> Option<TaskView> {
             .unwrap_or_default(),
         priority: num(m.get("prio")),
         attempts: num(m.get("att")),
-        max_attempts: num(m.get("max")),
-        timeout_ms: num(m.get("to")),
+        max_attempts: num_or(m.get("max"), UNSTORED_MAX_ATTEMPTS),
+        timeout_ms: num_or(m.get("to"), UNSTORED_TIMEOUT_MS),
         version: num(m.get("v")),
         run_at_ms: opt_num("run_at"),
         created_ms: num(m.get("ct")),

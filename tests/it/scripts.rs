@@ -323,7 +323,10 @@ async fn a_task_an_older_distributor_left_assigned_still_starts() {
         return;
     };
     register(&ctx, "w1").await;
-    let t = new_task("noop");
+    let t = NewTask {
+        max_attempts: 7,
+        ..new_task("noop")
+    };
     ctx.store.submit(std::slice::from_ref(&t)).await.unwrap();
     let it = IntakeTask {
         id: t.id.to_string(),
@@ -340,7 +343,8 @@ async fn a_task_an_older_distributor_left_assigned_still_starts() {
         vec!["ok"]
     );
     // Rewrite the task as the old assign.lua left it: `assigned`, no fence,
-    // epoch or attempt yet, counted as assigned.
+    // epoch or attempt yet, counted as assigned. Without `max` and `to` as
+    // well, which start.lua must read as their defaults.
     let mut con = ctx.store.con().await.unwrap();
     let key = ctx.store.keys.task(t.id.as_str());
     let _: () = redis::cmd("HSET")
@@ -351,7 +355,7 @@ async fn a_task_an_older_distributor_left_assigned_still_starts() {
         .unwrap();
     let _: () = redis::cmd("HDEL")
         .arg(&key)
-        .arg(&["e", "st", "ent"])
+        .arg(&["e", "st", "ent", "max", "to"])
         .query_async(&mut con)
         .await
         .unwrap();
@@ -387,6 +391,7 @@ async fn a_task_an_older_distributor_left_assigned_still_starts() {
         panic!("the assigned task was not started: {r:?}")
     };
     assert_eq!((started.attempt, started.token.fence, started.version), (1, 1, 3));
+    assert_eq!((started.max_attempts, started.timeout_ms), (3, 300_000));
     let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
     assert_eq!(view.state, TaskState::Running);
     let done = Completion {
@@ -1075,4 +1080,38 @@ async fn each_task_keeps_its_status_across_runs() {
         ctx.store.complete("w1", &done).await.unwrap(),
         vec!["succeeded", "scheduled", "stale"]
     );
+}
+
+/// A later release may stop storing `max` and `to` at 3 attempts and 5
+/// minutes. Every reader here must already take a missing field as that,
+/// or it would misread such tasks during a rolling upgrade.
+#[tokio::test]
+async fn a_task_stored_without_max_and_timeout_reads_as_their_defaults() {
+    let Some((_redis, ctx)) = store_ctx().await else {
+        return;
+    };
+    register(&ctx, "w1").await;
+    let t = NewTask {
+        max_attempts: 7,
+        timeout_ms: 10_000,
+        ..new_task("noop")
+    };
+    ctx.store.submit(std::slice::from_ref(&t)).await.unwrap();
+    let mut con = ctx.store.con().await.unwrap();
+    let removed: u32 = redis::cmd("HDEL")
+        .arg(ctx.store.keys.task(t.id.as_str()))
+        .arg("max")
+        .arg("to")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(removed, 2);
+
+    let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
+    assert_eq!((view.max_attempts, view.timeout_ms), (3, 300_000), "{view:?}");
+    let started = assign_and_start(&ctx, "w1", t.id.as_str(), 1).await;
+    assert_eq!((started.max_attempts, started.timeout_ms), (3, 300_000));
+    // One attempt of three used: a failure is retried, not final.
+    let failed = [completion(started, Outcome::Failed, "boom")];
+    assert_eq!(ctx.store.complete("w1", &failed).await.unwrap(), vec!["scheduled"]);
 }
