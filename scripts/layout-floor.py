@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
-"""How cheap could a task's life be in Redis? Two layouts that drover does
-not use, measured the way `drover bench --scenario scripts` measures
-drover's own scripts, so the three can be compared on one host:
+"""How cheap could a task's life be in Redis? Three layouts that drover
+does not use, measured the way `drover bench --scenario scripts` measures
+drover's own scripts, so the four can be compared on one host:
+
+- plain: drover's own commands and fields, in Lua as plain as lean's:
+  fixed settings, one or two arguments per task in, one value out per
+  call. What drover's scripts cost beyond it is their plumbing: arguments,
+  replies and bookkeeping (BENCHMARKS.md, night page of 2026-11-23).
 
 - lean: the "batch record" layout of BENCHMARKS.md's next steps. Each task
   keeps its hash, written at submit, but assignment only checks the state
@@ -13,7 +18,7 @@ drover's own scripts, so the three can be compared on one host:
   once to run it, write its result with a TTL. A task system that keeps a
   durable record per task cannot do less.
 
-Both run 500 batches of 64 tasks (the distributor's chunk) through each
+All three run 500 batches of 64 tasks (the distributor's chunk) through each
 step in turn, with `INFO commandstats` read around every step, and print
 µs per task inside Redis (script calls plus the accept step's `HGETALL`
 pipeline): the same quantity as the scripts scenario's `us_per_task`. The
@@ -92,6 +97,49 @@ redis.call('XADD', KEYS[1], 'MAXLEN', '~', 100000, '*', 'm', ARGV[2])
 redis.call('HINCRBY', KEYS[3], 'running', -done)
 return done"""
 
+# As assign.lua: check state and version, then the lease fields on every
+# task and a deadline per task.
+PLAIN_ASSIGN = CLOCK + """
+local ids, keys, fields = {}, {}, {}
+for i = 4, #ARGV, 2 do
+  local k = ARGV[1] .. 't:' .. ARGV[i]
+  local t = redis.call('HMGET', k, 'state', 'v', 'f', 'att')
+  if t[1] == 'queued' and t[2] == ARGV[i + 1] then
+    ids[#ids + 1], keys[#keys + 1], fields[#fields + 1] = ARGV[i], k, t
+  end
+end
+local ent = redis.call('XADD', KEYS[1], '*', 'm', ARGV[2])
+local nows, deadline = string.format('%d', now), string.format('%d', now + 30000)
+local deadlines = {}
+for j = 1, #keys do
+  local t = fields[j]
+  redis.call('HSET', keys[j], 'state', 'running', 'v', string.format('%d', t[2] + 1), 'w', ARGV[3],
+    'f', string.format('%d', (t[3] or 0) + 1), 'e', '1763855000000', 'att', string.format('%d', (t[4] or 0) + 1),
+    'st', nows, 'ent', ent)
+  deadlines[2 * j - 1], deadlines[2 * j] = deadline, ids[j]
+end
+redis.call('ZADD', KEYS[2], unpack(deadlines))
+redis.call('HINCRBY', KEYS[3], 'queued', -#keys)
+redis.call('HINCRBY', KEYS[3], 'running', #keys)
+return ent"""
+
+# As complete.lua for successes: check state, worker, epoch and fence.
+PLAIN_COMPLETE = CLOCK + """
+local done, nows = {}, string.format('%d', now)
+for i = 3, #ARGV do
+  local k = ARGV[1] .. 't:' .. ARGV[i]
+  local t = redis.call('HMGET', k, 'state', 'w', 'e', 'f', 'v')
+  if t[1] == 'running' and t[2] == 'w1' and t[3] == '1763855000000' and t[4] == '1' then
+    redis.call('HSET', k, 'state', 'succeeded', 'v', string.format('%d', t[5] + 1), 'fin', nows, 'res', 'null')
+    redis.call('PEXPIRE', k, 60000)
+    done[#done + 1] = ARGV[i]
+  end
+end
+redis.call('ZREM', KEYS[2], unpack(done))
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', 100000, '*', 'm', ARGV[2])
+redis.call('HINCRBY', KEYS[3], 'running', -#done)
+return #done"""
+
 FLOOR_COMPLETE = CLOCK + """
 local nows = string.format('%d', now)
 for i = 3, #ARGV do
@@ -128,11 +176,11 @@ def run(r, layout, sha):
     steps["submit"] = measure(r, lambda: [
         r.evalsha(sha["submit"], 2, PREFIX + "intake", PREFIX + "counts", PREFIX, ENVELOPE, *ids) for ids in batches])
     entries = []
-    if layout == "lean":
+    if layout in ("lean", "plain"):
         def assign():
             for ids in batches:
                 pairs = [a for i in ids for a in (i, "1")]
-                entries.append(r.evalsha(sha["assign"], 3, PREFIX + "w:w1:s", PREFIX + "deadlines",
+                entries.append(r.evalsha(sha[layout + "_assign"], 3, PREFIX + "w:w1:s", PREFIX + "deadlines",
                                          PREFIX + "counts", PREFIX, ENVELOPE, "w1", *pairs).decode())
         steps["assign"] = measure(r, assign)
 
@@ -141,17 +189,19 @@ def run(r, layout, sha):
             p = r.pipeline(transaction=False)
             for i in ids:
                 p.hgetall(PREFIX + "t:" + i)
-            if entries:
+            if layout == "lean":
                 p.hgetall(PREFIX + "b:" + entries[n])
             p.execute()
     steps["accept"] = measure(r, accept)
-    if layout == "lean":
+    if layout in ("lean", "plain"):
         finished = []
+        # plain's complete names the tasks only; lean's also the batch.
+        batch_args = (lambda e: [e]) if layout == "lean" else (lambda e: [])
         steps["complete"] = measure(r, lambda: finished.extend(
-            r.evalsha(sha["lean_complete"], 3, PREFIX + "events", PREFIX + "deadlines", PREFIX + "counts",
-                      PREFIX, ENVELOPE, e, *ids) for ids, e in zip(batches, entries)))
+            r.evalsha(sha[layout + "_complete"], 3, PREFIX + "events", PREFIX + "deadlines", PREFIX + "counts",
+                      PREFIX, ENVELOPE, *batch_args(e), *ids) for ids, e in zip(batches, entries)))
         # A check that failed would make the layout look cheaper than it is.
-        assert finished == [BATCH] * BATCHES, f"lean: tasks finished per batch {finished}"
+        assert finished == [BATCH] * BATCHES, f"{layout}: tasks finished per batch {finished}"
     else:
         steps["complete"] = measure(r, lambda: [
             r.evalsha(sha["floor_complete"], 0, PREFIX, ENVELOPE, *ids) for ids in batches])
@@ -172,10 +222,12 @@ def main():
                     break
                 except redis.ConnectionError:
                     time.sleep(0.05)
-            sha = {"submit": r.script_load(SUBMIT), "assign": r.script_load(LEAN_ASSIGN),
-                   "lean_complete": r.script_load(LEAN_COMPLETE), "floor_complete": r.script_load(FLOOR_COMPLETE)}
+            sha = {"submit": r.script_load(SUBMIT),
+                   "lean_assign": r.script_load(LEAN_ASSIGN), "lean_complete": r.script_load(LEAN_COMPLETE),
+                   "plain_assign": r.script_load(PLAIN_ASSIGN), "plain_complete": r.script_load(PLAIN_COMPLETE),
+                   "floor_complete": r.script_load(FLOOR_COMPLETE)}
             for _ in range(repeats):
-                for layout in ("lean", "floor"):
+                for layout in ("plain", "lean", "floor"):
                     steps = run(r, layout, sha)
                     shown = ", ".join(f"{k} {v:.2f}" for k, v in steps.items())
                     print(f"{layout}: {shown}; all {sum(steps.values()):.2f} us per task", flush=True)
