@@ -38,6 +38,23 @@ const CLAIM_AFTER: Duration = Duration::from_secs(30);
 /// How often held entries are touched, claimed entries looked for, and the
 /// intake stream trimmed.
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
+/// While tasks wait for room, how long to wait before looking again, per
+/// live worker: each look re-reads every worker's hash (an `HGETALL` each,
+/// a few µs of Redis), so this keeps those reads to a few percent of Redis
+/// however many workers there are. Within [`ROOM_WAIT_MIN`,
+/// `ROOM_WAIT_MAX`].
+const ROOM_WAIT_PER_WORKER: Duration = Duration::from_micros(50);
+/// Slots free up as fast as workers finish, so the first look comes soon:
+/// 1 ms instead of 5 gave 29.0k–31.9k noop tasks/s instead of 25.5k–26.7k
+/// with two workers (BENCHMARKS.md, 2026-11-23).
+const ROOM_WAIT_MIN: Duration = Duration::from_millis(1);
+const ROOM_WAIT_MAX: Duration = Duration::from_millis(5);
+
+/// How long to wait for room (or new entries) before placing again, with
+/// `workers` live workers in view.
+fn room_wait(workers: usize) -> Duration {
+    (ROOM_WAIT_PER_WORKER * workers as u32).clamp(ROOM_WAIT_MIN, ROOM_WAIT_MAX)
+}
 
 struct Waiting {
     entry: String,
@@ -112,7 +129,7 @@ pub async fn run(ctx: Context, id: String, shutdown: CancellationToken) -> anyho
             let block = if d.waiting.is_empty() {
                 Duration::from_secs(1)
             } else {
-                Duration::from_millis(5)
+                room_wait(d.workers.len())
             };
             let batch = d.ctx.settings.distributor.batch;
             if d.waiting.len() < MAX_HELD {
@@ -121,7 +138,7 @@ pub async fn run(ctx: Context, id: String, shutdown: CancellationToken) -> anyho
                     r = d.ctx.store.read_group(&d.stream, DISTRIBUTORS_GROUP, &d.id, batch, Some(block), false) => r?,
                 };
                 d.take(entries).await;
-            } else if !super::pause(Duration::from_millis(5), &shutdown).await {
+            } else if !super::pause(block, &shutdown).await {
                 return Ok(());
             }
             d.place().await?;
@@ -480,6 +497,15 @@ mod tests {
         (0..workers)
             .map(|j| plan.by_worker.get(&j).map_or(0, Vec::len))
             .collect()
+    }
+
+    #[test]
+    fn the_wait_for_room_grows_with_the_workers_it_rereads() {
+        assert_eq!(room_wait(0), Duration::from_millis(1));
+        assert_eq!(room_wait(2), Duration::from_millis(1));
+        assert_eq!(room_wait(40), Duration::from_millis(2));
+        assert_eq!(room_wait(100), Duration::from_millis(5));
+        assert_eq!(room_wait(10_000), Duration::from_millis(5));
     }
 
     #[test]
