@@ -244,6 +244,12 @@ fn num<T: std::str::FromStr + Default>(s: Option<&String>) -> T {
     num_or(s, T::default())
 }
 
+/// A stream read's `BLOCK` argument in ms. `BLOCK 0` waits forever, so a
+/// wait shorter than 1 ms is rounded up to 1, not down to 0.
+fn block_ms(wait: Duration) -> usize {
+    (wait.as_millis() as usize).max(1)
+}
+
 /// A stored number, or `default` when the field is missing or not one.
 fn num_or<T: std::str::FromStr>(s: Option<&String>, default: T) -> T {
     s.and_then(|s| s.parse().ok()).unwrap_or(default)
@@ -409,7 +415,7 @@ impl Store {
     ) -> Result<Vec<Entry>> {
         let mut opts = StreamReadOptions::default().group(group, consumer).count(count);
         if let (Some(b), false) = (block, pending) {
-            opts = opts.block(b.as_millis() as usize);
+            opts = opts.block(block_ms(b));
         }
         let id = if pending { "0" } else { ">" };
         let mut con = self.con().await?;
@@ -543,9 +549,7 @@ impl Store {
     /// reads everything), blocking up to `block`.
     pub async fn read_events(&self, last_id: &str, block: Duration) -> Result<Vec<Entry>> {
         let mut con = self.con().await?;
-        let opts = StreamReadOptions::default()
-            .count(1000)
-            .block(block.as_millis() as usize);
+        let opts = StreamReadOptions::default().count(1000).block(block_ms(block));
         let reply: Option<StreamReadReply> = con.xread_options(&[self.keys.events()], &[last_id], &opts).await?;
         Ok(Self::entries(reply))
     }
@@ -1666,6 +1670,13 @@ mod tests {
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_wait_under_a_millisecond_never_blocks_forever() {
+        assert_eq!(block_ms(Duration::from_micros(250)), 1);
+        assert_eq!(block_ms(Duration::ZERO), 1);
+        assert_eq!(block_ms(Duration::from_millis(5)), 5);
     }
 
     #[test]
