@@ -244,15 +244,15 @@ fn num<T: std::str::FromStr + Default>(s: Option<&String>) -> T {
     num_or(s, T::default())
 }
 
+/// A stored number, or `default` when the field is missing or not one.
+fn num_or<T: std::str::FromStr>(s: Option<&String>, default: T) -> T {
+    s.and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
 /// A stream read's `BLOCK` argument in ms. `BLOCK 0` waits forever, so a
 /// wait shorter than 1 ms is rounded up to 1, not down to 0.
 fn block_ms(wait: Duration) -> usize {
     (wait.as_millis() as usize).max(1)
-}
-
-/// A stored number, or `default` when the field is missing or not one.
-fn num_or<T: std::str::FromStr>(s: Option<&String>, default: T) -> T {
-    s.and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
 /// A task's hash as `HGETALL` returns it, looked up by field name. It has
@@ -574,10 +574,18 @@ impl Store {
     /// stream, in one script. Returns (id, status) per task, where status is
     /// 'queued', 'scheduled' or 'duplicate' (then id is the earlier task).
     pub async fn submit(&self, tasks: &[NewTask]) -> Result<Vec<(String, String)>> {
+        // Each task's run_at as the script takes it: 0 to queue now.
         let now = self.clock.now_ms();
-        let run_at = |t: &NewTask| t.run_at_ms.filter(|at| *at > now).unwrap_or(0);
+        let timed: Vec<(&NewTask, u64)> = tasks
+            .iter()
+            .map(|t| (t, t.run_at_ms.filter(|at| *at > now).unwrap_or(0)))
+            .collect();
         let intake = self.keys.intake();
-        let immediate: Vec<IntakeTask> = tasks.iter().filter(|t| run_at(t) == 0).map(submitted_intake).collect();
+        let immediate: Vec<IntakeTask> = timed
+            .iter()
+            .filter(|(_, at)| *at == 0)
+            .map(|(t, _)| submitted_intake(t))
+            .collect();
         let envelope = self.seal_intake(immediate);
         let announces = !envelope.is_empty();
         let mut inv = self.scripts.submit.prepare_invoke();
@@ -589,28 +597,28 @@ impl Store {
             .arg(self.opts.idempotency_ttl.as_millis() as u64);
         // Runs of tasks that share every setting: the settings once, then
         // id and input per task (submit.lua's header).
-        fn settings(t: &NewTask, run_at: u64) -> impl PartialEq + '_ {
+        fn settings<'a>(&(t, at): &(&'a NewTask, u64)) -> impl PartialEq + 'a {
             (
                 &t.handler,
                 &t.tags,
                 t.priority,
                 t.max_attempts,
                 t.timeout_ms,
-                run_at,
+                at,
                 &t.idempotency_key,
             )
         }
-        for run in tasks.chunk_by(|a, b| settings(a, run_at(a)) == settings(b, run_at(b))) {
-            let t = &run[0];
+        for run in timed.chunk_by(|a, b| settings(a) == settings(b)) {
+            let (t, at) = run[0];
             inv.arg(run.len())
                 .arg(&t.handler)
                 .arg(serde_json::to_string(&t.tags).expect("tags serialize"))
                 .arg(t.priority)
                 .arg(t.max_attempts)
                 .arg(t.timeout_ms)
-                .arg(run_at(t))
+                .arg(at)
                 .arg(t.idempotency_key.as_deref().unwrap_or(""));
-            for t in run {
+            for (t, _) in run {
                 inv.arg(t.id.as_str()).arg(&t.input);
             }
         }
@@ -620,11 +628,11 @@ impl Store {
         }
         // Only duplicates are listed, with the earlier task's id.
         let listed = expand_positions("submit", tasks.len(), "", &duplicates)?;
-        Ok(tasks
+        Ok(timed
             .iter()
             .zip(listed)
-            .map(|(t, prior)| match prior.as_str() {
-                "" if run_at(t) == 0 => (t.id.to_string(), "queued".to_string()),
+            .map(|((t, at), prior)| match prior.as_str() {
+                "" if *at == 0 => (t.id.to_string(), "queued".to_string()),
                 "" => (t.id.to_string(), "scheduled".to_string()),
                 _ => (prior, "duplicate".to_string()),
             })
