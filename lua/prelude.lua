@@ -33,11 +33,11 @@ local function current_epoch(epoch_key, now)
 end
 
 -- What a task hash without `max` or `to` means (mirrored by
--- task::UNSTORED_MAX_ATTEMPTS and task::UNSTORED_TIMEOUT_MS). Every reader
--- takes these for a missing field, so that a later release can stop
--- storing the two at these values (16 bytes less per queued task) without
--- this one misreading its tasks during a rolling upgrade. Today submit
--- always stores both.
+-- task::UNSTORED_MAX_ATTEMPTS and task::UNSTORED_TIMEOUT_MS). submit.lua
+-- stores neither when both are at these values (16 bytes less per queued
+-- task), and every reader takes these for a missing field. (Readers did so
+-- one commit before submit stopped storing them, f72998f: see
+-- docs/DEPLOYMENT.md, Upgrades.)
 local UNSTORED_MAX = '3'
 local UNSTORED_TIMEOUT_MS = '300000'
 

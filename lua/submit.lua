@@ -31,9 +31,15 @@ while i <= #ARGV do
   local state = run_at ~= '0' and 'scheduled' or 'queued'
   assert(state == 'scheduled' or ent, 'submit: a task to queue now is not in the intake envelope')
   -- Fields at their defaults are not stored (memory per queued task):
-  -- att and f (0), ut (= ct), run_at (0), tags ([]), prio (0). Readers
-  -- treat a missing field as its default. What differs from the default
-  -- goes in one more HSET (rare); the table is made once per run.
+  -- att and f (0), ut (= ct), run_at (0), tags ([]), prio (0), and max and
+  -- to when both are at UNSTORED_MAX / UNSTORED_TIMEOUT_MS (otherwise both
+  -- go in the task's one HSET). Readers treat a missing field as its
+  -- default. A scheduled task keeps its run_at, a queued one its intake
+  -- entry. What else differs from the default goes in one more HSET
+  -- (rare); the table is made once per run.
+  local usual = max == UNSTORED_MAX and timeout == UNSTORED_TIMEOUT_MS
+  local last, last_value = 'ent', ent
+  if state == 'scheduled' then last, last_value = 'run_at', run_at end
   local extra
   if tags ~= '[]' or prio ~= '0' or idem ~= '' then
     extra = {}
@@ -59,14 +65,13 @@ while i <= #ARGV do
     end
     if not prior then
       local key = task_key(prefix, id)
-      if state == 'scheduled' then
-        redis.call('HSET', key, 'state', state, 'v', '1', 'h', handler, 'in', input, 'max', max, 'to', timeout,
-          'ct', now, 'run_at', run_at)
-        redis.call('ZADD', KEYS[2], run_at, id)
+      if usual then
+        redis.call('HSET', key, 'state', state, 'v', '1', 'h', handler, 'in', input, 'ct', now, last, last_value)
       else
         redis.call('HSET', key, 'state', state, 'v', '1', 'h', handler, 'in', input, 'max', max, 'to', timeout,
-          'ct', now, 'ent', ent)
+          'ct', now, last, last_value)
       end
+      if state == 'scheduled' then redis.call('ZADD', KEYS[2], run_at, id) end
       if extra then redis.call('HSET', key, unpack(extra)) end
       added = added + 1
     end

@@ -164,13 +164,13 @@ pub struct NewTask {
     pub idempotency_key: Option<String>,
 }
 
-/// What a stored task without `max` means (`lua/prelude.lua` mirrors it).
-/// Every reader takes it for the missing field, so that a later release
-/// can stop storing `max` at this value without this one misreading its
-/// tasks during a rolling upgrade. Today submit always stores it.
+/// What a stored task without `max` means (`lua/prelude.lua` mirrors it),
+/// and the default of `coordinator.max_attempts`. `submit.lua` stores
+/// neither `max` nor `to` when both are at their defaults (16 bytes less
+/// per queued task); every reader takes these for a missing field.
 pub const UNSTORED_MAX_ATTEMPTS: u32 = 3;
-/// What a stored task without `to` means, in ms; as for
-/// [`UNSTORED_MAX_ATTEMPTS`].
+/// What a stored task without `to` means, in ms, and the default of
+/// `coordinator.timeout`; as for [`UNSTORED_MAX_ATTEMPTS`].
 pub const UNSTORED_TIMEOUT_MS: u64 = 300_000;
 
 /// A task as stored, for the API and the CLI.

@@ -260,6 +260,8 @@ impl Bench {
     }
 }
 
+/// A noop task with the API's default settings (3 attempts, 5 minutes), as
+/// most tasks are submitted.
 fn new_task() -> NewTask {
     NewTask {
         id: TaskId::generate(),
@@ -267,8 +269,8 @@ fn new_task() -> NewTask {
         input: "null".into(),
         tags: Vec::new(),
         priority: 0,
-        max_attempts: 3,
-        timeout_ms: 60_000,
+        max_attempts: crate::task::UNSTORED_MAX_ATTEMPTS,
+        timeout_ms: crate::task::UNSTORED_TIMEOUT_MS,
         run_at_ms: None,
         idempotency_key: None,
     }

@@ -1082,9 +1082,8 @@ async fn each_task_keeps_its_status_across_runs() {
     );
 }
 
-/// A later release may stop storing `max` and `to` at 3 attempts and 5
-/// minutes. Every reader here must already take a missing field as that,
-/// or it would misread such tasks during a rolling upgrade.
+/// `submit` stores neither `max` nor `to` at 3 attempts and 5 minutes (both
+/// when either differs), and every reader takes a missing field as that.
 #[tokio::test]
 async fn a_task_stored_without_max_and_timeout_reads_as_their_defaults() {
     let Some((_redis, ctx)) = store_ctx().await else {
@@ -1092,20 +1091,30 @@ async fn a_task_stored_without_max_and_timeout_reads_as_their_defaults() {
     };
     register(&ctx, "w1").await;
     let t = NewTask {
-        max_attempts: 7,
+        max_attempts: 3,
+        timeout_ms: 300_000,
+        ..new_task("noop")
+    };
+    // Either one away from its default: both are stored.
+    let other = NewTask {
+        max_attempts: 3,
         timeout_ms: 10_000,
         ..new_task("noop")
     };
-    ctx.store.submit(std::slice::from_ref(&t)).await.unwrap();
+    ctx.store.submit(&[t.clone(), other.clone()]).await.unwrap();
     let mut con = ctx.store.con().await.unwrap();
-    let removed: u32 = redis::cmd("HDEL")
-        .arg(ctx.store.keys.task(t.id.as_str()))
-        .arg("max")
-        .arg("to")
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    assert_eq!(removed, 2);
+    for (task, stored) in [(&t, 0), (&other, 1)] {
+        let mut pipe = redis::pipe();
+        for field in ["max", "to"] {
+            pipe.cmd("HEXISTS")
+                .arg(ctx.store.keys.task(task.id.as_str()))
+                .arg(field);
+        }
+        let exists: Vec<u8> = pipe.query_async(&mut con).await.unwrap();
+        assert_eq!(exists, [stored, stored], "max and to stored for {:?}", task.timeout_ms);
+    }
+    let view = ctx.store.get_task(&other.id).await.unwrap().unwrap();
+    assert_eq!((view.max_attempts, view.timeout_ms), (3, 10_000), "{view:?}");
 
     let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
     assert_eq!((view.max_attempts, view.timeout_ms), (3, 300_000), "{view:?}");
