@@ -36,7 +36,7 @@ end
 -- task::UNSTORED_MAX_ATTEMPTS and task::UNSTORED_TIMEOUT_MS). submit.lua
 -- stores neither when both are at these values (16 bytes less per queued
 -- task), and every reader takes these for a missing field. (Readers did so
--- one commit before submit stopped storing them, f72998f: see
+-- from f72998f, before submit stopped storing them in 1cd0787: see
 -- docs/DEPLOYMENT.md, Upgrades.)
 local UNSTORED_MAX = '3'
 local UNSTORED_TIMEOUT_MS = '300000'

@@ -14,11 +14,14 @@ drover's own scripts, so the four can be compared on one host:
   (worker, epoch, start, deadline) is one record per assign batch, with one
   deadline per batch. Completion checks state and batch, writes the result
   and sets the TTL, and retires the batch record when its last task ends.
+- batch: lean with the attempt count still charged at assignment (`att`
+  read and written per task), as docs/BATCH-LEASES.md proposes to build
+  it: the yardstick for that layout.
 - floor: no checks and no lease at all: write the task at submit, read it
   once to run it, write its result with a TTL. A task system that keeps a
   durable record per task cannot do less.
 
-All three run 500 batches of 64 tasks (the distributor's chunk) through each
+All four run 500 batches of 64 tasks (the distributor's chunk) through each
 step in turn, with `INFO commandstats` read around every step, and print
 µs per task inside Redis (script calls plus the accept step's `HGETALL`
 pipeline): the same quantity as the scripts scenario's `us_per_task`. The
@@ -53,7 +56,7 @@ local ent = redis.call('XADD', KEYS[1], '*', 'm', ARGV[2])
 local nows = string.format('%d', now)
 for i = 3, #ARGV do
   redis.call('HSET', ARGV[1] .. 't:' .. ARGV[i], 'state', 'queued', 'v', '1', 'h', 'noop', 'in', '{}',
-    'max', '3', 'to', '30000', 'ct', nows, 'ent', ent)
+    'ct', nows, 'ent', ent)
 end
 redis.call('HINCRBY', KEYS[2], 'queued', #ARGV - 2)
 return 1"""
@@ -70,6 +73,27 @@ end
 local ent = redis.call('XADD', KEYS[1], '*', 'm', ARGV[2])
 for j = 1, #keys do
   redis.call('HSET', keys[j], 'state', 'running', 'v', versions[j], 'b', ent)
+end
+redis.call('HSET', ARGV[1] .. 'b:' .. ent, 'w', ARGV[3], 'e', '1', 'st', string.format('%d', now), 'n', #keys)
+redis.call('ZADD', KEYS[2], now + 30000, ent)
+redis.call('HINCRBY', KEYS[3], 'queued', -#keys)
+redis.call('HINCRBY', KEYS[3], 'running', #keys)
+return ent"""
+
+# As lean, and the attempt count charged at assignment, as today.
+BATCH_ASSIGN = CLOCK + """
+local keys, versions, attempts = {}, {}, {}
+for i = 4, #ARGV, 2 do
+  local k = ARGV[1] .. 't:' .. ARGV[i]
+  local t = redis.call('HMGET', k, 'state', 'v', 'att')
+  if t[1] == 'queued' and t[2] == ARGV[i + 1] then
+    keys[#keys + 1], versions[#versions + 1] = k, string.format('%d', ARGV[i + 1] + 1)
+    attempts[#keys] = string.format('%d', (t[3] or 0) + 1)
+  end
+end
+local ent = redis.call('XADD', KEYS[1], '*', 'm', ARGV[2])
+for j = 1, #keys do
+  redis.call('HSET', keys[j], 'state', 'running', 'v', versions[j], 'att', attempts[j], 'b', ent)
 end
 redis.call('HSET', ARGV[1] .. 'b:' .. ent, 'w', ARGV[3], 'e', '1', 'st', string.format('%d', now), 'n', #keys)
 redis.call('ZADD', KEYS[2], now + 30000, ent)
@@ -176,7 +200,7 @@ def run(r, layout, sha):
     steps["submit"] = measure(r, lambda: [
         r.evalsha(sha["submit"], 2, PREFIX + "intake", PREFIX + "counts", PREFIX, ENVELOPE, *ids) for ids in batches])
     entries = []
-    if layout in ("lean", "plain"):
+    if layout != "floor":
         def assign():
             for ids in batches:
                 pairs = [a for i in ids for a in (i, "1")]
@@ -189,14 +213,14 @@ def run(r, layout, sha):
             p = r.pipeline(transaction=False)
             for i in ids:
                 p.hgetall(PREFIX + "t:" + i)
-            if layout == "lean":
+            if layout in ("lean", "batch"):
                 p.hgetall(PREFIX + "b:" + entries[n])
             p.execute()
     steps["accept"] = measure(r, accept)
-    if layout in ("lean", "plain"):
+    if layout != "floor":
         finished = []
-        # plain's complete names the tasks only; lean's also the batch.
-        batch_args = (lambda e: [e]) if layout == "lean" else (lambda e: [])
+        # plain's complete names the tasks only; lean's and batch's also the batch.
+        batch_args = (lambda e: []) if layout == "plain" else (lambda e: [e])
         steps["complete"] = measure(r, lambda: finished.extend(
             r.evalsha(sha[layout + "_complete"], 3, PREFIX + "events", PREFIX + "deadlines", PREFIX + "counts",
                       PREFIX, ENVELOPE, *batch_args(e), *ids) for ids, e in zip(batches, entries)))
@@ -224,10 +248,11 @@ def main():
                     time.sleep(0.05)
             sha = {"submit": r.script_load(SUBMIT),
                    "lean_assign": r.script_load(LEAN_ASSIGN), "lean_complete": r.script_load(LEAN_COMPLETE),
+                   "batch_assign": r.script_load(BATCH_ASSIGN), "batch_complete": r.script_load(LEAN_COMPLETE),
                    "plain_assign": r.script_load(PLAIN_ASSIGN), "plain_complete": r.script_load(PLAIN_COMPLETE),
                    "floor_complete": r.script_load(FLOOR_COMPLETE)}
             for _ in range(repeats):
-                for layout in ("plain", "lean", "floor"):
+                for layout in ("plain", "lean", "batch", "floor"):
                     steps = run(r, layout, sha)
                     shown = ", ".join(f"{k} {v:.2f}" for k, v in steps.items())
                     print(f"{layout}: {shown}; all {sum(steps.values()):.2f} us per task", flush=True)
