@@ -176,6 +176,12 @@ pub enum Command {
         /// (submit → start is then not measured).
         #[arg(long)]
         processes: bool,
+        /// Each task's input: a JSON string of this many bytes, quotes included (default: null, 4 bytes).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(2..=16_000_000))]
+        input_bytes: Option<u32>,
+        /// An extra redis-server argument, after drover's own (repeatable; e.g. --redis-arg=--io-threads --redis-arg=2).
+        #[arg(long = "redis-arg", allow_hyphen_values = true)]
+        redis_args: Vec<String>,
     },
     /// Configuration tools.
     Config {
@@ -531,6 +537,8 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             distributors,
             tasks,
             processes,
+            input_bytes,
+            redis_args,
         } => {
             if let Some(bad) = scenarios
                 .iter()
@@ -552,6 +560,8 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
                 distributors,
                 tasks,
                 processes,
+                input_bytes: input_bytes.map(|n| n as usize),
+                redis_args,
             };
             let out = crate::bench::run(opts).await?;
             println!("{}", serde_json::to_string(&out)?);

@@ -49,6 +49,12 @@ fn free_port() -> std::io::Result<u16> {
 impl RedisServer {
     /// Starts a server and waits until it answers PING.
     pub fn start(persistence: Persistence) -> anyhow::Result<RedisServer> {
+        Self::start_with(persistence, &[])
+    }
+
+    /// Starts a server with extra `redis-server` arguments, given after
+    /// drover's own (so they override them), and waits until it answers.
+    pub fn start_with(persistence: Persistence, extra: &[String]) -> anyhow::Result<RedisServer> {
         if !available() {
             anyhow::bail!(INSTALL_HINT);
         }
@@ -57,7 +63,7 @@ impl RedisServer {
             port: 0,
             dir: tempfile::Builder::new().prefix("drover-redis-").tempdir()?,
             persistence,
-            extra: Vec::new(),
+            extra: extra.to_vec(),
         };
         // A port is free when chosen but may be taken before redis binds
         // it; try a few.
@@ -98,7 +104,9 @@ impl RedisServer {
                 cmd.arg("--appendonly").arg("yes").arg("--appendfsync").arg("everysec");
             }
         }
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        // Redis reports a bad argument on stderr, before it opens its log.
+        let stderr = std::fs::File::create(self.dir.path().join("stderr.log"))?;
+        cmd.stdout(Stdio::null()).stderr(stderr);
         let child = cmd.spawn()?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -108,10 +116,13 @@ impl RedisServer {
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 self.child = None;
-                anyhow::bail!(
-                    "redis-server exited at start ({status}); see {}",
-                    self.dir.path().join("redis.log").display()
-                );
+                // The logs are in the temp directory, gone once this fails:
+                // their last lines say why (a bad argument, a taken port).
+                let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+                let log = read("stderr.log") + &read("redis.log");
+                let tail: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).rev().take(5).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                anyhow::bail!("redis-server exited at start ({status}): {}", tail.join(" | "));
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -47,6 +47,21 @@ pub struct BenchOptions {
     pub tasks: Option<usize>,
     /// Roles as separate processes instead of in-process.
     pub processes: bool,
+    /// Each task's input: a JSON string this many bytes long, quotes
+    /// included; `None` is `null` (4 bytes).
+    pub input_bytes: Option<usize>,
+    /// Extra `redis-server` arguments, after drover's own.
+    pub redis_args: Vec<String>,
+}
+
+impl BenchOptions {
+    /// The input every task of the run carries.
+    fn input(&self) -> String {
+        match self.input_bytes {
+            None => "null".to_string(),
+            Some(n) => format!("\"{}\"", "x".repeat(n.saturating_sub(2))),
+        }
+    }
 }
 
 /// Submit and start/finish instants per task, filled by the submitter, the
@@ -79,6 +94,8 @@ struct Bench {
     roles: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     processes: Option<RoleProcesses>,
     result_ttl: String,
+    /// The input of every task submitted.
+    input: String,
     _redis: RedisServer,
 }
 
@@ -120,12 +137,13 @@ fn noop_registry(clocks: Arc<Mutex<Clocks>>) -> Registry {
 }
 
 impl Bench {
-    async fn start(aof: bool, result_ttl: &str) -> anyhow::Result<Bench> {
-        let redis = RedisServer::start(if aof {
+    async fn start(opts: &BenchOptions, result_ttl: &str) -> anyhow::Result<Bench> {
+        let persistence = if opts.aof {
             Persistence::AofEverySec
         } else {
             Persistence::None
-        })?;
+        };
+        let redis = RedisServer::start_with(persistence, &opts.redis_args)?;
         let settings = settings(&redis.url(), result_ttl)?;
         let ctx = Context::new(settings.clone(), "bench", "bench")?;
         ctx.store.ping().await?;
@@ -137,6 +155,7 @@ impl Bench {
             roles: Vec::new(),
             processes: None,
             result_ttl: result_ttl.to_string(),
+            input: opts.input(),
             _redis: redis,
         };
         Ok(bench)
@@ -262,11 +281,11 @@ impl Bench {
 
 /// A noop task with the API's default settings (3 attempts, 5 minutes), as
 /// most tasks are submitted.
-fn new_task() -> NewTask {
+fn new_task(input: &str) -> NewTask {
     NewTask {
         id: TaskId::generate(),
         handler: "noop".into(),
-        input: "null".into(),
+        input: input.into(),
         tags: Vec::new(),
         priority: 0,
         max_attempts: crate::task::UNSTORED_MAX_ATTEMPTS,
@@ -276,13 +295,14 @@ fn new_task() -> NewTask {
     }
 }
 
-/// Submits `tasks` in batches of `batch` from one loop, stamping each.
-async fn submit(ctx: &Context, clocks: &Mutex<Clocks>, n: usize, batch: usize) -> anyhow::Result<Vec<String>> {
+/// Submits `n` tasks in batches of `batch` from one loop, stamping each.
+async fn submit(b: &Bench, n: usize, batch: usize) -> anyhow::Result<Vec<String>> {
+    let (ctx, clocks) = (&b.ctx, &b.clocks);
     clocks.lock().expect("clocks").reserve(n);
     let mut ids = Vec::with_capacity(n);
     let mut left = n;
     while left > 0 {
-        let tasks: Vec<NewTask> = (0..left.min(batch)).map(|_| new_task()).collect();
+        let tasks: Vec<NewTask> = (0..left.min(batch)).map(|_| new_task(&b.input)).collect();
         let now = Instant::now();
         {
             let mut c = clocks.lock().expect("clocks");
@@ -488,13 +508,13 @@ fn per_task(before: &RedisUsage, after: &RedisUsage, n: usize) -> Value {
 
 async fn throughput(opts: &BenchOptions) -> anyhow::Result<Value> {
     let n = opts.tasks.unwrap_or(if opts.quick { 5_000 } else { 100_000 });
-    let mut b = Bench::start(opts.aof, "10m").await?;
+    let mut b = Bench::start(opts, "10m").await?;
     b.start_roles(opts).await?;
     let events = b.follow_events();
     let before = redis_usage(&b.ctx).await?;
     let cpu_before = b.cpu();
     let t0 = Instant::now();
-    let ids = submit(&b.ctx, &b.clocks, n, 500).await?;
+    let ids = submit(&b, n, 500).await?;
     let submit_s = t0.elapsed().as_secs_f64();
     wait_finished(&b.clocks, &ids, Duration::from_secs(600)).await?;
     let total_s = t0.elapsed().as_secs_f64();
@@ -538,7 +558,7 @@ async fn submit_at_rate(b: &Bench, rate: f64, length: Duration) -> anyhow::Resul
         tick.tick().await;
         let owed = (t0.elapsed().as_secs_f64() * rate) as usize;
         if owed > sent {
-            ids.extend(submit(&b.ctx, &b.clocks, owed - sent, 500).await?);
+            ids.extend(submit(b, owed - sent, 500).await?);
             sent = owed;
         }
     }
@@ -546,7 +566,7 @@ async fn submit_at_rate(b: &Bench, rate: f64, length: Duration) -> anyhow::Resul
 }
 
 async fn open_loop(opts: &BenchOptions, rate: f64, seconds: f64) -> anyhow::Result<Value> {
-    let mut b = Bench::start(opts.aof, "10m").await?;
+    let mut b = Bench::start(opts, "10m").await?;
     b.clocks
         .lock()
         .expect("clocks")
@@ -577,11 +597,12 @@ async fn open_loop(opts: &BenchOptions, rate: f64, seconds: f64) -> anyhow::Resu
 async fn memory(opts: &BenchOptions) -> anyhow::Result<Value> {
     let n = opts.tasks.unwrap_or(if opts.quick { 20_000 } else { 1_000_000 });
     let rounds = if opts.quick { 3 } else { 10 };
-    let mut b = Bench::start(opts.aof, "2s").await?;
+    let mut b = Bench::start(opts, "2s").await?;
     let baseline = redis_usage(&b.ctx).await?.used_memory;
-    let ids = submit(&b.ctx, &b.clocks, n, 1000).await?;
+    let ids = submit(&b, n, 1000).await?;
     let queued = redis_usage(&b.ctx).await?.used_memory;
-    // The input of a noop task is the 4 bytes "null"; count that as payload.
+    // The task's input is its payload.
+    let payload = b.input.len();
     let per_task = (queued.saturating_sub(baseline)) as f64 / n as f64;
     let events = b.follow_events();
     let t0 = Instant::now();
@@ -595,7 +616,7 @@ async fn memory(opts: &BenchOptions) -> anyhow::Result<Value> {
     // settles must not grow.
     let per_round = n.min(100_000);
     for _ in 1..rounds {
-        let ids = submit(&b.ctx, &b.clocks, per_round, 1000).await?;
+        let ids = submit(&b, per_round, 1000).await?;
         wait_finished(&b.clocks, &ids, Duration::from_secs(600)).await?;
         settled.push(settle(&b.ctx, settle_within).await?);
     }
@@ -609,7 +630,7 @@ async fn memory(opts: &BenchOptions) -> anyhow::Result<Value> {
         "tasks": n,
         "baseline_bytes": baseline,
         "bytes_per_queued_task": per_task,
-        "payload_bytes_per_task": 4,
+        "payload_bytes_per_task": payload,
         "drain_per_s": n as f64 / drain_s,
         "after_drain_bytes": drained,
         "rounds": rounds,
@@ -684,6 +705,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
         "capacity": opts.capacity,
         "distributors": opts.distributors,
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "input_bytes": opts.input().len(),
+        "redis_args": opts.redis_args,
     });
     let all = opts.scenarios.is_empty() || opts.scenarios.iter().any(|s| s == "all");
     let want = |s: &str| all || opts.scenarios.iter().any(|x| x == s);
@@ -713,9 +736,9 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
         out["memory"] = memory(&opts).await?;
     }
     if want("scripts") {
-        let b = Bench::start(opts.aof, "10m").await?;
+        let b = Bench::start(&opts, "10m").await?;
         let rounds = if opts.quick { 20 } else { 500 };
-        out["scripts"] = scripts::run(&b.ctx, rounds, crate::roles::distributor::PLACEMENT_CHUNK).await?;
+        out["scripts"] = scripts::run(&b.ctx, rounds, crate::roles::distributor::PLACEMENT_CHUNK, &b.input).await?;
         b.stop().await;
     }
     Ok(out)

@@ -26,7 +26,7 @@ const WORKER: &str = "bench-scripts";
 
 /// Runs `rounds` batches of `batch` tasks through submit, assign, accept
 /// and complete, and returns each step's cost per task.
-pub async fn run(ctx: &Context, rounds: usize, batch: usize) -> anyhow::Result<Value> {
+pub async fn run(ctx: &Context, rounds: usize, batch: usize, input: &str) -> anyhow::Result<Value> {
     let store = &ctx.store;
     let n = rounds * batch;
     let lease = Duration::from_secs(600);
@@ -48,7 +48,7 @@ pub async fn run(ctx: &Context, rounds: usize, batch: usize) -> anyhow::Result<V
     let before = redis_usage(ctx).await?;
     let mut batches = Vec::with_capacity(rounds);
     for _ in 0..rounds {
-        let tasks: Vec<_> = (0..batch).map(|_| new_task()).collect();
+        let tasks: Vec<_> = (0..batch).map(|_| new_task(input)).collect();
         let replies = store.submit(&tasks).await?;
         anyhow::ensure!(replies.iter().all(|(_, s)| s == "queued"), "submit: {replies:?}");
         batches.push(tasks);
