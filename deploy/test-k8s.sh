@@ -265,6 +265,8 @@ def check_render(name, docs, expect_hpa, expect_crds):
         lines = {l.split()[0]: l.split()[1:] for l in conf.splitlines() if l.strip() and not l.startswith("#")}
         check(lines.get("appendonly") == ["yes"], f"{where} redis.conf: appendonly yes expected")
         check(lines.get("maxmemory-policy") == ["noeviction"], f"{where} redis.conf: maxmemory-policy noeviction expected")
+        # Task hashes with values up to 2 KB stay listpacks (BENCHMARKS.md, "Task hashes").
+        check(lines.get("hash-max-listpack-value") == ["2048"], f"{where} redis.conf: hash-max-listpack-value 2048 expected")
 
     workloads = by_kind.get("Deployment", []) + by_kind.get("StatefulSet", [])
     pods = {}  # "Kind/name" -> (labels, podspec)

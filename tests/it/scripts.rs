@@ -1124,3 +1124,46 @@ async fn a_task_stored_without_max_and_timeout_reads_as_their_defaults() {
     let failed = [completion(started, Outcome::Failed, "boom")];
     assert_eq!(ctx.store.complete("w1", &failed).await.unwrap(), vec!["scheduled"]);
 }
+
+/// A task whose input and result are over Redis' default 64-byte listpack
+/// limit stays one compact listpack through its whole life, with Redis set
+/// up as drover sets it up (`hash-max-listpack-value 2048`, as in
+/// deploy/redis/redis.conf): as a hash table it would cost about 400 bytes
+/// more (BENCHMARKS.md, "Task hashes").
+#[tokio::test]
+async fn a_task_with_a_kilobyte_input_and_result_stays_a_listpack() {
+    let Some((_redis, ctx)) = store_ctx().await else {
+        return;
+    };
+    register(&ctx, "w1").await;
+    let input = format!("\"{}\"", "i".repeat(998));
+    let t = NewTask {
+        input,
+        ..new_task("noop")
+    };
+    ctx.store.submit(std::slice::from_ref(&t)).await.unwrap();
+    let key = ctx.store.keys.task(t.id.as_str());
+    let mut con = ctx.store.con().await.unwrap();
+    async fn encoding(con: &mut drover::store::pool::Con, key: &str) -> String {
+        redis::cmd("OBJECT")
+            .arg("ENCODING")
+            .arg(key)
+            .query_async(con)
+            .await
+            .unwrap()
+    }
+    assert_eq!(encoding(&mut con, &key).await, "listpack", "queued");
+    let started = assign_and_start(&ctx, "w1", t.id.as_str(), 1).await;
+    assert_eq!(encoding(&mut con, &key).await, "listpack", "running");
+    let result = format!("\"{}\"", "r".repeat(998));
+    let done = [completion(started, Outcome::Succeeded, &result)];
+    assert_eq!(ctx.store.complete("w1", &done).await.unwrap(), vec!["succeeded"]);
+    assert_eq!(encoding(&mut con, &key).await, "listpack", "succeeded");
+    let stored: String = redis::cmd("HGET")
+        .arg(&key)
+        .arg("res")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(stored, result);
+}
