@@ -93,7 +93,7 @@ impl RedisServer {
             // As deploy/redis/redis.conf: tasks with inputs and results up
             // to 2 KB stay compact listpacks (about 400 bytes less each).
             .arg("--hash-max-listpack-value")
-            .arg("2048")
+            .arg(crate::store::TASK_HASH_LISTPACK_VALUE.to_string())
             .arg("--logfile")
             .arg(self.dir.path().join("redis.log"))
             .args(&self.extra);

@@ -133,6 +133,10 @@ async fn lead(ctx: Context, id: String, shutdown: CancellationToken) {
                 Ok(true) => {
                     if held_until.is_none() {
                         tracing::info!(coordinator = %id, "took the leader lease: running reaper and scheduler");
+                        // Once per leadership, so one coordinator says it.
+                        if let Some(advice) = ctx.store.task_hash_advice().await {
+                            tracing::warn!("{advice}");
+                        }
                     }
                     // Count the lease from before the request, so this
                     // process stops leading before Redis lets it expire.

@@ -48,6 +48,13 @@ impl From<pool::PoolError> for StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// What drover sets Redis' `hash-max-listpack-value` to (deploy/redis/
+/// redis.conf, and the Redis it starts itself): a task whose input and
+/// result are at most this many bytes stays a compact listpack, about 400
+/// bytes smaller than the hash table Redis makes past the limit (64 bytes
+/// by default; BENCHMARKS.md, "Task hashes").
+pub const TASK_HASH_LISTPACK_VALUE: u64 = 2048;
+
 /// Most tasks one script call handles where the caller's list can be long
 /// (re-announcements): keeps scripts short and envelopes small.
 const SCRIPT_BATCH: usize = 500;
@@ -1574,6 +1581,34 @@ impl Store {
     pub async fn known_handlers(&self) -> Result<HashMap<String, u64>> {
         let mut con = self.con().await?;
         Ok(con.hgetall(self.keys.handlers()).await?)
+    }
+
+    /// A warning when Redis would store tasks with inputs or results over
+    /// its `hash-max-listpack-value` as hash tables, for a limit below
+    /// [`TASK_HASH_LISTPACK_VALUE`]. `None` when the limit is at least that,
+    /// or when this user may not read Redis' configuration (drover's ACL
+    /// users get no `CONFIG`, so they do not ask).
+    pub async fn task_hash_advice(&self) -> Option<String> {
+        // A refused command is logged as a denial in `ACL LOG`, which
+        // operators watch: only the default user asks.
+        let info = redis::IntoConnectionInfo::into_connection_info(self.opts.redis_url.as_str()).ok()?;
+        if info.redis_settings().username().is_some_and(|u| u != "default") {
+            return None;
+        }
+        let mut con = self.con().await.ok()?;
+        let reply: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("hash-max-listpack-value")
+            .query_async(&mut con)
+            .await
+            .ok()?;
+        let limit: u64 = reply.get(1)?.parse().ok()?;
+        (limit < TASK_HASH_LISTPACK_VALUE).then(|| {
+            format!(
+                "Redis has hash-max-listpack-value {limit}: each task with an input or result over {limit} bytes \
+                 takes about 400 bytes more memory; set it to {TASK_HASH_LISTPACK_VALUE} (docs/DEPLOYMENT.md, Production Redis)"
+            )
+        })
     }
 
     /// Redis `used_memory` and `maxmemory` (0 when unlimited), in bytes.

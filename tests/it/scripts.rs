@@ -1167,3 +1167,26 @@ async fn a_task_with_a_kilobyte_input_and_result_stays_a_listpack() {
         .unwrap();
     assert_eq!(stored, result);
 }
+
+/// The leader warns when Redis would store larger tasks as hash tables:
+/// not with drover's own setting, but after it is lowered to Redis' default.
+#[tokio::test]
+async fn a_redis_that_stores_larger_tasks_as_hash_tables_is_named() {
+    let Some((_redis, ctx)) = store_ctx().await else {
+        return;
+    };
+    assert_eq!(ctx.store.task_hash_advice().await, None);
+    let mut con = ctx.store.con().await.unwrap();
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("hash-max-listpack-value")
+        .arg("64")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let advice = ctx.store.task_hash_advice().await.expect("advice at 64");
+    assert!(
+        advice.contains("hash-max-listpack-value 64") && advice.contains("2048"),
+        "{advice}"
+    );
+}
