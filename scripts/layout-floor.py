@@ -61,6 +61,15 @@ end
 redis.call('HINCRBY', KEYS[2], 'queued', #ARGV - 2)
 return 1"""
 
+# The end of lean's and batch's assign: one record and one deadline for the
+# whole batch, and the counts.
+RECORD_BATCH = """
+redis.call('HSET', ARGV[1] .. 'b:' .. ent, 'w', ARGV[3], 'e', '1', 'st', string.format('%d', now), 'n', #keys)
+redis.call('ZADD', KEYS[2], now + 30000, ent)
+redis.call('HINCRBY', KEYS[3], 'queued', -#keys)
+redis.call('HINCRBY', KEYS[3], 'running', #keys)
+return ent"""
+
 LEAN_ASSIGN = CLOCK + """
 local keys, versions = {}, {}
 for i = 4, #ARGV, 2 do
@@ -74,11 +83,7 @@ local ent = redis.call('XADD', KEYS[1], '*', 'm', ARGV[2])
 for j = 1, #keys do
   redis.call('HSET', keys[j], 'state', 'running', 'v', versions[j], 'b', ent)
 end
-redis.call('HSET', ARGV[1] .. 'b:' .. ent, 'w', ARGV[3], 'e', '1', 'st', string.format('%d', now), 'n', #keys)
-redis.call('ZADD', KEYS[2], now + 30000, ent)
-redis.call('HINCRBY', KEYS[3], 'queued', -#keys)
-redis.call('HINCRBY', KEYS[3], 'running', #keys)
-return ent"""
+""" + RECORD_BATCH
 
 # As lean, and the attempt count charged at assignment, as today.
 BATCH_ASSIGN = CLOCK + """
@@ -95,11 +100,7 @@ local ent = redis.call('XADD', KEYS[1], '*', 'm', ARGV[2])
 for j = 1, #keys do
   redis.call('HSET', keys[j], 'state', 'running', 'v', versions[j], 'att', attempts[j], 'b', ent)
 end
-redis.call('HSET', ARGV[1] .. 'b:' .. ent, 'w', ARGV[3], 'e', '1', 'st', string.format('%d', now), 'n', #keys)
-redis.call('ZADD', KEYS[2], now + 30000, ent)
-redis.call('HINCRBY', KEYS[3], 'queued', -#keys)
-redis.call('HINCRBY', KEYS[3], 'running', #keys)
-return ent"""
+""" + RECORD_BATCH
 
 LEAN_COMPLETE = CLOCK + """
 local done, nows = 0, string.format('%d', now)
