@@ -134,7 +134,7 @@ async fn lead(ctx: Context, id: String, shutdown: CancellationToken) {
                     if held_until.is_none() {
                         tracing::info!(coordinator = %id, "took the leader lease: running reaper and scheduler");
                         // Once per leadership, so one coordinator says it.
-                        if let Some(advice) = ctx.store.task_hash_advice().await {
+                        for advice in ctx.store.redis_advice().await {
                             tracing::warn!("{advice}");
                         }
                     }

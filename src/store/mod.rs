@@ -1583,32 +1583,51 @@ impl Store {
         Ok(con.hgetall(self.keys.handlers()).await?)
     }
 
-    /// A warning when Redis would store tasks with inputs or results over
-    /// its `hash-max-listpack-value` as hash tables, for a limit below
-    /// [`TASK_HASH_LISTPACK_VALUE`]. `None` when the limit is at least that,
-    /// or when this user may not read Redis' configuration (drover's ACL
-    /// users get no `CONFIG`, so they do not ask).
-    pub async fn task_hash_advice(&self) -> Option<String> {
-        // A refused command is logged as a denial in `ACL LOG`, which
-        // operators watch: only the default user asks.
-        let info = redis::IntoConnectionInfo::into_connection_info(self.opts.redis_url.as_str()).ok()?;
-        if info.redis_settings().username().is_some_and(|u| u != "default") {
-            return None;
+    /// Warnings about Redis settings that lose tasks or cost memory, one
+    /// line each, for the leader to log:
+    /// - a `maxmemory-policy` other than `noeviction`: a full Redis then
+    ///   deletes keys, and an evicted task is a lost task. Read from `INFO
+    ///   memory`, which every coordinator may run.
+    /// - a `hash-max-listpack-value` below [`TASK_HASH_LISTPACK_VALUE`]:
+    ///   tasks with larger inputs or results take about 400 bytes more.
+    ///   Read with `CONFIG GET`, and only as Redis' default user: drover's
+    ///   ACL users get no `CONFIG`, and a refused command would show as a
+    ///   denial in `ACL LOG`, which operators watch.
+    pub async fn redis_advice(&self) -> Vec<String> {
+        let mut advice = Vec::new();
+        let Ok(mut con) = self.con().await else {
+            return advice;
+        };
+        let memory: Option<String> = redis::cmd("INFO").arg("memory").query_async(&mut con).await.ok();
+        let policy = memory
+            .as_deref()
+            .and_then(|info| info.lines().find_map(|l| l.strip_prefix("maxmemory_policy:")))
+            .map(str::trim);
+        if let Some(policy) = policy.filter(|p| *p != "noeviction") {
+            advice.push(format!(
+                "Redis has maxmemory-policy {policy}: when full it deletes keys, and an evicted task is a lost task; \
+                 set noeviction (docs/DEPLOYMENT.md, Production Redis)"
+            ));
         }
-        let mut con = self.con().await.ok()?;
-        let reply: Vec<String> = redis::cmd("CONFIG")
+        let info = redis::IntoConnectionInfo::into_connection_info(self.opts.redis_url.as_str());
+        let default_user = info.is_ok_and(|i| i.redis_settings().username().is_none_or(|u| u == "default"));
+        if !default_user {
+            return advice;
+        }
+        let reply: Option<Vec<String>> = redis::cmd("CONFIG")
             .arg("GET")
             .arg("hash-max-listpack-value")
             .query_async(&mut con)
             .await
-            .ok()?;
-        let limit: u64 = reply.get(1)?.parse().ok()?;
-        (limit < TASK_HASH_LISTPACK_VALUE).then(|| {
-            format!(
+            .ok();
+        let limit = reply.and_then(|kv| kv.get(1).and_then(|v| v.parse::<u64>().ok()));
+        if let Some(limit) = limit.filter(|l| *l < TASK_HASH_LISTPACK_VALUE) {
+            advice.push(format!(
                 "Redis has hash-max-listpack-value {limit}: each task with an input or result over {limit} bytes \
                  takes about 400 bytes more memory; set it to {TASK_HASH_LISTPACK_VALUE} (docs/DEPLOYMENT.md, Production Redis)"
-            )
-        })
+            ));
+        }
+        advice
     }
 
     /// Redis `used_memory` and `maxmemory` (0 when unlimited), in bytes.

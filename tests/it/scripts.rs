@@ -1168,25 +1168,33 @@ async fn a_task_with_a_kilobyte_input_and_result_stays_a_listpack() {
     assert_eq!(stored, result);
 }
 
-/// The leader warns when Redis would store larger tasks as hash tables:
-/// not with drover's own setting, but after it is lowered to Redis' default.
+/// The leader warns about Redis settings that lose tasks or cost memory:
+/// nothing with drover's own settings; an eviction policy, and Redis'
+/// default listpack limit, once they are set.
 #[tokio::test]
-async fn a_redis_that_stores_larger_tasks_as_hash_tables_is_named() {
+async fn redis_settings_that_lose_tasks_or_memory_are_named() {
     let Some((_redis, ctx)) = store_ctx().await else {
         return;
     };
-    assert_eq!(ctx.store.task_hash_advice().await, None);
+    assert_eq!(ctx.store.redis_advice().await, Vec::<String>::new());
     let mut con = ctx.store.con().await.unwrap();
-    let () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("hash-max-listpack-value")
-        .arg("64")
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    let advice = ctx.store.task_hash_advice().await.expect("advice at 64");
+    for (name, value) in [("maxmemory-policy", "allkeys-lru"), ("hash-max-listpack-value", "64")] {
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+    let advice = ctx.store.redis_advice().await;
+    assert_eq!(advice.len(), 2, "{advice:?}");
     assert!(
-        advice.contains("hash-max-listpack-value 64") && advice.contains("2048"),
-        "{advice}"
+        advice[0].contains("maxmemory-policy allkeys-lru") && advice[0].contains("noeviction"),
+        "{advice:?}"
+    );
+    assert!(
+        advice[1].contains("hash-max-listpack-value 64") && advice[1].contains("2048"),
+        "{advice:?}"
     );
 }
