@@ -124,8 +124,8 @@ impl RedisServer {
                 // their last lines say why (a bad argument, a taken port).
                 let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
                 let log = read("stderr.log") + &read("redis.log");
-                let tail: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).rev().take(5).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+                let tail = &lines[lines.len().saturating_sub(5)..];
                 anyhow::bail!("redis-server exited at start ({status}): {}", tail.join(" | "));
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -1599,10 +1599,7 @@ impl Store {
             return advice;
         };
         let memory: Option<String> = redis::cmd("INFO").arg("memory").query_async(&mut con).await.ok();
-        let policy = memory
-            .as_deref()
-            .and_then(|info| info.lines().find_map(|l| l.strip_prefix("maxmemory_policy:")))
-            .map(str::trim);
+        let policy = memory.as_deref().and_then(|info| info_field(info, "maxmemory_policy"));
         if let Some(policy) = policy.filter(|p| *p != "noeviction") {
             advice.push(format!(
                 "Redis has maxmemory-policy {policy}: when full it deletes keys, and an evicted task is a lost task; \
@@ -1634,13 +1631,8 @@ impl Store {
     pub async fn memory(&self) -> Result<(u64, u64)> {
         let mut con = self.con().await?;
         let info: String = redis::cmd("INFO").arg("memory").query_async(&mut con).await?;
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0)
-        };
-        Ok((field("used_memory:"), field("maxmemory:")))
+        let field = |name| info_field(&info, name).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok((field("used_memory"), field("maxmemory")))
     }
 
     /// Backlog per live state.
@@ -1648,6 +1640,13 @@ impl Store {
         let mut con = self.con().await?;
         Ok(con.hgetall(self.keys.counts()).await?)
     }
+}
+
+/// The value of `name` in an `INFO` reply (`name:value` lines).
+fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
 }
 
 /// An intake entry for a task, from the handler, tags JSON and priority
@@ -1732,6 +1731,14 @@ mod tests {
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn info_fields_are_found_by_their_whole_name() {
+        let info = "# Memory\r\nused_memory:1024\r\nused_memory_human:1.00K\r\nmaxmemory_policy:noeviction\r\n";
+        assert_eq!(info_field(info, "used_memory"), Some("1024"));
+        assert_eq!(info_field(info, "maxmemory_policy"), Some("noeviction"));
+        assert_eq!(info_field(info, "maxmemory"), None);
     }
 
     #[test]
