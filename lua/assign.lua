@@ -1,9 +1,9 @@
--- assign.lua — place a batch of queued tasks on one worker and take the
--- lease for it there (queued → running).
--- KEYS[1] worker hash        KEYS[2] worker stream      KEYS[3] deadlines zset
+-- assign.lua — place a batch of queued tasks on one worker and take one
+-- lease for all of them there (queued → running).
+-- KEYS[1] worker hash        KEYS[2] worker stream      KEYS[3] leases zset
 -- KEYS[4] counts hash        KEYS[5] epoch hash (epoch, run: the Redis
 --                                    run_id it was made under)
--- KEYS[6] intake stream
+-- KEYS[6] intake stream      KEYS[7] batch counter
 -- ARGV[1] key prefix         ARGV[2] signed assign envelope (task ids with the
 --                                    versions they will have once assigned)
 -- ARGV[3] lease TTL ms       ARGV[4] worker id
@@ -20,11 +20,21 @@
 --        'state:<s>'. Every task not listed is 'ok'.
 -- The worker's credit (capacity - used) is checked here, inside the script,
 -- so two distributors can never over-fill one worker. The lease is taken
--- here, not by the worker: the fence and the attempt count rise, and the
--- deadline is now + lease TTL. The worker only reads the task (no script,
--- no write) when the assign entry reaches it, and accepts it only if the
--- task is running, on it, at the version and with `ent` = the id of the
--- entry it read: a replayed copy of the envelope is a different entry.
+-- here, not by the worker, and it is one lease for every task of the call
+-- (a batch): the token `<epoch>.<batch number>` (the number from INCR of
+-- the batch counter: global, only rising), one record `P b:<token>` with
+-- the worker (`w`), the assign entry (`ent`), the tasks still running
+-- (`n`) and their ids (`ids`, comma-joined, for the reaper), and one
+-- deadline in the leases zset. Each task stores only `state`, `v`, `att`
+-- (charged now), `st` (lease start) and `b` (the token): the fields that
+-- are the same for the whole batch are written once (docs/BATCH-LEASES.md).
+-- The envelope goes on the worker's stream with the token as a second,
+-- unsigned field `b` (the distributor signs before the number exists).
+-- The worker only reads the record and the tasks (no script, no write)
+-- when the entry reaches it, and accepts a task only if the record is its
+-- own, names the entry it read (a replayed copy is another entry, and a
+-- forged `b` names another batch's entry), and the task is running at the
+-- version with this token.
 -- The envelope is appended only if at least one task was assigned; entries
 -- in it for tasks that were not are refused by the worker.
 -- An intake entry named with its tasks is acknowledged here, saving the
@@ -54,7 +64,7 @@ while i <= #ARGV do
       status = 'gone'
     else
       local key = task_key(prefix, id)
-      local t = redis.call('HMGET', key, 'state', 'v', 'f', 'att')
+      local t = redis.call('HMGET', key, 'state', 'v', 'att')
       if not t[1] then
         status = 'missing'
       elseif t[1] ~= 'queued' then
@@ -86,21 +96,22 @@ end
 if #ack > 0 then redis.call('XACK', KEYS[6], group, unpack(ack)) end
 local taken = #taken_ids
 if taken == 0 then return reply end
--- The entry first, so each task records it (`ent`) in its one HSET.
-local ent = append(KEYS[2], envelope)
 local now = now_ms()
 local now_s, deadline = int(now), int(now + tonumber(lease))
-local epoch = current_epoch(KEYS[5], now)
-local deadlines = {}
+local number = redis.call('INCR', KEYS[7])
+-- A fresh counter (a new Redis, or the first assign of this layout) gives
+-- numbers an earlier token may already hold: a new epoch keeps them apart.
+local token = current_epoch(KEYS[5], now, number == 1) .. '.' .. int(number)
+local ent = redis.call('XADD', KEYS[2], '*', 'm', envelope, 'b', token)
 -- `ut` is not written here: `st` is the time of this change, and readers
 -- take the later of the two (one field less in the hottest write).
 for j = 1, taken do
-  local id, t = taken_ids[j], taken_fields[j]
-  redis.call('HSET', taken_keys[j], 'state', 'running', 'v', int(t[2] + 1), 'w', wid,
-    'f', int((t[3] or 0) + 1), 'e', epoch, 'att', int((t[4] or 0) + 1), 'st', now_s, 'ent', ent)
-  deadlines[2 * j - 1], deadlines[2 * j] = deadline, id
+  local t = taken_fields[j]
+  redis.call('HSET', taken_keys[j], 'state', 'running', 'v', int(t[2] + 1), 'att', int((t[3] or 0) + 1),
+    'st', now_s, 'b', token)
 end
-zadd_pairs(KEYS[3], deadlines)
+redis.call('HSET', batch_key(prefix, token), 'w', wid, 'ent', ent, 'n', int(taken), 'ids', table.concat(taken_ids, ','))
+redis.call('ZADD', KEYS[3], deadline, token)
 redis.call('HINCRBY', KEYS[1], 'used', taken)
 redis.call('HINCRBY', KEYS[4], 'queued', -taken)
 redis.call('HINCRBY', KEYS[4], 'running', taken)

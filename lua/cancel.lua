@@ -1,26 +1,28 @@
--- cancel.lua — cancel one task (queued | scheduled | assigned → cancelled;
--- running → cancel requested, and the worker is told).
--- KEYS[1] deadlines zset     KEYS[2] scheduled zset     KEYS[3] counts hash
--- KEYS[4] events stream
+-- cancel.lua — cancel one task (queued | scheduled → cancelled; running →
+-- cancel requested, and the worker is told).
+-- KEYS[1] scheduled zset     KEYS[2] counts hash        KEYS[3] events stream
 -- ARGV[1] key prefix         ARGV[2] task id            ARGV[3] expected version
 -- ARGV[4] result TTL ms      ARGV[5] signed events envelope   ARGV[6] events MAXLEN
--- ARGV[7] worker id the caller saw holding the task ('' if none)
+-- ARGV[7] worker id the caller saw holding the task (from its batch
+--         record; '' if none)
 -- ARGV[8] signed cancel envelope for that worker's stream ('' if none)
 -- Reply: { status, state }: status 'cancelled' | 'requested' (running: the
 --        worker aborts the handler and reports) | 'terminal' (already ended;
 --        state says how) | 'missing' | 'conflict' (the version moved on: read
 --        again and retry).
 -- The worker stream is derived from the worker id, under the same hash tag.
+-- A running task's worker is the one its batch record (`b`) names.
 local prefix, id, expected, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local key = task_key(prefix, id)
-local t = redis.call('HMGET', key, 'state', 'v', 'w')
+local t = redis.call('HMGET', key, 'state', 'v', 'b')
 if not t[1] then return { 'missing', '' } end
 local state = t[1]
 if state == 'succeeded' or state == 'dead' or state == 'cancelled' then return { 'terminal', state } end
 if t[2] ~= expected then return { 'conflict', state } end
 local now = now_ms()
 if state == 'running' then
-  if (t[3] or '') ~= ARGV[7] then return { 'conflict', state } end
+  local holder = t[3] and redis.call('HGET', batch_key(prefix, t[3]), 'w')
+  if (holder or '') ~= ARGV[7] then return { 'conflict', state } end
   redis.call('HSET', key, 'cr', 1, 'ut', now)
   -- A worker the janitor forgot has no stream to tell; its lease expires
   -- and the reaper, seeing the request, cancels the task.
@@ -29,12 +31,8 @@ if state == 'running' then
   end
   return { 'requested', state }
 end
-if state == 'scheduled' then redis.call('ZREM', KEYS[2], id) end
-if state == 'assigned' then
-  redis.call('ZREM', KEYS[1], id)
-  release_slot(prefix, t[3])
-end
-redis.call('HINCRBY', KEYS[3], state, -1)
+if state == 'scheduled' then redis.call('ZREM', KEYS[1], id) end
+redis.call('HINCRBY', KEYS[2], state, -1)
 finish(key, 'cancelled', now, ttl, tonumber(t[2]) + 1)
-append(KEYS[4], ARGV[5], ARGV[6])
+append(KEYS[3], ARGV[5], ARGV[6])
 return { 'cancelled', 'cancelled' }

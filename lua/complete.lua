@@ -1,47 +1,54 @@
 -- complete.lua — a worker reports how attempts ended (running → succeeded |
 -- scheduled (retry) | dead | cancelled | queued (handed back)).
--- KEYS[1] deadlines zset     KEYS[2] scheduled zset     KEYS[3] counts hash
+-- KEYS[1] leases zset        KEYS[2] scheduled zset     KEYS[3] counts hash
 -- KEYS[4] worker hash        KEYS[5] events stream      KEYS[6] intake stream
 -- ARGV[1] key prefix         ARGV[2] worker id          ARGV[3] result TTL ms
 -- ARGV[4] signed events envelope naming the tasks      ARGV[5] events MAXLEN
 -- ARGV[6] signed intake envelope for handed-back tasks, with the versions they
 --         will have once queued ('' if none)
--- ARGV[7..] runs of attempts that ended the same way under one epoch: a
+-- ARGV[7..] runs of attempts that ended the same way under one lease: a
 --           header of 3 — outcome ('ok' | 'fail' | 'cancelled' | 'release'),
---           epoch, number of tasks n — then per task: id, fence, result JSON
---           or error text, and for 'fail' a 4th, the retry delay ms.
+--           the batch's fencing token, number of tasks n — then per task:
+--           id, result JSON or error text, and for 'fail' a 3rd, the retry
+--           delay ms.
 --           (Runs keep the call small: most of a call's cost per task in
 --           Redis is its arguments and reply.)
 -- Reply: flat array, 2 per task whose new state is not 'succeeded': its
 --        position in the call (1-based, over all runs), and the new state
 --        ('scheduled', 'dead', 'cancelled', 'queued') or 'stale' when the
---        caller no longer holds the lease (wrong state, worker, epoch or
---        fence): a zombie worker's late completion changes nothing.
+--        caller no longer holds the lease (wrong state or token, or the
+--        batch is not this worker's): a zombie worker's late completion
+--        changes nothing.
+-- Each run retires its tasks from the batch record (`retire` in the
+-- prelude): the record and its deadline go with the batch's last task.
 -- 'release' hands a task back without charging an attempt (graceful
 -- shutdown); it is queued again and announced on the intake stream, unless
 -- a cancel was requested meanwhile: then it is cancelled.
 local prefix, wid, ttl = ARGV[1], ARGV[2], ARGV[3]
 local now = int(now_ms())
-local reply, deltas, changed, released, done = {}, {}, 0, {}, {}
+local reply, deltas, changed, released = {}, {}, 0, {}
 local i, position = 7, 0
 while i <= #ARGV do
-  local outcome, epoch, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  local per_task = outcome == 'fail' and 4 or 3
+  local outcome, token, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local per_task = outcome == 'fail' and 3 or 2
   i = i + 3
+  -- A batch is one worker's: the record names it once for the whole run.
+  local ours = redis.call('HGET', batch_key(prefix, token), 'w') == wid
+  local ended = 0
   for _ = 1, n do
-    local id, fence, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-    local delay = per_task == 4 and ARGV[i + 3]
+    local id, payload = ARGV[i], ARGV[i + 1]
+    local delay = per_task == 3 and ARGV[i + 2]
     i, position = i + per_task, position + 1
     local key = task_key(prefix, id)
     -- Only the fields every outcome needs: a field the hash does not hold
     -- (`cr`, usually) costs a scan of the whole hash.
-    local t = redis.call('HMGET', key, 'state', 'w', 'e', 'f', 'v')
+    local t = ours and redis.call('HMGET', key, 'state', 'b', 'v')
     local state
-    if t[1] ~= 'running' or t[2] ~= wid or t[3] ~= epoch or t[4] ~= fence then
+    if not t or t[1] ~= 'running' or t[2] ~= token then
       state = 'stale'
     else
-      local v = int(t[5] + 1)
-      done[#done + 1] = id
+      local v = int(t[3] + 1)
+      ended = ended + 1
       bump(deltas, 'running', -1)
       local back = outcome == 'release' and redis.call('HMGET', key, 'cr', 'att')
       if outcome == 'ok' then
@@ -51,7 +58,7 @@ while i <= #ARGV do
         finish(key, 'cancelled', now, ttl, v)
         state = 'cancelled'
       elseif back then
-        redis.call('HSET', key, 'state', 'queued', 'v', v, 'att', int(back[2] - 1), 'ut', now, 'w', '')
+        redis.call('HSET', key, 'state', 'queued', 'v', v, 'att', int(back[2] - 1), 'ut', now)
         bump(deltas, 'queued', 1)
         released[#released + 1] = id
         state = 'queued'
@@ -62,13 +69,10 @@ while i <= #ARGV do
     end
     if state ~= 'succeeded' then reply[#reply + 1], reply[#reply + 2] = int(position), state end
   end
+  retire(prefix, KEYS[1], token, ended)
 end
 if changed > 0 then
-  zrem_many(KEYS[1], done)
-  local k = KEYS[4]
-  if redis.call('EXISTS', k) == 1 then
-    if tonumber(redis.call('HINCRBY', k, 'used', -changed)) < 0 then redis.call('HSET', k, 'used', 0) end
-  end
+  release_slots(prefix, wid, changed)
   flush_counts(KEYS[3], deltas)
   append(KEYS[5], ARGV[4], ARGV[5])
   announce(prefix, KEYS[6], ARGV[6], released)

@@ -20,12 +20,13 @@ local function int(x) return string.format('%d', x) end
 -- that made the current epoch (a restart, which may have lost the last
 -- writes, or a failover to a replica), so a token issued before a data loss
 -- never equals one issued after. Epochs rise even if the clock stepped back.
+-- `fresh` asks for a new epoch as well (the batch counter began again).
 -- `INFO server` costs about 10 µs: callers read it once per batch.
-local function current_epoch(epoch_key, now)
+local function current_epoch(epoch_key, now, fresh)
   local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
   local current = redis.call('HMGET', epoch_key, 'epoch', 'run')
   local epoch = current[1]
-  if not epoch or current[2] ~= run then
+  if fresh or not epoch or current[2] ~= run then
     epoch = int(math.max(now, tonumber(epoch or '0') + 1))
     redis.call('HSET', epoch_key, 'epoch', epoch, 'run', run)
   end
@@ -45,6 +46,20 @@ local UNSTORED_TIMEOUT_MS = '300000'
 -- prefix's hash tag, so a script only ever touches one cluster slot.
 local function task_key(prefix, id) return prefix .. 't:' .. id end
 local function worker_key(prefix, wid) return prefix .. 'w:' .. wid end
+-- The record of one assign batch's lease, named by its fencing token.
+local function batch_key(prefix, token) return prefix .. 'b:' .. token end
+
+-- Ends the lease record of a batch once none of its tasks runs under it:
+-- `k` of them just stopped running. The record and its deadline go when
+-- the count reaches 0.
+local function retire(prefix, leases_key, token, k)
+  if k <= 0 then return end
+  local key = batch_key(prefix, token)
+  if tonumber(redis.call('HINCRBY', key, 'n', -k)) <= 0 then
+    redis.call('DEL', key)
+    redis.call('ZREM', leases_key, token)
+  end
+end
 
 -- Backlog counters: collect deltas per state, write each once.
 local function bump(deltas, state, n)
@@ -56,14 +71,14 @@ local function flush_counts(counts_key, deltas)
   end
 end
 
--- Gives a worker back the slot a task held. A worker forgotten by the
+-- Gives a worker back the `k` slots tasks held. A worker forgotten by the
 -- janitor has no hash any more; HINCRBY must not bring it back.
-local function release_slot(prefix, wid)
-  if not wid or wid == '' then return end
-  local k = worker_key(prefix, wid)
-  if redis.call('EXISTS', k) == 1 then
-    if tonumber(redis.call('HINCRBY', k, 'used', -1)) < 0 then
-      redis.call('HSET', k, 'used', 0)
+local function release_slots(prefix, wid, k)
+  if not wid or wid == '' or k <= 0 then return end
+  local key = worker_key(prefix, wid)
+  if redis.call('EXISTS', key) == 1 then
+    if tonumber(redis.call('HINCRBY', key, 'used', -k)) < 0 then
+      redis.call('HSET', key, 'used', 0)
     end
   end
 end
@@ -71,10 +86,9 @@ end
 -- Ends a task: terminal state, finish time, result kept for a TTL.
 -- `field`/`value` (optional) is one more field written in the same HSET:
 -- the result or the error. `now` and `v` may be numbers or strings.
--- `w` is left as it is: readers take a worker only from a task that is
--- assigned or running (two arguments less in the hottest write). `ut` is
--- not written: `fin` is the time of this last change, and readers take
--- the latest of `ut`, `st` and `fin`.
+-- `b` (the batch token of the last lease) and `st` stay, for the API.
+-- `ut` is not written: `fin` is the time of this last change, and readers
+-- take the latest of `ut`, `st` and `fin`.
 local function finish(key, state, now, ttl_ms, v, field, value)
   if field then
     redis.call('HSET', key, 'state', state, 'v', v, 'fin', now, field, value)
@@ -105,19 +119,9 @@ local function announce(prefix, intake, envelope, ids)
   end
 end
 
--- Lua's unpack() takes a few thousand values at most: variadic commands
--- over big batches go in chunks.
+-- Lua's unpack() takes a few thousand values at most: a variadic command
+-- over a big batch goes in chunks.
 local CHUNK = 1000
-local function zadd_pairs(key, pairs_list)
-  for i = 1, #pairs_list, 2 * CHUNK do
-    redis.call('ZADD', key, unpack(pairs_list, i, math.min(i + 2 * CHUNK - 1, #pairs_list)))
-  end
-end
-local function zadd_xx_pairs(key, pairs_list)
-  for i = 1, #pairs_list, 2 * CHUNK do
-    redis.call('ZADD', key, 'XX', unpack(pairs_list, i, math.min(i + 2 * CHUNK - 1, #pairs_list)))
-  end
-end
 local function zrem_many(key, members)
   for i = 1, #members, CHUNK do
     redis.call('ZREM', key, unpack(members, i, math.min(i + CHUNK - 1, #members)))
@@ -127,7 +131,8 @@ end
 -- What happens to a task whose attempt ended without success: cancelled if
 -- a cancel was requested, retried after `delay_ms` while attempts remain,
 -- else dead. `err` is written with the new state. Returns the new state.
--- The caller has already checked version/fence and removed the deadline.
+-- The caller has already checked state, version and token, and retires
+-- the task from its batch's lease.
 local function settle_failure(key, id, now, delay_ms, ttl_ms, v, err, deltas, scheduled_key)
   local f = redis.call('HMGET', key, 'cr', 'att', 'max')
   if f[1] == '1' then
@@ -136,7 +141,7 @@ local function settle_failure(key, id, now, delay_ms, ttl_ms, v, err, deltas, sc
   end
   if tonumber(f[2] or '0') < tonumber(f[3] or UNSTORED_MAX) then
     local run_at = int(now + tonumber(delay_ms))
-    redis.call('HSET', key, 'state', 'scheduled', 'v', v, 'run_at', run_at, 'ut', now, 'err', err, 'w', '')
+    redis.call('HSET', key, 'state', 'scheduled', 'v', v, 'run_at', run_at, 'ut', now, 'err', err)
     redis.call('ZADD', scheduled_key, run_at, id)
     bump(deltas, 'scheduled', 1)
     return 'scheduled'

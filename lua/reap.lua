@@ -1,78 +1,86 @@
--- reap.lua — the leader moves on tasks whose deadline passed (running →
--- lease expired: retry, dead or cancelled; a lease whose assignment the
--- worker never accepted, and a task an older distributor left assigned →
--- queued without using an attempt).
--- KEYS[1] deadlines zset     KEYS[2] scheduled zset     KEYS[3] counts hash
+-- reap.lua — the leader ends the leases of batches whose deadline passed
+-- (running → lease expired: retry, dead or cancelled; a lease whose
+-- assignment the worker never accepted → queued without using an attempt).
+-- KEYS[1] leases zset        KEYS[2] scheduled zset     KEYS[3] counts hash
 -- KEYS[4] intake stream      KEYS[5] events stream
 -- ARGV[1] key prefix         ARGV[2] result TTL ms
 -- ARGV[3] signed intake envelope for the tasks expected to be queued again,
 --         with the versions they will have ('' if none)
 -- ARGV[4] signed events envelope naming the tasks   ARGV[5] events MAXLEN
--- ARGV[6..] 4 per task: id, expected version, retry delay ms, '1' if the
---           caller listed it in the intake envelope as never run ('0' if not)
--- Reply: flat array, 2 per task: id, outcome ('queued' | 'scheduled' | 'dead'
---        | 'cancelled' | 'renewed' (deadline moved since it was read) |
---        'conflict' | 'gone' (no task: the member is dropped))
+-- ARGV[6..] runs, one per due batch: a header of 3 — the batch's fencing
+--           token, '1' if the caller listed its tasks in the intake
+--           envelope as never run ('0' if not), the number of tasks n —
+--           then n × 3: id, expected version, retry delay ms. The caller
+--           lists the tasks it read as running under the token; n = 0 for
+--           a batch whose record is gone.
+-- Reply: flat array, 2 per task: id, outcome ('queued' | 'scheduled' |
+--        'dead' | 'cancelled' | 'renewed' (the batch's deadline moved
+--        since it was read) | 'conflict' (no longer running under the
+--        token at the version read))
 -- assign.lua takes the lease and charges the attempt; the worker accepts by
--- acknowledging the assign entry (`ent`) before it runs anything. An entry
--- still unread, or read but not acknowledged, means the handler never ran
--- (the worker died or stalled first): the attempt is given back. The caller
--- asks the worker's stream (Store::assignment_acknowledged) and flags such
--- tasks; this script only checks state and version.
+-- acknowledging the assign entry (`ent` of the batch record) before it
+-- runs anything. An entry still unread, or read but not acknowledged,
+-- means no handler of the batch ran (the worker died or stalled first):
+-- the attempts are given back. The caller asks the worker's stream
+-- (Store::assignment_acknowledged) and flags such a batch; this script
+-- only checks the deadline, state, token and version.
+-- A batch that is due is over once this script has run: its still-running
+-- tasks were all listed (a task leaves a token for good once it stops
+-- running under it), so its record and deadline go.
 local prefix, ttl = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
-local reply, deltas, requeued, changed, dropped = {}, {}, {}, 0, {}
-for i = 6, #ARGV, 4 do
-  local id, expected, delay, listed = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local key = task_key(prefix, id)
-  local t = redis.call('HMGET', key, 'state', 'v', 'w', 'att', 'cr')
-  local due = tonumber(redis.call('ZSCORE', KEYS[1], id) or '-1')
-  local outcome
-  if not t[1] then
-    outcome = 'gone'
-    dropped[#dropped + 1] = id
-  elseif due < 0 or due > now then
-    outcome = 'renewed'
-  elseif t[2] ~= expected then
-    outcome = 'conflict'
-  else
-    local v = tonumber(t[2]) + 1
-    dropped[#dropped + 1] = id
-    -- Only a task that holds a slot gives one back (a finished task keeps
-    -- the worker of its last attempt in `w`).
-    if t[1] == 'running' or t[1] == 'assigned' then release_slot(prefix, t[3]) end
-    bump(deltas, t[1], -1)
-    -- The caller asked the worker's stream (Store::assignment_acknowledged)
-    -- and listed such a task in the intake envelope.
-    local never_ran = t[1] == 'assigned' or (t[1] == 'running' and listed == '1')
-    if never_ran then
-      -- The handler never ran. A lease taken at assignment gives back the
-      -- attempt it charged (an older distributor's `assigned` charged none).
-      local att = t[4] or '0'
-      if t[1] == 'running' then att = int(math.max(tonumber(att) - 1, 0)) end
-      if t[5] == '1' then
-        -- A cancel was requested while it waited for the worker.
-        finish(key, 'cancelled', now, ttl, v, 'att', att)
-        outcome = 'cancelled'
-      else
-        redis.call('HSET', key, 'state', 'queued', 'v', v, 'att', att, 'ut', now, 'w', '')
-        bump(deltas, 'queued', 1)
-        requeued[#requeued + 1] = id
-        outcome = 'queued'
-      end
-    elseif t[1] == 'running' then
-      outcome = settle_failure(key, id, now, delay, ttl, v, 'lease expired', deltas, KEYS[2])
-    else
-      -- A deadline on any other state is a leftover; drop it.
-      bump(deltas, t[1], 1)
+local reply, deltas, requeued, changed = {}, {}, {}, 0
+local i = 6
+while i <= #ARGV do
+  local token, listed, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  i = i + 3
+  local due = tonumber(redis.call('ZSCORE', KEYS[1], token) or '-1')
+  local expired = due >= 0 and due <= now
+  local record = batch_key(prefix, token)
+  local ended = 0
+  for _ = 1, n do
+    local id, expected, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+    i = i + 3
+    local key = task_key(prefix, id)
+    local t = expired and redis.call('HMGET', key, 'state', 'v', 'b', 'att', 'cr')
+    local outcome
+    if not t then
+      outcome = 'renewed'
+    elseif t[1] ~= 'running' or t[3] ~= token or t[2] ~= expected then
       outcome = 'conflict'
+    else
+      local v = int(t[2] + 1)
+      ended = ended + 1
+      bump(deltas, 'running', -1)
+      if listed == '1' then
+        -- The handler never ran: the attempt charged at assignment is
+        -- given back.
+        local att = int(math.max(tonumber(t[4] or '1') - 1, 0))
+        if t[5] == '1' then
+          -- A cancel was requested while it waited for the worker.
+          finish(key, 'cancelled', now, ttl, v, 'att', att)
+          outcome = 'cancelled'
+        else
+          redis.call('HSET', key, 'state', 'queued', 'v', v, 'att', att, 'ut', now)
+          bump(deltas, 'queued', 1)
+          requeued[#requeued + 1] = id
+          outcome = 'queued'
+        end
+      else
+        outcome = settle_failure(key, id, now, delay, ttl, v, 'lease expired', deltas, KEYS[2])
+      end
     end
-    changed = changed + 1
+    reply[#reply + 1] = id
+    reply[#reply + 1] = outcome
   end
-  reply[#reply + 1] = id
-  reply[#reply + 1] = outcome
+  if expired then
+    -- Each task that ended here held a slot on the batch's worker.
+    release_slots(prefix, redis.call('HGET', record, 'w'), ended)
+    redis.call('DEL', record)
+    redis.call('ZREM', KEYS[1], token)
+  end
+  changed = changed + ended
 end
-zrem_many(KEYS[1], dropped)
 flush_counts(KEYS[3], deltas)
 announce(prefix, KEYS[4], ARGV[3], requeued)
 if changed > 0 then append(KEYS[5], ARGV[4], ARGV[5]) end

@@ -1,9 +1,11 @@
 -- restore.lua — write tasks read from a snapshot into this Redis (snapshot
 -- import). Live tasks come back runnable: queued (and announced) unless they
--- were scheduled, which keep their run_at. Attempts, ids, inputs and fence
--- counters are kept; worker and lease fields are dropped, since no worker
--- holds anything in the new Redis. Terminal tasks keep their result for the
--- result TTL.
+-- were scheduled, which keep their run_at. Attempts, ids, inputs and the
+-- token of the last lease (`b`, shown as the task's fence) are kept; the
+-- worker and entry fields are dropped, since no worker holds anything in
+-- the new Redis and its streams are new. A live task leaves `running`
+-- here, so nothing reads its old `b` as a lease.
+-- Terminal tasks keep their result for the result TTL.
 -- KEYS[1] intake stream      KEYS[2] scheduled zset     KEYS[3] counts hash
 -- ARGV[1] key prefix         ARGV[2] result TTL ms
 -- ARGV[3] signed intake envelope naming the tasks expected to be queued, with

@@ -59,7 +59,7 @@ impl Role {
                 "restore.lua",
             ],
             Role::Distributor => &["assign.lua", "reannounce.lua", "trim.lua"],
-            Role::Worker => &["heartbeat.lua", "start.lua", "renew.lua", "complete.lua", "trim.lua"],
+            Role::Worker => &["heartbeat.lua", "renew.lua", "complete.lua", "trim.lua"],
         }
     }
 }
@@ -139,7 +139,7 @@ const COORDINATOR: Profile = Profile {
         "intake",
         "scheduled",
         "counts",
-        "deadlines",
+        "leases",
         "events",
         "leader",
         "workers",
@@ -147,8 +147,11 @@ const COORDINATOR: Profile = Profile {
     ],
     grants: &[
         // submit, cancel, reap, promote, reannounce, restore, and the reads
-        // of the API, `cancel`, `due` and the reconciler.
+        // of the API, `cancel`, the reaper, the scheduler and the reconciler.
         rw(&["t:*"], &["+hmget", "+hgetall", "+hset", "+pexpire", "+exists"]),
+        // Batch records: the reaper reads and ends them (HMGET, DEL), the API
+        // and cancel read a running task's worker (HGET).
+        rw(&["b:*"], &["+hmget", "+hget", "+del"]),
         rw(&["idem:*"], &["+get", "+set"]),
         // announce (submit, reap, promote, reannounce, restore); the
         // reconciler's XRANGE; the janitor's idle-consumer cleanup.
@@ -158,15 +161,15 @@ const COORDINATOR: Profile = Profile {
         ),
         // The janitor trims events older than limits.events_retention.
         rw(&["events"], &["+xadd", "+xread", "+xrevrange", "+xtrim"]),
-        rw(&["deadlines"], &["+zrem", "+zscore", "+zrangebyscore"]),
+        rw(&["leases"], &["+zrem", "+zscore", "+zrangebyscore"]),
         rw(&["scheduled"], &["+zadd", "+zrem", "+zscore", "+zrangebyscore"]),
         rw(&["counts"], &["+hincrby", "+hgetall"]),
         rw(&["workers"], &["+zrangebyscore", "+zrem"]),
         rw(&["handlers"], &["+hgetall", "+hdel"]),
         rw(&["leader"], &["+get", "+set", "+del", "+pexpire"]),
         // Worker hashes and streams: `Store::workers` (HGETALL), cancel
-        // (EXISTS, XADD to the worker's stream), release_slot in cancel and
-        // reap (EXISTS, HINCRBY, HSET), forget_workers (DEL); reap asks a
+        // (EXISTS, XADD to the worker's stream), release_slots in reap
+        // (EXISTS, HINCRBY, HSET), forget_workers (DEL); reap asks a
         // worker's stream whether an assignment was ever acknowledged
         // (XINFO GROUPS, XPENDING).
         rw(
@@ -191,10 +194,13 @@ const DISTRIBUTOR: Profile = Profile {
     // INFO: assign.lua takes the lease and reads the run_id (INFO server)
     // to know the epoch.
     extra_root: &["+info"],
-    script_keys: &["w:{w}", "w:{w}:in", "deadlines", "counts", "epoch", "intake"],
+    script_keys: &["w:{w}", "w:{w}:in", "leases", "counts", "epoch", "intake", "batches"],
     grants: &[
         // assign, reannounce (and announce's `ent`).
         rw(&["t:*"], &["+hmget", "+hset"]),
+        // assign.lua numbers the batch and writes its lease record.
+        rw(&["batches"], &["+incr"]),
+        rw(&["b:*"], &["+hset"]),
         // The group, claims, acks (also in assign.lua), reannounce's XADD,
         // trim.lua.
         rw(
@@ -216,7 +222,7 @@ const DISTRIBUTOR: Profile = Profile {
         // `Store::workers` reads the whole hash.
         rw(&["w:{w}"], &["+hmget", "+hgetall", "+hincrby"]),
         rw(&["w:{w}:in"], &["+xadd"]),
-        rw(&["deadlines"], &["+zadd"]),
+        rw(&["leases"], &["+zadd"]),
         rw(&["counts"], &["+hincrby"]),
         rw(&["epoch"], &["+hmget", "+hset"]),
         ro(&["workers"], &["+zrangebyscore"]),
@@ -226,28 +232,29 @@ const DISTRIBUTOR: Profile = Profile {
 /// The worker: heartbeats, reads its own stream as group `worker`, accepts,
 /// renews and completes tasks.
 const WORKER: Profile = Profile {
-    // INFO: start.lua (tasks an older distributor left `assigned`) reads
-    // the run_id (INFO server) to know the epoch.
-    extra_root: &["+info"],
+    extra_root: &[],
     script_keys: &[
         "w:{w}",
         "w:{w}:in",
         "workers",
         "handlers",
-        "deadlines",
+        "leases",
         "counts",
-        "epoch",
         "scheduled",
         "events",
         "intake",
     ],
     grants: &[
-        // claim (HGETALL, no script), start, renew, complete (finish,
+        // claim (HGETALL, no script), renew, complete (finish,
         // settle_failure, announce).
         rw(&["t:*"], &["+hmget", "+hgetall", "+hset", "+pexpire"]),
+        // Batch records: claim reads its batch's (HMGET), renew and
+        // complete check theirs (HGET), and complete retires it (HINCRBY,
+        // DEL). Tokens are not per worker, so neither is this pattern.
+        rw(&["b:*"], &["+hmget", "+hget", "+hincrby", "+del"]),
         // heartbeat writes its hash; complete gives slots back.
         rw(&["w:{w}"], &["+hset", "+hsetnx", "+hincrby", "+exists"]),
-        // Its group, reads and acks (also in start.lua), trim.lua.
+        // Its group, reads and acks, trim.lua.
         rw(
             &["w:{w}:in"],
             &[
@@ -262,10 +269,10 @@ const WORKER: Profile = Profile {
         ),
         rw(&["workers"], &["+zadd"]),
         rw(&["handlers"], &["+hset"]),
-        rw(&["deadlines"], &["+zadd", "+zrem"]),
+        // renew moves its batches' deadlines; complete retires them.
+        rw(&["leases"], &["+zadd", "+zrem"]),
         rw(&["scheduled"], &["+zadd"]),
         rw(&["counts"], &["+hincrby"]),
-        rw(&["epoch"], &["+hmget", "+hset"]),
         // complete: the events envelope, and tasks handed back on intake.
         rw(&["events", "intake"], &["+xadd"]),
     ],
@@ -693,9 +700,9 @@ mod tests {
 
     #[test]
     fn the_parser_sees_helpers_and_subcommands() {
-        let start = script_commands("start.lua");
-        for c in ["time", "info", "hset", "zadd", "xack"] {
-            assert!(start.contains(c), "{c} in {start:?}");
+        let assign = script_commands("assign.lua");
+        for c in ["time", "info", "hset", "zadd", "xack", "incr"] {
+            assert!(assign.contains(c), "{c} in {assign:?}");
         }
         let trim = script_commands("trim.lua");
         assert!(trim.contains("xinfo|groups"), "{trim:?}");
@@ -732,7 +739,9 @@ mod tests {
     #[test]
     fn keys_stay_in_the_namespace_and_out_of_other_roles_keys() {
         let worker = rules("drover", Role::Worker, None).unwrap().join(" ");
-        assert!(!worker.contains("leader") && !worker.contains("idem:"), "{worker}");
+        for k in ["leader", "idem:", "epoch", "batches", "+info"] {
+            assert!(!worker.contains(k), "{k} in {worker}");
+        }
         let distributor = rules("drover", Role::Distributor, None).unwrap().join(" ");
         for k in ["leader", "events", "scheduled", "idem:", "handlers"] {
             assert!(!distributor.contains(k), "{k} in {distributor}");

@@ -210,12 +210,27 @@ pub struct TaskView {
     pub cancel_requested: bool,
 }
 
-/// The fencing token of one attempt. Both parts must match for renew and
-/// complete; `lua/assign.lua` issues it when it takes the lease.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The fencing token of one attempt: `lua/assign.lua` issues one per
+/// assign batch when it takes the batch's lease, and every task of the
+/// batch carries it. Renew and complete must present it whole. Tokens
+/// only rise (compared as (epoch, fence)): `fence` is the batch number,
+/// global and rising, and `epoch` begins anew when Redis may have lost
+/// writes (and with them batch numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FenceToken {
     pub epoch: u64,
     pub fence: u64,
+}
+
+impl FenceToken {
+    /// Reads the `<epoch>.<fence>` form Redis stores (`b` of a task).
+    pub fn parse(s: &str) -> Option<FenceToken> {
+        let (epoch, fence) = s.split_once('.')?;
+        Some(FenceToken {
+            epoch: epoch.parse().ok()?,
+            fence: fence.parse().ok()?,
+        })
+    }
 }
 
 impl fmt::Display for FenceToken {
@@ -227,6 +242,19 @@ impl fmt::Display for FenceToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fence_token_reads_back_as_written_and_refuses_anything_else() {
+        let t = FenceToken {
+            epoch: 1795337600000,
+            fence: 42,
+        };
+        assert_eq!(FenceToken::parse(&t.to_string()), Some(t));
+        for bad in ["", "1", "1.", ".2", "1.2.3", "a.2", "1.-2"] {
+            assert_eq!(FenceToken::parse(bad), None, "{bad}");
+        }
+        assert!(FenceToken { epoch: 2, fence: 1 } > FenceToken { epoch: 1, fence: 9 });
+    }
 
     #[test]
     fn task_ids_are_22_base62_digits_that_sort_by_creation() {

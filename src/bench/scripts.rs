@@ -83,14 +83,14 @@ pub async fn run(ctx: &Context, rounds: usize, batch: usize, input: &str) -> any
                     anyhow::ensure!(v.msg_type() == ASSIGN, "not an assign entry");
                     v.parse().map_err(|r| anyhow::anyhow!("assign body: {}", r.reason()))
                 })?;
-            entries.push((entry.id, body.tasks));
+            entries.push((entry.id, entry.batch, body.tasks));
         }
     }
     let before = redis_usage(ctx).await?;
     let mut started: Vec<Vec<StartedTask>> = Vec::with_capacity(rounds);
-    for (entry_id, tasks) in &entries {
+    for (entry_id, batch, tasks) in &entries {
         let mut batch_started = Vec::with_capacity(tasks.len());
-        for reply in store.claim(WORKER, entry_id, tasks, lease).await? {
+        for reply in store.claim(WORKER, entry_id, batch.as_deref(), tasks).await? {
             match reply {
                 StartReply::Started(t) => batch_started.push(*t),
                 StartReply::Refused(why) => anyhow::bail!("accept refused a task: {why}"),

@@ -1,7 +1,7 @@
 //! The worker: reads its own stream, accepts each assigned task (the
-//! distributor took the lease for it at assignment, and the fence rose
-//! then), runs the handler, renews the lease while it runs, and completes
-//! with the fencing token. It sends heartbeats with its handlers,
+//! distributor took one lease for the whole assign batch, with a new
+//! fencing token, at assignment), runs the handler, renews the leases of
+//! the batches it runs tasks of, and completes with the batch's token. It sends heartbeats with its handlers,
 //! tags, capacity and load. A cancel message or a renew that reports the
 //! lease lost stops the handler; a worker cut off from Redis for longer than
 //! its lease stops its handlers on its own clock, because by then another
@@ -241,7 +241,7 @@ impl Worker {
                 let replies = self
                     .ctx
                     .store
-                    .claim(&self.spec.id, &entry.id, &body.tasks, lease)
+                    .claim(&self.spec.id, &entry.id, entry.batch.as_deref(), &body.tasks)
                     .await?;
                 let now = self.ctx.store.clock().now_ms();
                 let mut late = Vec::new();
@@ -601,8 +601,11 @@ impl Worker {
                             continue;
                         }
                         let Ok(body) = v.parse::<AssignBody>() else { continue };
-                        let lease = self.ctx.settings.timing.lease_ttl;
-                        if let Ok(replies) = self.ctx.store.claim(&self.spec.id, &entry.id, &body.tasks, lease).await {
+                        let claimed =
+                            self.ctx
+                                .store
+                                .claim(&self.spec.id, &entry.id, entry.batch.as_deref(), &body.tasks);
+                        if let Ok(replies) = claimed.await {
                             let held = replies.into_iter().filter_map(|r| match r {
                                 StartReply::Started(task) => Some(*task),
                                 StartReply::Refused(_) => None,

@@ -33,8 +33,17 @@ impl Keys {
     pub fn events(&self) -> String {
         format!("{}events", self.prefix)
     }
-    pub fn deadlines(&self) -> String {
-        format!("{}deadlines", self.prefix)
+    /// Fencing token of an assign batch → its lease deadline.
+    pub fn leases(&self) -> String {
+        format!("{}leases", self.prefix)
+    }
+    /// The counter whose INCR numbers assign batches.
+    pub fn batches(&self) -> String {
+        format!("{}batches", self.prefix)
+    }
+    /// The lease record of one assign batch, named by its fencing token.
+    pub fn batch(&self, token: &str) -> String {
+        format!("{}b:{token}", self.prefix)
     }
     pub fn scheduled(&self) -> String {
         format!("{}scheduled", self.prefix)

@@ -61,8 +61,8 @@ const SCRIPT_BATCH: usize = 500;
 
 /// Stream entries as XRANGE returns them: id, then field/value pairs.
 type RawEntries = Vec<(String, Vec<(String, Vec<u8>)>)>;
-/// state, version, worker, epoch, fence of a task, as cancel reads them.
-type CancelFields = (Option<String>, Option<u64>, Option<String>, Option<u64>, Option<u64>);
+/// state, version and batch token of a task, as cancel reads them.
+type CancelFields = (Option<String>, Option<u64>, Option<String>);
 
 /// How to reach Redis and what to call things there.
 #[derive(Clone)]
@@ -85,6 +85,10 @@ pub struct StoreOptions {
 pub struct Entry {
     pub id: String,
     pub raw: Vec<u8>,
+    /// The unsigned `b` field assign.lua adds to an assign entry: the
+    /// fencing token of the batch (checked against the batch record by
+    /// [`Store::claim`], not trusted).
+    pub batch: Option<String>,
 }
 
 /// The result of starting one assigned task.
@@ -446,7 +450,11 @@ impl Store {
                     Some(Value::BulkString(b)) => b.clone(),
                     _ => Vec::new(), // verify() refuses it as malformed
                 };
-                out.push(Entry { id: e.id, raw });
+                let batch = match e.map.get("b") {
+                    Some(Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                    _ => None,
+                };
+                out.push(Entry { id: e.id, raw, batch });
             }
         }
         out
@@ -483,17 +491,19 @@ impl Store {
                             Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
                             _ => continue,
                         };
-                        let mut raw = Vec::new();
+                        let (mut raw, mut batch) = (Vec::new(), None);
                         if let Some(Value::Array(fields)) = pair.get(1) {
                             for kv in fields.chunks(2) {
                                 if let [Value::BulkString(k), Value::BulkString(val)] = kv {
-                                    if k == b"m" {
-                                        raw = val.clone();
+                                    match k.as_slice() {
+                                        b"m" => raw = val.clone(),
+                                        b"b" => batch = Some(String::from_utf8_lossy(val).into_owned()),
+                                        _ => {}
                                     }
                                 }
                             }
                         }
-                        out.push(Entry { id, raw });
+                        out.push(Entry { id, raw, batch });
                     }
                 }
             }
@@ -675,10 +685,11 @@ impl Store {
         let mut inv = self.scripts.assign.prepare_invoke();
         inv.key(self.keys.worker(worker_id))
             .key(&stream)
-            .key(self.keys.deadlines())
+            .key(self.keys.leases())
             .key(self.keys.counts())
             .key(self.keys.epoch())
             .key(self.keys.intake())
+            .key(self.keys.batches())
             .arg(self.keys.prefix())
             .arg(envelope)
             .arg(lease.as_millis() as u64)
@@ -706,25 +717,29 @@ impl Store {
     }
 
     /// Accepts the tasks an `assign` entry names: assign.lua has already
-    /// taken the lease for this worker, so this only reads each task and
-    /// acknowledges the entry, in one pipeline (no script, no write to the
-    /// task). A task is accepted only if it is `running` on this worker at
-    /// the named version and its `ent` is this entry's id: a replayed copy
-    /// of the envelope is another entry, and a task that has moved on since
-    /// shows another state or version. The entry is acknowledged before any
-    /// handler runs, so a worker that restarts under the same id re-reads
-    /// (from its pending entries) only assignments it never acted on.
-    /// Tasks left `assigned` by an older distributor (one whose assign.lua
-    /// did not take the lease) go through start.lua, which takes it then.
+    /// taken one lease for the batch on this worker, so this only reads the
+    /// batch record and each task and acknowledges the entry, in one
+    /// pipeline (no script, no write to the task). `batch` is the entry's
+    /// unsigned `b` field, the batch's fencing token: it is trusted only
+    /// because the record it names must be this worker's and must name this
+    /// entry, so a replayed copy of the envelope (another entry) or a forged
+    /// `b` (another batch's record, or none) is refused. A task is accepted only if
+    /// it is `running` at the named version under that token; one that has
+    /// moved on since shows another state, version or token. The entry is
+    /// acknowledged before any handler runs, so a worker that restarts
+    /// under the same id re-reads (from its pending entries) only
+    /// assignments it never acted on.
     pub async fn claim(
         &self,
         worker_id: &str,
         entry_id: &str,
+        batch: Option<&str>,
         tasks: &[Assignment],
-        lease: Duration,
     ) -> Result<Vec<StartReply>> {
         let stream = self.keys.worker_stream(worker_id);
+        let batch = batch.unwrap_or_default();
         let mut pipe = redis::pipe();
+        pipe.cmd("HMGET").arg(self.keys.batch(batch)).arg(&["w", "ent"]);
         for t in tasks {
             pipe.cmd("HGETALL").arg(self.keys.task(&t.id));
         }
@@ -734,35 +749,42 @@ impl Store {
             .arg(entry_id)
             .ignore();
         let mut con = self.con().await?;
-        let hashes: Vec<TaskFields> = pipe.query_async(&mut con).await?;
+        let mut replies: Vec<Value> = pipe.query_async(&mut con).await?;
         drop(con);
-        let mut replies = Vec::with_capacity(tasks.len());
-        let mut legacy = Vec::new();
-        for (t, mut f) in tasks.iter().zip(hashes) {
+        let hashes = replies.split_off(1.min(replies.len()));
+        let record: (Option<String>, Option<String>) =
+            redis::FromRedisValue::from_redis_value(replies.pop().unwrap_or(Value::Nil))
+                .map_err(redis::RedisError::from)?;
+        let token = FenceToken::parse(batch);
+        // No token, or one that is not a token: not an entry assign.lua
+        // wrote. No record: the lease already ended (its tasks finished or
+        // were reaped before this read), or never was.
+        let refusal = match (&record, token) {
+            (_, None) => Some("replayed"),
+            ((None, _), _) => Some("lease-ended"),
+            ((Some(w), _), _) if w != worker_id => Some("other-worker"),
+            ((_, ent), _) if ent.as_deref() != Some(entry_id) => Some("replayed"),
+            _ => None,
+        };
+        let mut out = Vec::with_capacity(tasks.len());
+        for (t, raw) in tasks.iter().zip(hashes) {
+            let mut f =
+                <TaskFields as redis::FromRedisValue>::from_redis_value(raw).map_err(redis::RedisError::from)?;
             // An empty map: the task is gone.
             let state = f.remove("state");
-            let reply = match state.as_deref() {
-                None => StartReply::Refused("missing".into()),
-                Some("assigned") => {
-                    legacy.push((replies.len(), t.clone()));
-                    StartReply::Refused("legacy".into())
+            let reply = match (refusal, state.as_deref(), token) {
+                (Some(why), _, _) => StartReply::Refused(why.into()),
+                (_, None, _) => StartReply::Refused("missing".into()),
+                (_, Some("running"), _) if num::<u64>(f.get("v")) != t.v => StartReply::Refused("conflict".into()),
+                (_, Some("running"), _) if f.get("b").map(String::as_str) != Some(batch) => {
+                    StartReply::Refused("other-batch".into())
                 }
-                Some("running") if num::<u64>(f.get("v")) != t.v => StartReply::Refused("conflict".into()),
-                Some("running") if f.get("w").map(String::as_str) != Some(worker_id) => {
-                    StartReply::Refused("other-worker".into())
-                }
-                Some("running") if f.get("ent").map(String::as_str) != Some(entry_id) => {
-                    StartReply::Refused("replayed".into())
-                }
-                Some("running") => {
+                (_, Some("running"), Some(token)) => {
                     let created: u64 = num(f.get("ct"));
                     StartReply::Started(Box::new(StartedTask {
                         id: t.id.clone(),
                         version: t.v,
-                        token: FenceToken {
-                            epoch: num(f.get("e")),
-                            fence: num(f.get("f")),
-                        },
+                        token,
                         handler: f.remove("h").unwrap_or_default(),
                         input: f.remove("in").unwrap_or_default(),
                         timeout_ms: num_or(f.get("to"), UNSTORED_TIMEOUT_MS),
@@ -776,70 +798,15 @@ impl Store {
                         leased_ms: num(f.get("st")),
                     }))
                 }
-                Some(other) => StartReply::Refused(format!("state:{other}")),
+                (_, Some(other), _) => StartReply::Refused(format!("state:{other}")),
             };
-            replies.push(reply);
+            out.push(reply);
         }
-        if !legacy.is_empty() {
-            let assigned: Vec<Assignment> = legacy.iter().map(|(_, a)| a.clone()).collect();
-            let started = self.start_assigned(worker_id, entry_id, &assigned, lease).await?;
-            for ((i, _), r) in legacy.into_iter().zip(started) {
-                replies[i] = r;
-            }
-        }
-        Ok(replies)
+        Ok(out)
     }
 
-    /// Takes the lease on tasks left `assigned` by an older distributor
-    /// (start.lua) and acknowledges the entry that named them.
-    async fn start_assigned(
-        &self,
-        worker_id: &str,
-        entry_id: &str,
-        tasks: &[Assignment],
-        lease: Duration,
-    ) -> Result<Vec<StartReply>> {
-        let mut inv = self.scripts.start.prepare_invoke();
-        inv.key(self.keys.worker_stream(worker_id))
-            .key(self.keys.deadlines())
-            .key(self.keys.counts())
-            .key(self.keys.epoch())
-            .arg(self.keys.prefix())
-            .arg(keys::WORKER_GROUP)
-            .arg(entry_id)
-            .arg(worker_id)
-            .arg(lease.as_millis() as u64);
-        for t in tasks {
-            inv.arg(&t.id).arg(t.v);
-        }
-        let v = self.call("start", &inv).await?;
-        Ok(v.chunks(12)
-            .zip(tasks)
-            .map(|(c, t)| {
-                if c[0] != "ok" {
-                    return StartReply::Refused(c[0].clone());
-                }
-                StartReply::Started(Box::new(StartedTask {
-                    id: t.id.clone(),
-                    version: num(c.get(1)),
-                    token: FenceToken {
-                        epoch: num(c.get(2)),
-                        fence: num(c.get(3)),
-                    },
-                    handler: c[4].clone(),
-                    input: c[5].clone(),
-                    timeout_ms: num(c.get(6)),
-                    attempt: num(c.get(7)),
-                    max_attempts: num(c.get(8)),
-                    tags: serde_json::from_str(&c[9]).unwrap_or_default(),
-                    priority: num(c.get(10)),
-                    ready_ms: num(c.get(11)),
-                    leased_ms: self.clock.now_ms(),
-                }))
-            })
-            .collect())
-    }
-
+    /// Extends the leases of the batches this worker runs `held` tasks of.
+    /// Returns one status per task of `held`, in its order.
     pub async fn renew(
         &self,
         worker_id: &str,
@@ -849,22 +816,36 @@ impl Store {
         if held.is_empty() {
             return Ok(Vec::new());
         }
+        // One run per batch (renew.lua): the token once, then its tasks.
+        let mut order: Vec<usize> = (0..held.len()).collect();
+        order.sort_by_key(|&i| held[i].1);
         let mut inv = self.scripts.renew.prepare_invoke();
-        inv.key(self.keys.deadlines())
+        inv.key(self.keys.leases())
             .arg(self.keys.prefix())
             .arg(worker_id)
             .arg(lease.as_millis() as u64);
-        for (id, token) in held {
-            inv.arg(id).arg(token.epoch).arg(token.fence);
+        for run in order.chunk_by(|&a, &b| held[a].1 == held[b].1) {
+            inv.arg(held[run[0]].1.to_string()).arg(run.len());
+            for &i in run {
+                inv.arg(&held[i].0);
+            }
         }
         let v = self.call("renew", &inv).await?;
-        Ok(v.iter()
-            .map(|s| match s.as_str() {
+        if v.len() != held.len() {
+            return Err(StoreError::Reply {
+                script: "renew",
+                detail: format!("{} statuses for {} tasks", v.len(), held.len()),
+            });
+        }
+        let mut statuses = vec![RenewStatus::Lost; held.len()];
+        for (&i, s) in order.iter().zip(&v) {
+            statuses[i] = match s.as_str() {
                 "ok" => RenewStatus::Ok,
                 "cancel" => RenewStatus::CancelRequested,
                 _ => RenewStatus::Lost,
-            })
-            .collect())
+            };
+        }
+        Ok(statuses)
     }
 
     /// Reports finished attempts. Returns the new state per task, or
@@ -893,7 +874,7 @@ impl Store {
             self.seal(&intake, messages::SUBMIT, &PerTaskIntakeBody { tasks: &released })
         };
         let mut inv = self.scripts.complete.prepare_invoke();
-        inv.key(self.keys.deadlines())
+        inv.key(self.keys.leases())
             .key(self.keys.scheduled())
             .key(self.keys.counts())
             .key(self.keys.worker(worker_id))
@@ -905,14 +886,14 @@ impl Store {
             .arg(self.seal(&events, messages::EVENT, &event))
             .arg(self.opts.events_maxlen)
             .arg(intake_env);
-        // Runs of attempts that ended the same way under one epoch: the
-        // outcome and epoch once, then per task what differs (complete.lua).
-        for run in done.chunk_by(|a, b| (a.outcome, a.task.token.epoch) == (b.outcome, b.task.token.epoch)) {
+        // Runs of attempts that ended the same way under one lease: the
+        // outcome and token once, then per task what differs (complete.lua).
+        for run in done.chunk_by(|a, b| (a.outcome, a.task.token) == (b.outcome, b.task.token)) {
             inv.arg(run[0].outcome.as_arg())
-                .arg(run[0].task.token.epoch)
+                .arg(run[0].task.token.to_string())
                 .arg(run.len());
             for c in run {
-                inv.arg(&c.task.id).arg(c.task.token.fence).arg(&c.payload);
+                inv.arg(&c.task.id).arg(&c.payload);
                 if c.outcome == Outcome::Failed {
                     inv.arg(c.retry_delay_ms);
                 }
@@ -936,24 +917,33 @@ impl Store {
         let events = self.keys.events();
         for _ in 0..10 {
             let mut con = self.con().await?;
-            let (state, v, w, e, f): CancelFields = redis::cmd("HMGET")
+            let (state, v, b): CancelFields = redis::cmd("HMGET")
                 .arg(&key)
-                .arg(&["state", "v", "w", "e", "f"])
+                .arg(&["state", "v", "b"])
                 .query_async(&mut con)
                 .await?;
             let Some(state) = state else {
                 return Ok(CancelOutcome::Missing);
             };
-            let worker = w.unwrap_or_default();
-            let control = if state == "running" && !worker.is_empty() {
-                let body = CancelBody {
-                    id: id.to_string(),
-                    epoch: e.unwrap_or(0),
-                    fence: f.unwrap_or(0),
-                };
-                self.seal(&self.keys.worker_stream(&worker), messages::CANCEL, &body)
-            } else {
-                Vec::new()
+            // A running task's worker is the one its batch record names.
+            let token = b.as_deref().and_then(FenceToken::parse).filter(|_| state == "running");
+            let worker: String = match (&token, &b) {
+                (Some(_), Some(b)) => con
+                    .hget::<_, _, Option<String>>(self.keys.batch(b), "w")
+                    .await?
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            let control = match token {
+                Some(token) if !worker.is_empty() => {
+                    let body = CancelBody {
+                        id: id.to_string(),
+                        epoch: token.epoch,
+                        fence: token.fence,
+                    };
+                    self.seal(&self.keys.worker_stream(&worker), messages::CANCEL, &body)
+                }
+                _ => Vec::new(),
             };
             let event = self.seal(
                 &events,
@@ -963,8 +953,7 @@ impl Store {
                 },
             );
             let mut inv = self.scripts.cancel.prepare_invoke();
-            inv.key(self.keys.deadlines())
-                .key(self.keys.scheduled())
+            inv.key(self.keys.scheduled())
                 .key(self.keys.counts())
                 .key(&events)
                 .arg(self.keys.prefix())
@@ -1006,82 +995,111 @@ impl Store {
         })
     }
 
-    /// Reads up to `limit` ids due in a sorted set, with the fields the
-    /// leader needs to predict their next versions.
-    async fn due(&self, zset: &str, limit: usize, fields: &[&str]) -> Result<Vec<(String, Vec<Option<String>>)>> {
-        let mut con = self.con().await?;
-        let now = self.clock.now_ms();
-        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+    /// Up to `limit` members of a sorted set whose score (a time, ms of
+    /// Redis time) has passed, by the leader's estimate of Redis time.
+    async fn due_members(&self, con: &mut Con, zset: &str, limit: usize) -> Result<Vec<String>> {
+        Ok(redis::cmd("ZRANGEBYSCORE")
             .arg(zset)
             .arg("-inf")
-            .arg(now)
+            .arg(self.clock.now_ms())
             .arg("LIMIT")
             .arg(0)
             .arg(limit)
-            .query_async(&mut con)
-            .await?;
+            .query_async(con)
+            .await?)
+    }
+
+    /// `fields` of each task of `ids`, in one pipeline.
+    async fn task_fields(&self, con: &mut Con, ids: &[String], fields: &[&str]) -> Result<Vec<Vec<Option<String>>>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
-        for id in &ids {
+        for id in ids {
             pipe.cmd("HMGET").arg(self.keys.task(id)).arg(fields);
         }
-        let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut con).await?;
-        Ok(ids.into_iter().zip(rows).collect())
+        Ok(pipe.query_async(con).await?)
     }
 
-    /// Moves tasks whose assignment or lease deadline passed. `retry_delay`
-    /// gives the backoff for a task's next attempt from its attempt count.
+    /// Ends the leases of batches whose deadline passed: their tasks still
+    /// running go back to queued (never run) or to a retry, dead or
+    /// cancelled. `retry_delay` gives the backoff for a task's next attempt
+    /// from its attempt count. `limit` bounds the tasks read in one call,
+    /// in whole batches (at least one).
     pub async fn reap(&self, limit: usize, retry_delay: impl Fn(u32) -> u64) -> Result<ReapStats> {
-        let due = self
-            .due(
-                &self.keys.deadlines(),
-                limit,
-                &["state", "v", "h", "tags", "prio", "att", "w", "ent"],
-            )
-            .await?;
-        if due.is_empty() {
+        let mut con = self.con().await?;
+        let tokens = self.due_members(&mut con, &self.keys.leases(), limit).await?;
+        if tokens.is_empty() {
             return Ok(ReapStats::default());
         }
-        let intake = self.keys.intake();
-        let events = self.keys.events();
+        let mut pipe = redis::pipe();
+        for token in &tokens {
+            pipe.cmd("HMGET").arg(self.keys.batch(token)).arg(&["w", "ent", "ids"]);
+        }
+        let records: Vec<(Option<String>, Option<String>, Option<String>)> = pipe.query_async(&mut con).await?;
+        // Whole batches, up to `limit` tasks; the rest wait for the next pass.
+        let mut batches = Vec::new();
+        let mut ids = Vec::new();
+        for (token, (w, ent, listed)) in tokens.into_iter().zip(records) {
+            let mine: Vec<String> = listed
+                .as_deref()
+                .unwrap_or("")
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+            if !ids.is_empty() && ids.len() + mine.len() > limit {
+                break;
+            }
+            batches.push((token, w, ent, mine.len()));
+            ids.extend(mine);
+        }
+        let rows = self
+            .task_fields(&mut con, &ids, &["state", "v", "h", "tags", "prio", "att", "b"])
+            .await?;
+        let mut rows = ids.into_iter().zip(rows);
         let mut requeue = Vec::new();
-        let mut args: Vec<(String, u64, u64, bool)> = Vec::new();
-        let mut con = self.con().await?;
+        let mut named = Vec::new();
+        let mut runs = Vec::new();
         // Each worker stream's group is asked once per call.
         let mut last_delivered = HashMap::new();
-        for (id, f) in &due {
-            let v: u64 = f[1].as_deref().and_then(|s| s.parse().ok()).unwrap_or(0);
-            // Never ran, so it goes back to queued (listed in the intake
-            // envelope, flagged for reap.lua): an older distributor's
-            // `assigned`, and a lease whose assignment the worker never
-            // acknowledged.
-            let never_ran = match f[0].as_deref() {
-                Some("assigned") => true,
-                Some("running") => match (f[6].as_deref(), f[7].as_deref()) {
-                    (Some(wid), Some(ent)) if !wid.is_empty() => {
-                        !self
-                            .assignment_acknowledged(&mut con, &mut last_delivered, wid, ent)
-                            .await
-                    }
-                    _ => false,
-                },
+        for (token, w, ent, n) in batches {
+            // Only the tasks still running under this lease: the others
+            // finished (or were ended) and left it for good.
+            let running: Vec<(String, Vec<Option<String>>)> = rows
+                .by_ref()
+                .take(n)
+                .filter(|(_, f)| f[0].as_deref() == Some("running") && f[6].as_deref() == Some(token.as_str()))
+                .collect();
+            // No handler of the batch ran when the worker never acknowledged
+            // its assign entry: the tasks go back to queued (listed in the
+            // intake envelope, flagged for reap.lua) without using an attempt.
+            let never_ran = match (w, ent) {
+                (Some(wid), Some(ent)) if !running.is_empty() => {
+                    !self
+                        .assignment_acknowledged(&mut con, &mut last_delivered, &wid, &ent)
+                        .await
+                }
                 _ => false,
             };
-            if never_ran {
-                requeue.push(intake_task(id.clone(), v + 1, &f[2], &f[3], &f[4]));
+            let mut tasks = Vec::with_capacity(running.len());
+            for (id, f) in running {
+                let v: u64 = num(f[1].as_ref());
+                if never_ran {
+                    requeue.push(intake_task(id.clone(), v + 1, &f[2], &f[3], &f[4]));
+                }
+                let att: u32 = num_or(f[5].as_ref(), 1);
+                named.push(id.clone());
+                tasks.push((id, v, retry_delay(att)));
             }
-            let att: u32 = f[5].as_deref().and_then(|s| s.parse().ok()).unwrap_or(1);
-            args.push((id.clone(), v, retry_delay(att), never_ran));
+            runs.push((token, never_ran, tasks));
         }
         drop(con);
+        let intake = self.keys.intake();
+        let events = self.keys.events();
         let intake_env = self.seal_intake(requeue);
-        let event = EventBody {
-            ids: due.iter().map(|d| d.0.clone()).collect(),
-        };
         let mut inv = self.scripts.reap.prepare_invoke();
-        inv.key(self.keys.deadlines())
+        inv.key(self.keys.leases())
             .key(self.keys.scheduled())
             .key(self.keys.counts())
             .key(&intake)
@@ -1089,14 +1107,17 @@ impl Store {
             .arg(self.keys.prefix())
             .arg(self.opts.result_ttl.as_millis() as u64)
             .arg(intake_env)
-            .arg(self.seal(&events, messages::EVENT, &event))
+            .arg(self.seal(&events, messages::EVENT, &EventBody { ids: named }))
             .arg(self.opts.events_maxlen);
-        for (id, v, delay, never_ran) in &args {
-            inv.arg(id).arg(v).arg(delay).arg(u8::from(*never_ran));
+        for (token, never_ran, tasks) in &runs {
+            inv.arg(token).arg(u8::from(*never_ran)).arg(tasks.len());
+            for (id, v, delay) in tasks {
+                inv.arg(id).arg(v).arg(delay);
+            }
         }
         let v = self.call("reap", &inv).await?;
         let outcomes = || v.chunks(2).map(|p| p[1].as_str());
-        if outcomes().any(|o| !matches!(o, "renewed" | "conflict" | "gone")) {
+        if outcomes().any(|o| !matches!(o, "renewed" | "conflict")) {
             Self::sent("events");
         }
         if outcomes().any(|o| o == "queued") {
@@ -1178,9 +1199,13 @@ impl Store {
 
     /// Queues delayed tasks and retries whose time has come; returns how many.
     pub async fn promote(&self, limit: usize) -> Result<u64> {
-        let due = self
-            .due(&self.keys.scheduled(), limit, &["state", "v", "h", "tags", "prio"])
+        let mut con = self.con().await?;
+        let ids = self.due_members(&mut con, &self.keys.scheduled(), limit).await?;
+        let rows = self
+            .task_fields(&mut con, &ids, &["state", "v", "h", "tags", "prio"])
             .await?;
+        drop(con);
+        let due: Vec<(String, Vec<Option<String>>)> = ids.into_iter().zip(rows).collect();
         if due.is_empty() {
             return Ok(0);
         }
@@ -1496,7 +1521,30 @@ impl Store {
     pub async fn get_task(&self, id: &TaskId) -> Result<Option<TaskView>> {
         let mut con = self.con().await?;
         let map: HashMap<String, String> = con.hgetall(self.keys.task(id.as_str())).await?;
-        Ok(task_view(id.as_str(), &map))
+        let holders = self.holders(&mut con, std::slice::from_ref(&map)).await?;
+        Ok(task_view(id.as_str(), &map, holders.into_iter().next().flatten()))
+    }
+
+    /// The worker holding each running task of `tasks` (their hashes), from
+    /// its batch record; None for the others. One pipelined read.
+    async fn holders(&self, con: &mut Con, tasks: &[HashMap<String, String>]) -> Result<Vec<Option<String>>> {
+        fn batch_of(m: &HashMap<String, String>) -> Option<&String> {
+            m.get("b").filter(|_| m.get("state").is_some_and(|s| s == "running"))
+        }
+        let mut pipe = redis::pipe();
+        for b in tasks.iter().filter_map(batch_of) {
+            pipe.cmd("HGET").arg(self.keys.batch(b)).arg("w");
+        }
+        let found: Vec<Option<String>> = if pipe.cmd_iter().next().is_none() {
+            Vec::new()
+        } else {
+            pipe.query_async(con).await?
+        };
+        let mut found = found.into_iter();
+        Ok(tasks
+            .iter()
+            .map(|m| batch_of(m).and_then(|_| found.next().flatten()))
+            .collect())
     }
 
     /// One page of tasks, optionally in one state. The cursor is Redis'
@@ -1525,8 +1573,9 @@ impl Store {
             } else {
                 pipe.query_async(&mut con).await?
             };
-            for (k, map) in keys.iter().zip(maps) {
-                if let Some(view) = task_view(&k[prefix_len..], &map) {
+            let holders = self.holders(&mut con, &maps).await?;
+            for ((k, map), holder) in keys.iter().zip(&maps).zip(holders) {
+                if let Some(view) = task_view(&k[prefix_len..], map, holder) {
                     if state.is_none_or(|s| s == view.state) {
                         out.push(view);
                     }
@@ -1675,13 +1724,11 @@ fn intake_task(id: String, v: u64, h: &Option<String>, tags: &Option<String>, pr
     }
 }
 
-fn task_view(id: &str, m: &HashMap<String, String>) -> Option<TaskView> {
+/// The API's view of a task hash. `holder` is the worker its batch record
+/// names, for a running task.
+fn task_view(id: &str, m: &HashMap<String, String>, holder: Option<String>) -> Option<TaskView> {
     let state = TaskState::parse(m.get("state")?)?;
     let opt_num = |k: &str| m.get(k).and_then(|s| s.parse::<u64>().ok()).filter(|n| *n > 0);
-    let fence = match (m.get("e"), m.get("f")) {
-        (Some(e), Some(f)) => Some(format!("{e}.{f}")),
-        _ => None,
-    };
     Some(TaskView {
         id: id.to_string(),
         state,
@@ -1710,13 +1757,10 @@ fn task_view(id: &str, m: &HashMap<String, String>) -> Option<TaskView> {
             .max(num(m.get("fin"))),
         started_ms: opt_num("st"),
         finished_ms: opt_num("fin"),
-        // A finish leaves `w` in place (two arguments less in the hottest
-        // write): only a task that is assigned or running has a worker.
-        worker: m
-            .get("w")
-            .filter(|w| !w.is_empty() && matches!(state, TaskState::Assigned | TaskState::Running))
-            .cloned(),
-        fence,
+        // The lease of the latest attempt: its batch's token, and while it
+        // runs, the worker the batch record names.
+        worker: holder.filter(|w| !w.is_empty()),
+        fence: m.get("b").cloned(),
         result: m
             .get("res")
             .map(|s| serde_json::from_str(s).unwrap_or(serde_json::Value::String(s.clone()))),

@@ -13,7 +13,6 @@ fn load(body: &str) -> Script {
 pub struct Scripts {
     pub submit: Script,
     pub assign: Script,
-    pub start: Script,
     pub renew: Script,
     pub complete: Script,
     pub cancel: Script,
@@ -32,7 +31,6 @@ impl Scripts {
         Scripts {
             submit: load(include_str!("../../lua/submit.lua")),
             assign: load(include_str!("../../lua/assign.lua")),
-            start: load(include_str!("../../lua/start.lua")),
             renew: load(include_str!("../../lua/renew.lua")),
             complete: load(include_str!("../../lua/complete.lua")),
             cancel: load(include_str!("../../lua/cancel.lua")),

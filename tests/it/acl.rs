@@ -260,7 +260,7 @@ async fn check_refusals(redis: &RedisServer, users: &[GeneratedUser]) {
                 vec!["XTRIM".into(), p("intake"), "MAXLEN".into(), "0".into()],
                 vec!["DEL".into(), p("intake")],
                 vec!["DEL".into(), t.clone()],
-                vec!["ZADD".into(), p("deadlines"), "1".into(), "x".into()],
+                vec!["ZADD".into(), p("leases"), "1".into(), "x".into()],
                 vec!["ZADD".into(), p("workers"), "1".into(), "x".into()],
                 vec!["HSET".into(), p("handlers"), "x".into(), "1".into()],
             ],
@@ -538,7 +538,7 @@ fn intake(t: &NewTask, v: u64) -> IntakeTask {
 }
 
 /// Reads the worker's stream and accepts what each entry assigns.
-async fn start_all(ctx: &Context, wid: &str, lease: Duration) -> Vec<StartedTask> {
+async fn start_all(ctx: &Context, wid: &str) -> Vec<StartedTask> {
     let stream = ctx.store.keys.worker_stream(wid);
     let entries = ctx
         .store
@@ -548,7 +548,12 @@ async fn start_all(ctx: &Context, wid: &str, lease: Duration) -> Vec<StartedTask
     let mut out = Vec::new();
     for e in &entries {
         let body: AssignBody = ctx.store.open(&stream, e).unwrap().parse().unwrap();
-        for r in ctx.store.claim(wid, &e.id, &body.tasks, lease).await.unwrap() {
+        for r in ctx
+            .store
+            .claim(wid, &e.id, e.batch.as_deref(), &body.tasks)
+            .await
+            .unwrap()
+        {
             match r {
                 StartReply::Started(t) => out.push(*t),
                 StartReply::Refused(why) => panic!("claim refused: {why}"),
@@ -717,7 +722,7 @@ async fn every_store_call_of_each_role_passes_under_its_user() {
     dist.store.trim(&intake_key, "distributors").await.unwrap();
 
     // Worker w1, shared user: claim (two entries), renew, complete.
-    let first = start_all(&wk, "w1", Duration::from_secs(10)).await;
+    let first = start_all(&wk, "w1").await;
     assert_eq!(first.len(), 4);
     let renewed = wk
         .store
@@ -764,7 +769,7 @@ async fn every_store_call_of_each_role_passes_under_its_user() {
 
     // Worker w2, its own user: hands one task back; the lease of the other
     // (1 ms) runs out.
-    let second = start_all(&w2, "w2", Duration::from_secs(10)).await;
+    let second = start_all(&w2, "w2").await;
     assert_eq!(second.len(), 2);
     let keyed_run = second.iter().find(|t| t.id == keyed.id.as_str()).unwrap();
     assert_eq!(

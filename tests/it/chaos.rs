@@ -4,8 +4,8 @@
 //! accepted task succeeded; per task, fences in the ledger strictly increase
 //! (no effect applied twice under the same or an older token) and the last
 //! one is the fence of the attempt that succeeded; and nothing is left
-//! behind: no deadlines, no scheduled tasks, no pending intake entries, and
-//! the backlog counts are zero.
+//! behind: no leases or batch records, no scheduled tasks, no pending
+//! intake entries, and the backlog counts are zero.
 
 use crate::lifecycle::task;
 use crate::support::*;
@@ -130,10 +130,16 @@ async fn killing_workers_again_and_again_loses_nothing_and_applies_nothing_twice
 
     // Nothing left behind.
     let mut con = c.redis_con().await;
-    for zset in ["{drover:0}:deadlines", "{drover:0}:scheduled"] {
+    for zset in ["{drover:0}:leases", "{drover:0}:scheduled"] {
         let n: u64 = redis::cmd("ZCARD").arg(zset).query_async(&mut con).await.unwrap();
         assert_eq!(n, 0, "{zset} is empty");
     }
+    let records: Vec<String> = redis::cmd("KEYS")
+        .arg("{drover:0}:b:*")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(records.is_empty(), "every batch record retired: {records:?}");
     assert_eq!(pending_count(&mut con, "{drover:0}:intake", "distributors").await, 0);
     let counts: HashMap<String, i64> = redis::AsyncCommands::hgetall(&mut con, "{drover:0}:counts")
         .await

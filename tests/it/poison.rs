@@ -148,7 +148,7 @@ async fn one_entry_delivered_to_two_consumers_starts_once() {
                 let body: AssignBody = ctx.store.open(&stream, &e).unwrap().parse().unwrap();
                 for r in ctx
                     .store
-                    .claim(w, &e.id, &body.tasks, Duration::from_secs(5))
+                    .claim(w, &e.id, e.batch.as_deref(), &body.tasks)
                     .await
                     .unwrap()
                 {

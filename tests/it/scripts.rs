@@ -1,7 +1,8 @@
 //! The scripts and envelopes against a real Redis, driven through the
-//! store: a stale fence cannot complete, a replayed assignment is not
-//! accepted twice, a task an older distributor left `assigned` still starts, forged or moved messages are refused with the right reason, and
-//! trimming never drops an unacknowledged entry.
+//! store: a stale fence cannot complete, a replayed assignment or a forged
+//! batch token is not accepted, a batch's lease record lives exactly as
+//! long as one of its tasks runs, forged or moved messages are refused with
+//! the right reason, and trimming never drops an unacknowledged entry.
 
 use crate::support::*;
 use drover::envelope::{Keyring, Rejection};
@@ -83,7 +84,7 @@ async fn assign_and_start(ctx: &Context, wid: &str, id: &str, v: u64) -> Started
         .unwrap();
     match ctx
         .store
-        .claim(wid, &entries[0].id, &body.tasks, Duration::from_millis(300))
+        .claim(wid, &entries[0].id, entries[0].batch.as_deref(), &body.tasks)
         .await
         .unwrap()
         .remove(0)
@@ -103,7 +104,6 @@ async fn a_stale_fence_can_neither_renew_nor_complete() {
     let t = new_task("noop");
     ctx.store.submit(std::slice::from_ref(&t)).await.unwrap();
     let first = assign_and_start(&ctx, "w1", t.id.as_str(), 1).await;
-    assert_eq!(first.token.fence, 1);
 
     // w1 stalls past its lease; the reaper charges the attempt and
     // schedules a retry, the scheduler queues it, w2 takes it.
@@ -114,7 +114,7 @@ async fn a_stale_fence_can_neither_renew_nor_complete() {
     let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
     assert_eq!(view.state, TaskState::Queued);
     let second = assign_and_start(&ctx, "w2", t.id.as_str(), view.version).await;
-    assert_eq!(second.token.fence, 2);
+    assert!(second.token > first.token, "{:?} then {:?}", first.token, second.token);
     assert_eq!(second.token.epoch, first.token.epoch);
 
     let renew = ctx
@@ -152,29 +152,26 @@ async fn a_stale_fence_can_neither_renew_nor_complete() {
     let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
     assert_eq!(view.result, Some(serde_json::json!("fresh")));
     assert_eq!(view.attempts, 2);
-    assert_eq!(view.fence.as_deref(), Some(format!("{}.2", first.token.epoch).as_str()));
+    assert_eq!(view.fence, Some(second.token.to_string()));
 }
 
 /// Copies the first entry of `stream` back into it, byte for byte, and
 /// returns what the worker's next read of its stream yields for it.
 async fn replay_first_entry(ctx: &Context, stream: &str, wid: &str) -> (Entry, AssignBody) {
     let mut con = ctx.store.con().await.unwrap();
-    let all: redis::Value = redis::cmd("XRANGE")
+    let all: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
         .arg(stream)
         .arg("-")
         .arg("+")
         .query_async(&mut con)
         .await
         .unwrap();
-    let raw = first_entry_payload(all);
-    let _: String = redis::cmd("XADD")
-        .arg(stream)
-        .arg("*")
-        .arg("m")
-        .arg(&raw)
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    let mut copy = redis::cmd("XADD");
+    copy.arg(stream).arg("*");
+    for (field, value) in &all[0].1 {
+        copy.arg(field).arg(value);
+    }
+    let _: String = copy.query_async(&mut con).await.unwrap();
     let mut entries = ctx
         .store
         .read_group(stream, "worker", wid, 10, None, false)
@@ -208,7 +205,7 @@ async fn a_replayed_assignment_is_not_started_again() {
     let (entry, body) = replay_first_entry(&ctx, &stream, "w1").await;
     let r = ctx
         .store
-        .claim("w1", &entry.id, &body.tasks, Duration::from_secs(5))
+        .claim("w1", &entry.id, entry.batch.as_deref(), &body.tasks)
         .await
         .unwrap();
     assert!(matches!(&r[0], StartReply::Refused(why) if why == "replayed"), "{r:?}");
@@ -220,15 +217,16 @@ async fn a_replayed_assignment_is_not_started_again() {
         retry_delay_ms: 0,
     };
     ctx.store.complete("w1", &[c]).await.unwrap();
-    // After it finished, a copy is refused by state.
+    // After it finished, the batch record went with its last task: a copy
+    // names a lease that has ended.
     let (entry, body) = replay_first_entry(&ctx, &stream, "w1").await;
     let r = ctx
         .store
-        .claim("w1", &entry.id, &body.tasks, Duration::from_secs(5))
+        .claim("w1", &entry.id, entry.batch.as_deref(), &body.tasks)
         .await
         .unwrap();
     assert!(
-        matches!(&r[0], StartReply::Refused(why) if why == "state:succeeded"),
+        matches!(&r[0], StartReply::Refused(why) if why == "lease-ended"),
         "{r:?}"
     );
     let mut con = ctx.store.con().await.unwrap();
@@ -238,6 +236,353 @@ async fn a_replayed_assignment_is_not_started_again() {
         "the replays were acknowledged"
     );
     assert_eq!(ctx.store.get_task(&t.id).await.unwrap().unwrap().attempts, 1);
+}
+
+/// Assigns queued tasks (each at version 1) to `wid` in one call, which
+/// makes them one batch under one lease, and has `wid` accept them.
+async fn assign_batch(ctx: &Context, wid: &str, tasks: &[NewTask], lease: Duration) -> (Entry, Vec<StartedTask>) {
+    let intake: Vec<IntakeTask> = tasks
+        .iter()
+        .map(|t| IntakeTask {
+            id: t.id.to_string(),
+            v: 1,
+            h: "noop".into(),
+            tags: vec![],
+            prio: 0,
+        })
+        .collect();
+    let r = ctx.store.assign(wid, &intake, &[], lease).await.unwrap();
+    assert!(r.iter().all(|s| s == "ok"), "{r:?}");
+    let stream = ctx.store.keys.worker_stream(wid);
+    let mut entries = ctx
+        .store
+        .read_group(&stream, "worker", wid, 10, None, false)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    let entry = entries.remove(0);
+    let body: AssignBody = ctx.store.open(&stream, &entry).unwrap().parse().unwrap();
+    let started = ctx
+        .store
+        .claim(wid, &entry.id, entry.batch.as_deref(), &body.tasks)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| match r {
+            StartReply::Started(t) => *t,
+            StartReply::Refused(why) => panic!("claim refused: {why}"),
+        })
+        .collect();
+    (entry, started)
+}
+
+/// The batch record `P b:<token>` and the token's deadline in `P leases`,
+/// as (record fields, deadline).
+async fn lease_of(ctx: &Context, token: &str) -> (std::collections::HashMap<String, String>, Option<u64>) {
+    let mut con = ctx.store.con().await.unwrap();
+    let record = redis::cmd("HGETALL")
+        .arg(ctx.store.keys.batch(token))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let deadline = redis::cmd("ZSCORE")
+        .arg(ctx.store.keys.leases())
+        .arg(token)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    (record, deadline)
+}
+
+async fn slots_used(ctx: &Context, wid: &str) -> String {
+    let mut con = ctx.store.con().await.unwrap();
+    redis::cmd("HGET")
+        .arg(ctx.store.keys.worker(wid))
+        .arg("used")
+        .query_async(&mut con)
+        .await
+        .unwrap()
+}
+
+/// One assign call is one lease: every task carries the batch's token, and
+/// the record and its deadline live exactly as long as one task still runs
+/// under it, whichever way the tasks end.
+#[tokio::test]
+async fn a_batch_lease_lives_until_its_last_task_ends() {
+    let Some((_redis, ctx)) = store_ctx().await else {
+        return;
+    };
+    register(&ctx, "w1").await;
+    let tasks: Vec<NewTask> = (0..3).map(|_| new_task("noop")).collect();
+    ctx.store.submit(&tasks).await.unwrap();
+    let (entry, started) = assign_batch(&ctx, "w1", &tasks, Duration::from_secs(30)).await;
+    let token = started[0].token;
+    assert!(started.iter().all(|t| t.token == token), "{started:?}");
+    let (record, deadline) = lease_of(&ctx, &token.to_string()).await;
+    assert_eq!(record.get("w").map(String::as_str), Some("w1"), "{record:?}");
+    assert_eq!(record.get("ent"), Some(&entry.id), "{record:?}");
+    assert_eq!(record.get("n").map(String::as_str), Some("3"), "{record:?}");
+    let ids: Vec<String> = tasks.iter().map(|t| t.id.to_string()).collect();
+    assert_eq!(record.get("ids"), Some(&ids.join(",")), "{record:?}");
+    assert!(deadline.is_some());
+    let view = ctx.store.get_task(&tasks[0].id).await.unwrap().unwrap();
+    assert_eq!(
+        view.worker.as_deref(),
+        Some("w1"),
+        "the API names the holder from the record"
+    );
+    assert_eq!(view.fence, Some(token.to_string()));
+
+    let end = |t: &StartedTask, outcome| Completion {
+        task: t.clone(),
+        outcome,
+        payload: "null".into(),
+        retry_delay_ms: 0,
+    };
+    let first = ctx
+        .store
+        .complete("w1", &[end(&started[0], Outcome::Succeeded)])
+        .await
+        .unwrap();
+    assert_eq!(first, vec!["succeeded"]);
+    let (record, deadline) = lease_of(&ctx, &token.to_string()).await;
+    assert_eq!(
+        (record.get("n").map(String::as_str), deadline.is_some()),
+        (Some("2"), true)
+    );
+    let second = ctx
+        .store
+        .complete("w1", &[end(&started[1], Outcome::Failed)])
+        .await
+        .unwrap();
+    assert_eq!(second, vec!["scheduled"]);
+    assert_eq!(
+        lease_of(&ctx, &token.to_string()).await.0.get("n").map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(slots_used(&ctx, "w1").await, "1");
+    let last = ctx
+        .store
+        .complete("w1", &[end(&started[2], Outcome::Released)])
+        .await
+        .unwrap();
+    assert_eq!(last, vec!["queued"]);
+    let (record, deadline) = lease_of(&ctx, &token.to_string()).await;
+    assert!(record.is_empty() && deadline.is_none(), "{record:?} {deadline:?}");
+    assert_eq!(slots_used(&ctx, "w1").await, "0");
+    let view = ctx.store.get_task(&tasks[0].id).await.unwrap().unwrap();
+    assert_eq!(
+        (view.worker, view.fence),
+        (None, Some(token.to_string())),
+        "a finished task keeps its token"
+    );
+}
+
+/// The reaper ends an expired batch: only the tasks still running under
+/// its token are moved on (a finished one is left alone), their slots come
+/// back, and the record and deadline go.
+#[tokio::test]
+async fn the_reaper_ends_only_the_tasks_still_running_under_an_expired_lease() {
+    let Some((_redis, ctx)) = store_ctx().await else {
+        return;
+    };
+    register(&ctx, "w1").await;
+    let tasks: Vec<NewTask> = (0..3).map(|_| new_task("noop")).collect();
+    ctx.store.submit(&tasks).await.unwrap();
+    let (_, started) = assign_batch(&ctx, "w1", &tasks, Duration::from_millis(300)).await;
+    let done = Completion {
+        task: started[0].clone(),
+        outcome: Outcome::Succeeded,
+        payload: "1".into(),
+        retry_delay_ms: 0,
+    };
+    assert_eq!(ctx.store.complete("w1", &[done]).await.unwrap(), vec!["succeeded"]);
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stats = ctx.store.reap(100, |_| 0).await.unwrap();
+    assert_eq!(
+        (stats.lease_expired, stats.retried, stats.requeued),
+        (2, 2, 0),
+        "{stats:?}"
+    );
+    let states: Vec<(TaskState, u32)> = {
+        let mut v = Vec::new();
+        for t in &tasks {
+            let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
+            v.push((view.state, view.attempts));
+        }
+        v
+    };
+    assert_eq!(
+        states,
+        vec![
+            (TaskState::Succeeded, 1),
+            (TaskState::Scheduled, 1),
+            (TaskState::Scheduled, 1)
+        ]
+    );
+    let (record, deadline) = lease_of(&ctx, &started[0].token.to_string()).await;
+    assert!(record.is_empty() && deadline.is_none(), "{record:?} {deadline:?}");
+    assert_eq!(slots_used(&ctx, "w1").await, "0");
+    let counts = ctx.store.counts().await.unwrap();
+    assert_eq!(counts.get("running").copied(), Some(0), "{counts:?}");
+    let held: Vec<_> = started[1..].iter().map(|t| (t.id.clone(), t.token)).collect();
+    let renew = ctx.store.renew("w1", &held, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(renew, vec![RenewStatus::Lost, RenewStatus::Lost]);
+    assert_eq!(
+        ctx.store.reap(100, |_| 0).await.unwrap().lease_expired,
+        0,
+        "nothing left to reap"
+    );
+}
+
+/// The batch token on an assign entry is not signed (assign.lua numbers the
+/// batch after the distributor signed). A wrong one must not let a worker
+/// run anything: another batch's record names another entry or worker, and
+/// a token with no record names nothing.
+#[tokio::test]
+async fn a_forged_batch_token_on_an_assign_entry_is_refused() {
+    let Some((_redis, ctx)) = store_ctx().await else {
+        return;
+    };
+    register(&ctx, "w1").await;
+    register(&ctx, "w2").await;
+    let tasks: Vec<NewTask> = (0..3).map(|_| new_task("noop")).collect();
+    ctx.store.submit(&tasks).await.unwrap();
+    let (_, mine) = assign_batch(&ctx, "w1", &tasks[..1], Duration::from_secs(30)).await;
+    let (_, theirs) = assign_batch(&ctx, "w2", &tasks[1..2], Duration::from_secs(30)).await;
+    let it = IntakeTask {
+        id: tasks[2].id.to_string(),
+        v: 1,
+        h: "noop".into(),
+        tags: vec![],
+        prio: 0,
+    };
+    assert_eq!(
+        ctx.store
+            .assign("w1", &[it], &[], Duration::from_secs(30))
+            .await
+            .unwrap(),
+        vec!["ok"]
+    );
+    let stream = ctx.store.keys.worker_stream("w1");
+    let mut con = ctx.store.con().await.unwrap();
+    let all: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+        .arg(&stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let envelope = all.last().unwrap().1.iter().find(|(f, _)| f == "m").unwrap().1.clone();
+    let cases = [
+        (Some(mine[0].token.to_string()), "replayed"),
+        (Some(theirs[0].token.to_string()), "other-worker"),
+        (Some("1.999999".to_string()), "lease-ended"),
+        (Some("not a token".to_string()), "replayed"),
+        (None, "replayed"),
+    ];
+    for (token, _) in &cases {
+        let mut forged = redis::cmd("XADD");
+        forged.arg(&stream).arg("*").arg("m").arg(&envelope);
+        if let Some(token) = token {
+            forged.arg("b").arg(token);
+        }
+        let _: String = forged.query_async(&mut con).await.unwrap();
+    }
+    let entries = ctx
+        .store
+        .read_group(&stream, "worker", "w1", 10, None, false)
+        .await
+        .unwrap();
+    // The real entry first, then the forged copies in order.
+    assert_eq!(entries.len(), 1 + cases.len());
+    for (entry, (token, why)) in entries[1..].iter().zip(&cases) {
+        let body: AssignBody = ctx.store.open(&stream, entry).unwrap().parse().unwrap();
+        let r = ctx
+            .store
+            .claim("w1", &entry.id, entry.batch.as_deref(), &body.tasks)
+            .await
+            .unwrap();
+        assert!(matches!(&r[0], StartReply::Refused(w) if w == why), "{token:?}: {r:?}");
+    }
+    let real = &entries[0];
+    let body: AssignBody = ctx.store.open(&stream, real).unwrap().parse().unwrap();
+    let r = ctx
+        .store
+        .claim("w1", &real.id, real.batch.as_deref(), &body.tasks)
+        .await
+        .unwrap();
+    assert!(matches!(&r[0], StartReply::Started(_)), "{r:?}");
+}
+
+/// Batch numbers restart when `P batches` is new (a Redis that lost it, or
+/// the first assign after an upgrade from per-task fences): the epoch
+/// begins anew with it, so a later token is still above every earlier one.
+#[tokio::test]
+async fn a_batch_counter_begun_again_begins_a_new_epoch() {
+    let Some((_redis, ctx)) = store_ctx().await else {
+        return;
+    };
+    register(&ctx, "w1").await;
+    let tasks: Vec<NewTask> = (0..3).map(|_| new_task("noop")).collect();
+    ctx.store.submit(&tasks).await.unwrap();
+    let (_, first) = assign_batch(&ctx, "w1", &tasks[..1], Duration::from_secs(30)).await;
+    let (_, second) = assign_batch(&ctx, "w1", &tasks[1..2], Duration::from_secs(30)).await;
+    assert_eq!(
+        second[0].token.epoch, first[0].token.epoch,
+        "one epoch while the counter lives"
+    );
+    assert!(second[0].token > first[0].token);
+    let mut con = ctx.store.con().await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(ctx.store.keys.batches())
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let (_, third) = assign_batch(&ctx, "w1", &tasks[2..], Duration::from_secs(30)).await;
+    assert_eq!(third[0].token.fence, 1, "the counter began again");
+    assert!(
+        third[0].token.epoch > second[0].token.epoch,
+        "{:?} after {:?}",
+        third[0].token,
+        second[0].token
+    );
+    assert!(third[0].token > second[0].token);
+}
+
+/// A cancel names the running attempt by its batch's token, on the stream
+/// of the worker the batch record names.
+#[tokio::test]
+async fn a_cancel_reaches_the_attempt_of_its_batch() {
+    let Some((_redis, ctx)) = store_ctx().await else {
+        return;
+    };
+    register(&ctx, "w1").await;
+    let t = new_task("noop");
+    ctx.store.submit(std::slice::from_ref(&t)).await.unwrap();
+    let (_, started) = assign_batch(&ctx, "w1", std::slice::from_ref(&t), Duration::from_secs(30)).await;
+    assert_eq!(
+        ctx.store.cancel(&t.id).await.unwrap(),
+        drover::store::CancelOutcome::Requested
+    );
+    let stream = ctx.store.keys.worker_stream("w1");
+    let entries = ctx
+        .store
+        .read_group(&stream, "worker", "w1", 10, None, false)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    let opened = ctx.store.open(&stream, &entries[0]).unwrap();
+    assert_eq!(opened.msg_type(), messages::CANCEL);
+    let c: messages::CancelBody = opened.parse().unwrap();
+    assert_eq!(
+        (c.id.as_str(), c.epoch, c.fence),
+        (t.id.as_str(), started[0].token.epoch, started[0].token.fence)
+    );
+    let held = [(t.id.to_string(), started[0].token)];
+    let renew = ctx.store.renew("w1", &held, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(renew, vec![RenewStatus::CancelRequested]);
 }
 
 /// The lease is taken at assignment, so a worker that dies before it
@@ -281,7 +626,11 @@ async fn an_expired_lease_on_an_assignment_never_acknowledged_uses_no_attempt() 
         assert_eq!(read.len(), 1);
         if i == 0 {
             let body: AssignBody = ctx.store.open(&stream, &read[0]).unwrap().parse().unwrap();
-            let claimed = ctx.store.claim("w1", &read[0].id, &body.tasks, lease).await.unwrap();
+            let claimed = ctx
+                .store
+                .claim("w1", &read[0].id, read[0].batch.as_deref(), &body.tasks)
+                .await
+                .unwrap();
             assert!(matches!(claimed[0], StartReply::Started(_)), "{claimed:?}");
         }
     }
@@ -312,98 +661,6 @@ async fn an_expired_lease_on_an_assignment_never_acknowledged_uses_no_attempt() 
         .map(|t| t.id)
         .collect();
     assert_eq!(announced, vec![tasks[1].id.to_string(), tasks[2].id.to_string()]);
-}
-
-/// A distributor from before the lease moved into assign.lua left a task
-/// `assigned` (no lease yet): an upgraded worker still starts it, through
-/// start.lua, with a fence and an attempt of its own.
-#[tokio::test]
-async fn a_task_an_older_distributor_left_assigned_still_starts() {
-    let Some((_redis, ctx)) = store_ctx().await else {
-        return;
-    };
-    register(&ctx, "w1").await;
-    let t = NewTask {
-        max_attempts: 7,
-        ..new_task("noop")
-    };
-    ctx.store.submit(std::slice::from_ref(&t)).await.unwrap();
-    let it = IntakeTask {
-        id: t.id.to_string(),
-        v: 1,
-        h: "noop".into(),
-        tags: vec![],
-        prio: 0,
-    };
-    assert_eq!(
-        ctx.store
-            .assign("w1", &[it], &[], Duration::from_secs(5))
-            .await
-            .unwrap(),
-        vec!["ok"]
-    );
-    // Rewrite the task as the old assign.lua left it: `assigned`, no fence,
-    // epoch or attempt yet, counted as assigned. Without `max` and `to` as
-    // well, which start.lua must read as their defaults.
-    let mut con = ctx.store.con().await.unwrap();
-    let key = ctx.store.keys.task(t.id.as_str());
-    let _: () = redis::cmd("HSET")
-        .arg(&key)
-        .arg(&["state", "assigned", "att", "0", "f", "0"])
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    let _: () = redis::cmd("HDEL")
-        .arg(&key)
-        .arg(&["e", "st", "ent", "max", "to"])
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    let counts = ctx.store.keys.counts();
-    let _: () = redis::pipe()
-        .cmd("HINCRBY")
-        .arg(&counts)
-        .arg("running")
-        .arg(-1)
-        .ignore()
-        .cmd("HINCRBY")
-        .arg(&counts)
-        .arg("assigned")
-        .arg(1)
-        .ignore()
-        .query_async(&mut con)
-        .await
-        .unwrap();
-
-    let stream = ctx.store.keys.worker_stream("w1");
-    let entries = ctx
-        .store
-        .read_group(&stream, "worker", "w1", 10, None, false)
-        .await
-        .unwrap();
-    let body: AssignBody = ctx.store.open(&stream, &entries[0]).unwrap().parse().unwrap();
-    let r = ctx
-        .store
-        .claim("w1", &entries[0].id, &body.tasks, Duration::from_secs(5))
-        .await
-        .unwrap();
-    let StartReply::Started(started) = &r[0] else {
-        panic!("the assigned task was not started: {r:?}")
-    };
-    assert_eq!((started.attempt, started.token.fence, started.version), (1, 1, 3));
-    assert_eq!((started.max_attempts, started.timeout_ms), (3, 300_000));
-    let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
-    assert_eq!(view.state, TaskState::Running);
-    let done = Completion {
-        task: (**started).clone(),
-        outcome: Outcome::Succeeded,
-        payload: "1".into(),
-        retry_delay_ms: 0,
-    };
-    assert_eq!(ctx.store.complete("w1", &[done]).await.unwrap(), vec!["succeeded"]);
-    let counts = ctx.store.counts().await.unwrap();
-    assert_eq!(counts.get("assigned").copied().unwrap_or(0), 0, "{counts:?}");
-    assert_eq!(counts.get("running").copied().unwrap_or(0), 0, "{counts:?}");
 }
 
 #[tokio::test]
@@ -451,7 +708,11 @@ async fn forged_expired_moved_and_truncated_messages_are_refused_by_reason() {
         ("oversize", vec![0u8; 2 << 20], Rejection::Oversize),
     ];
     for (what, raw, want) in cases {
-        let entry = Entry { id: "1-1".into(), raw };
+        let entry = Entry {
+            id: "1-1".into(),
+            raw,
+            batch: None,
+        };
         let got = ctx.store.open(&intake, &entry).map(|_| ()).unwrap_err();
         assert_eq!(got, want, "{what}");
     }
@@ -461,7 +722,8 @@ async fn forged_expired_moved_and_truncated_messages_are_refused_by_reason() {
             &intake,
             &Entry {
                 id: "1-1".into(),
-                raw: good
+                raw: good,
+                batch: None,
             }
         )
         .is_ok());
@@ -651,22 +913,6 @@ async fn trimming_keeps_every_unacknowledged_entry() {
 }
 
 /// The `m` field of the first entry in an XRANGE reply.
-fn first_entry_payload(v: redis::Value) -> Vec<u8> {
-    let redis::Value::Array(entries) = v else {
-        panic!("XRANGE reply {v:?}")
-    };
-    let redis::Value::Array(entry) = &entries[0] else {
-        panic!("entry {:?}", entries[0])
-    };
-    let redis::Value::Array(fields) = &entry[1] else {
-        panic!("fields {:?}", entry[1])
-    };
-    match &fields[1] {
-        redis::Value::BulkString(b) => b.clone(),
-        other => panic!("payload {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn the_reconciler_announces_again_a_queued_task_whose_entry_was_lost() {
     let Some((_redis, ctx)) = store_ctx().await else {
@@ -1059,7 +1305,7 @@ async fn each_task_keeps_its_status_across_runs() {
         .unwrap();
     let started: Vec<StartedTask> = ctx
         .store
-        .claim("w1", &entries[0].id, &body.tasks, Duration::from_secs(5))
+        .claim("w1", &entries[0].id, entries[0].batch.as_deref(), &body.tasks)
         .await
         .unwrap()
         .into_iter()
