@@ -155,17 +155,24 @@ async fn a_stale_fence_can_neither_renew_nor_complete() {
     assert_eq!(view.fence, Some(second.token.to_string()));
 }
 
+/// Every entry of a stream: id, then its fields and values.
+type RawEntries = Vec<(String, Vec<(String, Vec<u8>)>)>;
+
+async fn every_entry(con: &mut drover::store::pool::Con, stream: &str) -> RawEntries {
+    redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(con)
+        .await
+        .unwrap()
+}
+
 /// Copies the first entry of `stream` back into it, byte for byte, and
 /// returns what the worker's next read of its stream yields for it.
 async fn replay_first_entry(ctx: &Context, stream: &str, wid: &str) -> (Entry, AssignBody) {
     let mut con = ctx.store.con().await.unwrap();
-    let all: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
-        .arg(stream)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    let all = every_entry(&mut con, stream).await;
     let mut copy = redis::cmd("XADD");
     copy.arg(stream).arg("*");
     for (field, value) in &all[0].1 {
@@ -467,13 +474,7 @@ async fn a_forged_batch_token_on_an_assign_entry_is_refused() {
     );
     let stream = ctx.store.keys.worker_stream("w1");
     let mut con = ctx.store.con().await.unwrap();
-    let all: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
-        .arg(&stream)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    let all = every_entry(&mut con, &stream).await;
     let envelope = all.last().unwrap().1.iter().find(|(f, _)| f == "m").unwrap().1.clone();
     let cases = [
         (Some(mine[0].token.to_string()), "replayed"),
