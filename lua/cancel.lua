@@ -33,6 +33,7 @@ if state == 'running' then
 end
 if state == 'scheduled' then redis.call('ZREM', KEYS[1], id) end
 redis.call('HINCRBY', KEYS[2], state, -1)
-finish(key, 'cancelled', now, ttl, tonumber(t[2]) + 1)
+finish(key, id, 'cancelled', now, ttl, tonumber(t[2]) + 1)
+file_expiring(prefix)
 append(KEYS[3], ARGV[5], ARGV[6])
 return { 'cancelled', 'cancelled' }

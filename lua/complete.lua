@@ -52,10 +52,10 @@ while i <= #ARGV do
       bump(deltas, 'running', -1)
       local back = outcome == 'release' and redis.call('HMGET', key, 'cr', 'att')
       if outcome == 'ok' then
-        finish(key, 'succeeded', now, ttl, v, 'res', payload)
+        finish(key, id, 'succeeded', now, ttl, v, 'res', payload)
         state = 'succeeded'
       elseif outcome == 'cancelled' or (back and back[1] == '1') then
-        finish(key, 'cancelled', now, ttl, v)
+        finish(key, id, 'cancelled', now, ttl, v)
         state = 'cancelled'
       elseif back then
         redis.call('HSET', key, 'state', 'queued', 'v', v, 'att', int(back[2] - 1), 'ut', now)
@@ -76,5 +76,6 @@ if changed > 0 then
   flush_counts(KEYS[3], deltas)
   append(KEYS[5], ARGV[4], ARGV[5])
   announce(prefix, KEYS[6], ARGV[6], released)
+  file_expiring(prefix)
 end
 return reply

@@ -83,19 +83,61 @@ local function release_slots(prefix, wid, k)
   end
 end
 
--- Ends a task: terminal state, finish time, result kept for a TTL.
--- `field`/`value` (optional) is one more field written in the same HSET:
--- the result or the error. `now` and `v` may be numbers or strings.
+-- Lua's unpack() takes a few thousand values at most: a variadic command
+-- over a big batch goes in chunks.
+local CHUNK = 1000
+local function zrem_many(key, members)
+  for i = 1, #members, CHUNK do
+    redis.call('ZREM', key, unpack(members, i, math.min(i + CHUNK - 1, #members)))
+  end
+end
+
+-- Finished tasks get no TTL of their own: a PEXPIRE per task cost about
+-- 1.8 µs of Redis per task (BENCHMARKS.md). `finish` files the task's id
+-- under the second its result expires; the script ends with
+-- `file_expiring`, which appends the ids of the call in one RPUSH per
+-- second to `P expiring:<second>` and notes the second in the sorted set
+-- `P expiring`; the leader's expire.lua deletes them once it has passed.
+local expiring = {}
+local function expiry_list(prefix, second) return prefix .. 'expiring:' .. second end
+-- A call finishes its tasks with one `now` and one TTL: the list they go
+-- to is found once (the arithmetic per task showed in --scenario scripts).
+local last_now, last_ttl, last_ids
+local function expire_later(id, now, ttl_ms)
+  if now ~= last_now or ttl_ms ~= last_ttl then
+    local second = int(math.floor((tonumber(now) + tonumber(ttl_ms)) / 1000))
+    last_now, last_ttl, last_ids = now, ttl_ms, expiring[second]
+    if not last_ids then
+      last_ids = {}
+      expiring[second] = last_ids
+    end
+  end
+  last_ids[#last_ids + 1] = id
+end
+local function file_expiring(prefix)
+  for second, ids in pairs(expiring) do
+    for i = 1, #ids, CHUNK do
+      redis.call('RPUSH', expiry_list(prefix, second), unpack(ids, i, math.min(i + CHUNK - 1, #ids)))
+    end
+    redis.call('ZADD', prefix .. 'expiring', second, second)
+  end
+end
+
+-- Ends a task: terminal state, finish time, result kept for a TTL (filed
+-- for the leader to delete, above: the caller must end with
+-- `file_expiring`). `field`/`value` (optional) is one more field written
+-- in the same HSET: the result or the error. `now` and `v` may be numbers
+-- or strings.
 -- `b` (the batch token of the last lease) and `st` stay, for the API.
 -- `ut` is not written: `fin` is the time of this last change, and readers
 -- take the latest of `ut`, `st` and `fin`.
-local function finish(key, state, now, ttl_ms, v, field, value)
+local function finish(key, id, state, now, ttl_ms, v, field, value)
   if field then
     redis.call('HSET', key, 'state', state, 'v', v, 'fin', now, field, value)
   else
     redis.call('HSET', key, 'state', state, 'v', v, 'fin', now)
   end
-  redis.call('PEXPIRE', key, ttl_ms)
+  expire_later(id, now, ttl_ms)
 end
 
 -- Appends one signed envelope (bytes made in Rust) to a stream; returns
@@ -119,15 +161,6 @@ local function announce(prefix, intake, envelope, ids)
   end
 end
 
--- Lua's unpack() takes a few thousand values at most: a variadic command
--- over a big batch goes in chunks.
-local CHUNK = 1000
-local function zrem_many(key, members)
-  for i = 1, #members, CHUNK do
-    redis.call('ZREM', key, unpack(members, i, math.min(i + CHUNK - 1, #members)))
-  end
-end
-
 -- What happens to a task whose attempt ended without success: cancelled if
 -- a cancel was requested, retried after `delay_ms` while attempts remain,
 -- else dead. `err` is written with the new state. Returns the new state.
@@ -136,7 +169,7 @@ end
 local function settle_failure(key, id, now, delay_ms, ttl_ms, v, err, deltas, scheduled_key)
   local f = redis.call('HMGET', key, 'cr', 'att', 'max')
   if f[1] == '1' then
-    finish(key, 'cancelled', now, ttl_ms, v, 'err', err)
+    finish(key, id, 'cancelled', now, ttl_ms, v, 'err', err)
     return 'cancelled'
   end
   if tonumber(f[2] or '0') < tonumber(f[3] or UNSTORED_MAX) then
@@ -146,6 +179,6 @@ local function settle_failure(key, id, now, delay_ms, ttl_ms, v, err, deltas, sc
     bump(deltas, 'scheduled', 1)
     return 'scheduled'
   end
-  finish(key, 'dead', now, ttl_ms, v, 'err', err)
+  finish(key, id, 'dead', now, ttl_ms, v, 'err', err)
   return 'dead'
 end

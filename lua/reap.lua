@@ -58,7 +58,7 @@ while i <= #ARGV do
         local att = int(math.max(tonumber(t[4] or '1') - 1, 0))
         if t[5] == '1' then
           -- A cancel was requested while it waited for the worker.
-          finish(key, 'cancelled', now, ttl, v, 'att', att)
+          finish(key, id, 'cancelled', now, ttl, v, 'att', att)
           outcome = 'cancelled'
         else
           redis.call('HSET', key, 'state', 'queued', 'v', v, 'att', att, 'ut', now)
@@ -84,4 +84,5 @@ end
 flush_counts(KEYS[3], deltas)
 announce(prefix, KEYS[4], ARGV[3], requeued)
 if changed > 0 then append(KEYS[5], ARGV[4], ARGV[5]) end
+file_expiring(prefix)
 return reply

@@ -35,7 +35,7 @@ for i = 4, #ARGV, 2 do
     redis.call('HSET', key, unpack(args))
     local v = tonumber(fields['v'] or '0') + 1
     if state == 'succeeded' or state == 'dead' or state == 'cancelled' then
-      redis.call('PEXPIRE', key, ttl)
+      expire_later(id, now, ttl)
       outcome = 'terminal'
     elseif state == 'scheduled' then
       redis.call('HSET', key, 'v', v, 'ut', now)
@@ -59,4 +59,5 @@ for i = 4, #ARGV, 2 do
 end
 flush_counts(KEYS[3], deltas)
 announce(prefix, KEYS[1], ARGV[3], queued)
+file_expiring(prefix)
 return reply

@@ -52,6 +52,7 @@ impl Role {
                 "submit.lua",
                 "cancel.lua",
                 "reap.lua",
+                "expire.lua",
                 "promote.lua",
                 "reannounce.lua",
                 "leader.lua",
@@ -140,6 +141,7 @@ const COORDINATOR: Profile = Profile {
         "scheduled",
         "counts",
         "leases",
+        "expiring",
         "events",
         "leader",
         "workers",
@@ -147,8 +149,13 @@ const COORDINATOR: Profile = Profile {
     ],
     grants: &[
         // submit, cancel, reap, promote, reannounce, restore, and the reads
-        // of the API, `cancel`, the reaper, the scheduler and the reconciler.
-        rw(&["t:*"], &["+hmget", "+hgetall", "+hset", "+pexpire", "+exists"]),
+        // of the API, `cancel`, the reaper, the scheduler and the reconciler;
+        // expire.lua deletes finished tasks (UNLINK).
+        rw(&["t:*"], &["+hmget", "+hgetall", "+hset", "+exists", "+unlink"]),
+        // Finished tasks filed to expire (cancel, reap, restore) and
+        // deleted (expire.lua).
+        rw(&["expiring"], &["+zadd", "+zrangebyscore", "+zrem"]),
+        rw(&["expiring:*"], &["+rpush", "+lpop", "+exists"]),
         // Batch records: the reaper reads and ends them (HMGET, DEL), the API
         // and cancel read a running task's worker (HGET).
         rw(&["b:*"], &["+hmget", "+hget", "+del"]),
@@ -247,7 +254,10 @@ const WORKER: Profile = Profile {
     grants: &[
         // claim (HGETALL, no script), renew, complete (finish,
         // settle_failure, announce).
-        rw(&["t:*"], &["+hmget", "+hgetall", "+hset", "+pexpire"]),
+        rw(&["t:*"], &["+hmget", "+hgetall", "+hset"]),
+        // complete files the tasks it finished to expire.
+        rw(&["expiring"], &["+zadd"]),
+        rw(&["expiring:*"], &["+rpush"]),
         // Batch records: claim reads its batch's (HMGET), renew and
         // complete check theirs (HGET), and complete retires it (HINCRBY,
         // DEL). Tokens are not per worker, so neither is this pattern.
@@ -706,8 +716,9 @@ mod tests {
         }
         let trim = script_commands("trim.lua");
         assert!(trim.contains("xinfo|groups"), "{trim:?}");
-        // complete → settle_failure → finish → PEXPIRE
-        assert!(script_commands("complete.lua").contains("pexpire"));
+        // complete → file_expiring → RPUSH, ZADD
+        let complete = script_commands("complete.lua");
+        assert!(complete.contains("rpush") && complete.contains("zadd"), "{complete:?}");
     }
 
     #[test]

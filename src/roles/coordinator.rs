@@ -227,6 +227,13 @@ async fn leader_pass(
             break;
         }
     }
+    // Results whose TTL passed: up to 10 × 1000 task hashes a pass (100k
+    // a second at the default tick), the same bound as the reaper's.
+    for _ in 0..10 {
+        if ctx.store.expire_finished(1000).await? < 1000 {
+            break;
+        }
+    }
     if janitor {
         let gone = ctx.store.forget_workers(t.forget_worker_after).await?;
         if !gone.is_empty() {

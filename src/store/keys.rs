@@ -37,6 +37,11 @@ impl Keys {
     pub fn leases(&self) -> String {
         format!("{}leases", self.prefix)
     }
+    /// Seconds (Redis time) at which finished tasks' results expire; each
+    /// has a list `expiring:<second>` of those tasks' ids (lua/expire.lua).
+    pub fn expiring(&self) -> String {
+        format!("{}expiring", self.prefix)
+    }
     /// The counter whose INCR numbers assign batches.
     pub fn batches(&self) -> String {
         format!("{}batches", self.prefix)

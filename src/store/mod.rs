@@ -1197,6 +1197,15 @@ impl Store {
         pending.map_or(true, |p| p.is_empty())
     }
 
+    /// Deletes finished tasks whose result TTL has passed, at most `limit`
+    /// (lua/expire.lua); returns how many.
+    pub async fn expire_finished(&self, limit: usize) -> Result<u64> {
+        let mut inv = self.scripts.expire.prepare_invoke();
+        inv.key(self.keys.expiring()).arg(self.keys.prefix()).arg(limit);
+        let v = self.call_raw("expire", &inv).await?;
+        Self::int("expire", v).map(|n| n.max(0) as u64)
+    }
+
     /// Queues delayed tasks and retries whose time has come; returns how many.
     pub async fn promote(&self, limit: usize) -> Result<u64> {
         let mut con = self.con().await?;

@@ -586,6 +586,101 @@ async fn a_cancel_reaches_the_attempt_of_its_batch() {
     assert_eq!(renew, vec![RenewStatus::CancelRequested]);
 }
 
+/// Finished tasks carry no TTL of their own: each is filed under the second
+/// its result expires, and the leader's `expire_finished` deletes them once
+/// that second has passed, whichever way they ended. Live tasks stay.
+#[tokio::test]
+async fn finished_tasks_are_deleted_once_their_result_ttl_has_passed() {
+    let Some(redis) = redis(Persistence::None) else {
+        return;
+    };
+    let ctx = Context::new(settings(&redis.url(), &[("timing.result_ttl", "1s")]), "test", "test").unwrap();
+    ctx.store.ping().await.unwrap();
+    register(&ctx, "w1").await;
+    let once = NewTask {
+        max_attempts: 1,
+        ..new_task("noop")
+    };
+    let tasks = vec![new_task("noop"), once, new_task("noop"), new_task("noop")];
+    ctx.store.submit(&tasks).await.unwrap();
+    // tasks[0] succeeds, tasks[1] fails its only attempt (dead), tasks[2]
+    // is cancelled while queued, tasks[3] stays queued.
+    let (_, started) = assign_batch(&ctx, "w1", &tasks[..2], Duration::from_secs(30)).await;
+    let ends: Vec<Completion> = started
+        .into_iter()
+        .zip([Outcome::Succeeded, Outcome::Failed])
+        .map(|(task, outcome)| Completion {
+            task,
+            outcome,
+            payload: "\"x\"".into(),
+            retry_delay_ms: 0,
+        })
+        .collect();
+    assert_eq!(
+        ctx.store.complete("w1", &ends).await.unwrap(),
+        vec!["succeeded", "dead"]
+    );
+    assert_eq!(
+        ctx.store.cancel(&tasks[2].id).await.unwrap(),
+        drover::store::CancelOutcome::Cancelled
+    );
+    let mut con = ctx.store.con().await.unwrap();
+    let ttls: Vec<i64> = {
+        let mut v = Vec::new();
+        for t in &tasks[..3] {
+            v.push(
+                redis::cmd("PTTL")
+                    .arg(ctx.store.keys.task(t.id.as_str()))
+                    .query_async(&mut con)
+                    .await
+                    .unwrap(),
+            );
+        }
+        v
+    };
+    assert_eq!(ttls, vec![-1, -1, -1], "no TTL of their own");
+    let seconds: Vec<String> = redis::cmd("ZRANGE")
+        .arg(ctx.store.keys.expiring())
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let mut filed = Vec::new();
+    for s in &seconds {
+        let ids: Vec<String> = redis::cmd("LRANGE")
+            .arg(format!("{}expiring:{s}", ctx.store.keys.prefix()))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        filed.extend(ids);
+    }
+    filed.sort();
+    let mut ended: Vec<String> = tasks[..3].iter().map(|t| t.id.to_string()).collect();
+    ended.sort();
+    assert_eq!(filed, ended, "each finished task filed once");
+
+    assert_eq!(ctx.store.expire_finished(1000).await.unwrap(), 0, "not before the TTL");
+    assert!(ctx.store.get_task(&tasks[0].id).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(ctx.store.expire_finished(2).await.unwrap(), 2, "at most the limit");
+    assert_eq!(ctx.store.expire_finished(1000).await.unwrap(), 1);
+    for t in &tasks[..3] {
+        assert!(ctx.store.get_task(&t.id).await.unwrap().is_none(), "{} deleted", t.id);
+    }
+    let live = ctx.store.get_task(&tasks[3].id).await.unwrap().unwrap();
+    assert_eq!(live.state, TaskState::Queued);
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}expiring*", ctx.store.keys.prefix()))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(ctx.store.expire_finished(1000).await.unwrap(), 0);
+}
+
 /// The lease is taken at assignment, so a worker that dies before it
 /// acknowledges the assign entry never ran the handler: when the lease runs
 /// out, the reaper queues such a task again without charging the attempt,
