@@ -16,7 +16,7 @@
 --           Redis is its arguments and reply.)
 -- Reply: flat array, 2 per task that was not assigned: its position in the
 --        call (1-based, over all runs) and its status: 'full' | 'missing' |
---        'gone' (worker unknown or draining) | 'conflict' (version) |
+--        'gone' (worker unknown or draining) | 'conflict' (version, or named twice) |
 --        'state:<s>'. Every task not listed is 'ok'.
 -- The worker's credit (capacity - used) is checked here, inside the script,
 -- so two distributors can never over-fill one worker. The lease is taken
@@ -51,6 +51,9 @@ local taken_ids, taken_keys, taken_fields = {}, {}, {}
 -- Intake entries whose tasks here all settled are acknowledged; an entry
 -- with a task that got 'full' or 'gone' still waits.
 local entries, waits = {}, {}
+-- A task named twice in one call (a copied intake entry read with the
+-- original) is taken once: the second is a 'conflict'.
+local taken_here = {}
 local i, position = 6, 0
 while i <= #ARGV do
   local entry, n = ARGV[i], tonumber(ARGV[i + 1])
@@ -69,13 +72,14 @@ while i <= #ARGV do
         status = 'missing'
       elseif t[1] ~= 'queued' then
         status = 'state:' .. t[1]
-      elseif t[2] ~= expected then
+      elseif t[2] ~= expected or taken_here[id] then
         status = 'conflict'
       elseif free <= 0 then
         status = 'full'
       else
         local j = #taken_ids + 1
         taken_ids[j], taken_keys[j], taken_fields[j] = id, key, t
+        taken_here[id] = true
         free = free - 1
       end
     end

@@ -3,9 +3,9 @@
 -- ARGV[1] key prefix         ARGV[2] most task hashes to delete in this call
 -- Reply: the number of ids taken off the lists (their hashes deleted).
 -- `finish` (prelude) files each finished task's id in `P expiring:<second>`,
--- the second its result expires, instead of a PEXPIRE per task. Here the
--- lists of seconds that have passed (Redis time) are emptied from the
--- front, each id's hash is deleted (UNLINK), and a second leaves the
+-- the first whole second at or after its result expires, instead of a
+-- PEXPIRE per task. Here the lists of seconds that have begun (Redis time)
+-- are emptied from the front, each id's hash is deleted (UNLINK), and a second leaves the
 -- sorted set once its list is gone, all in one script, so an id filed
 -- while the list is emptied is never left without its second. A finished
 -- task never runs again and its id is never reused, so deleting by id is

@@ -105,7 +105,8 @@ local function expiry_list(prefix, second) return prefix .. 'expiring:' .. secon
 local last_now, last_ttl, last_ids
 local function expire_later(id, now, ttl_ms)
   if now ~= last_now or ttl_ms ~= last_ttl then
-    local second = int(math.floor((tonumber(now) + tonumber(ttl_ms)) / 1000))
+    -- Rounded up: expire.lua deletes a second's tasks once it has begun.
+    local second = int(math.ceil((tonumber(now) + tonumber(ttl_ms)) / 1000))
     last_now, last_ttl, last_ids = now, ttl_ms, expiring[second]
     if not last_ids then
       last_ids = {}

@@ -218,7 +218,7 @@ async fn leader_pass(
                 "reaper moved tasks on"
             );
         }
-        if stats.requeued + stats.lease_expired < 500 {
+        if !stats.more_due {
             break;
         }
     }

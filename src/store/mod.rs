@@ -170,6 +170,9 @@ pub struct ReapStats {
     pub lease_expired: u64,
     pub retried: u64,
     pub dead: u64,
+    /// Leases were due beyond this call's limit: call again. (Tasks moved
+    /// say nothing of that: a due batch may hold few tasks still running.)
+    pub more_due: bool,
 }
 
 /// A worker as its heartbeats describe it.
@@ -767,6 +770,9 @@ impl Store {
             _ => None,
         };
         let mut out = Vec::with_capacity(tasks.len());
+        // An envelope that names a task twice (assign.lua took it once)
+        // starts it once.
+        let mut seen = std::collections::HashSet::with_capacity(tasks.len());
         for (t, raw) in tasks.iter().zip(hashes) {
             let mut f =
                 <TaskFields as redis::FromRedisValue>::from_redis_value(raw).map_err(redis::RedisError::from)?;
@@ -774,6 +780,7 @@ impl Store {
             let state = f.remove("state");
             let reply = match (refusal, state.as_deref(), token) {
                 (Some(why), _, _) => StartReply::Refused(why.into()),
+                _ if !seen.insert(t.id.as_str()) => StartReply::Refused("conflict".into()),
                 (_, None, _) => StartReply::Refused("missing".into()),
                 (_, Some("running"), _) if num::<u64>(f.get("v")) != t.v => StartReply::Refused("conflict".into()),
                 (_, Some("running"), _) if f.get("b").map(String::as_str) != Some(batch) => {
@@ -1040,6 +1047,7 @@ impl Store {
         // Whole batches, up to `limit` tasks; the rest wait for the next pass.
         let mut batches = Vec::new();
         let mut ids = Vec::new();
+        let mut more_due = tokens.len() == limit;
         for (token, (w, ent, listed)) in tokens.into_iter().zip(records) {
             let mine: Vec<String> = listed
                 .as_deref()
@@ -1049,6 +1057,7 @@ impl Store {
                 .map(String::from)
                 .collect();
             if !ids.is_empty() && ids.len() + mine.len() > limit {
+                more_due = true;
                 break;
             }
             batches.push((token, w, ent, mine.len()));
@@ -1123,7 +1132,10 @@ impl Store {
         if outcomes().any(|o| o == "queued") {
             Self::sent("intake");
         }
-        let mut stats = ReapStats::default();
+        let mut stats = ReapStats {
+            more_due,
+            ..ReapStats::default()
+        };
         for pair in v.chunks(2) {
             match pair[1].as_str() {
                 "queued" => stats.requeued += 1,

@@ -443,6 +443,78 @@ async fn the_reaper_ends_only_the_tasks_still_running_under_an_expired_lease() {
     );
 }
 
+/// A task named twice in one assign call (a copied intake entry read with
+/// the original) is taken once: one slot, one running task in the batch,
+/// and the worker starts it once.
+#[tokio::test]
+async fn a_task_named_twice_in_one_assign_call_is_taken_once() {
+    let Some((_redis, ctx)) = store_ctx().await else {
+        return;
+    };
+    register(&ctx, "w1").await;
+    let t = new_task("noop");
+    ctx.store.submit(std::slice::from_ref(&t)).await.unwrap();
+    let it = IntakeTask {
+        id: t.id.to_string(),
+        v: 1,
+        h: "noop".into(),
+        tags: vec![],
+        prio: 0,
+    };
+    let r = ctx
+        .store
+        .assign("w1", &[it.clone(), it], &[], Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(r, vec!["ok", "conflict"]);
+    assert_eq!(slots_used(&ctx, "w1").await, "1");
+    let stream = ctx.store.keys.worker_stream("w1");
+    let entries = ctx
+        .store
+        .read_group(&stream, "worker", "w1", 10, None, false)
+        .await
+        .unwrap();
+    let body: AssignBody = ctx.store.open(&stream, &entries[0]).unwrap().parse().unwrap();
+    let claimed = ctx
+        .store
+        .claim("w1", &entries[0].id, entries[0].batch.as_deref(), &body.tasks)
+        .await
+        .unwrap();
+    let started: Vec<StartedTask> = claimed
+        .into_iter()
+        .filter_map(|r| match r {
+            StartReply::Started(t) => Some(*t),
+            StartReply::Refused(_) => None,
+        })
+        .collect();
+    assert_eq!(started.len(), 1, "started once");
+    let (record, _) = lease_of(&ctx, &started[0].token.to_string()).await;
+    assert_eq!(record.get("n").map(String::as_str), Some("1"), "{record:?}");
+    let counts = ctx.store.counts().await.unwrap();
+    assert_eq!(counts.get("running").copied(), Some(1), "{counts:?}");
+}
+
+/// The reaper's limit counts tasks in whole batches, and it says when
+/// leases beyond the limit are still due, so the leader calls again even
+/// when a call moved few tasks.
+#[tokio::test]
+async fn the_reaper_says_when_more_leases_are_due() {
+    let Some((_redis, ctx)) = store_ctx().await else {
+        return;
+    };
+    register(&ctx, "w1").await;
+    let tasks: Vec<NewTask> = (0..3).map(|_| new_task("noop")).collect();
+    ctx.store.submit(&tasks).await.unwrap();
+    for t in &tasks {
+        assign_batch(&ctx, "w1", std::slice::from_ref(t), Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let first = ctx.store.reap(2, |_| 0).await.unwrap();
+    assert_eq!((first.lease_expired, first.more_due), (2, true), "{first:?}");
+    let second = ctx.store.reap(2, |_| 0).await.unwrap();
+    assert_eq!((second.lease_expired, second.more_due), (1, false), "{second:?}");
+}
+
 /// The batch token on an assign entry is not signed (assign.lua numbers the
 /// batch after the distributor signed). A wrong one must not let a worker
 /// run anything: another batch's record names another entry or worker, and
