@@ -54,6 +54,15 @@ async fn register(ctx: &Context, wid: &str) {
         .unwrap();
 }
 
+/// A store with worker `w1` registered and `n` noop tasks submitted.
+async fn w1_and_tasks(n: usize) -> Option<(drover::redis_server::RedisServer, Context, Vec<NewTask>)> {
+    let (redis, ctx) = store_ctx().await?;
+    register(&ctx, "w1").await;
+    let tasks: Vec<NewTask> = (0..n).map(|_| new_task("noop")).collect();
+    ctx.store.submit(&tasks).await.unwrap();
+    Some((redis, ctx, tasks))
+}
+
 /// Assigns one queued task (at version `v`) to `wid`, which takes a 300 ms
 /// lease there, and has `wid` accept it.
 async fn assign_and_start(ctx: &Context, wid: &str, id: &str, v: u64) -> StartedTask {
@@ -197,12 +206,10 @@ async fn replay_first_entry(ctx: &Context, stream: &str, wid: &str) -> (Entry, A
 
 #[tokio::test]
 async fn a_replayed_assignment_is_not_started_again() {
-    let Some((_redis, ctx)) = store_ctx().await else {
+    let Some((_redis, ctx, mut tasks)) = w1_and_tasks(1).await else {
         return;
     };
-    register(&ctx, "w1").await;
-    let t = new_task("noop");
-    ctx.store.submit(std::slice::from_ref(&t)).await.unwrap();
+    let t = tasks.remove(0);
     let stream = ctx.store.keys.worker_stream("w1");
     let started = assign_and_start(&ctx, "w1", t.id.as_str(), 1).await;
 
@@ -316,12 +323,9 @@ async fn slots_used(ctx: &Context, wid: &str) -> String {
 /// under it, whichever way the tasks end.
 #[tokio::test]
 async fn a_batch_lease_lives_until_its_last_task_ends() {
-    let Some((_redis, ctx)) = store_ctx().await else {
+    let Some((_redis, ctx, tasks)) = w1_and_tasks(3).await else {
         return;
     };
-    register(&ctx, "w1").await;
-    let tasks: Vec<NewTask> = (0..3).map(|_| new_task("noop")).collect();
-    ctx.store.submit(&tasks).await.unwrap();
     let (entry, started) = assign_batch(&ctx, "w1", &tasks, Duration::from_secs(30)).await;
     let token = started[0].token;
     assert!(started.iter().all(|t| t.token == token), "{started:?}");
@@ -390,12 +394,9 @@ async fn a_batch_lease_lives_until_its_last_task_ends() {
 /// back, and the record and deadline go.
 #[tokio::test]
 async fn the_reaper_ends_only_the_tasks_still_running_under_an_expired_lease() {
-    let Some((_redis, ctx)) = store_ctx().await else {
+    let Some((_redis, ctx, tasks)) = w1_and_tasks(3).await else {
         return;
     };
-    register(&ctx, "w1").await;
-    let tasks: Vec<NewTask> = (0..3).map(|_| new_task("noop")).collect();
-    ctx.store.submit(&tasks).await.unwrap();
     let (_, started) = assign_batch(&ctx, "w1", &tasks, Duration::from_millis(300)).await;
     let done = Completion {
         task: started[0].clone(),
@@ -448,12 +449,10 @@ async fn the_reaper_ends_only_the_tasks_still_running_under_an_expired_lease() {
 /// and the worker starts it once.
 #[tokio::test]
 async fn a_task_named_twice_in_one_assign_call_is_taken_once() {
-    let Some((_redis, ctx)) = store_ctx().await else {
+    let Some((_redis, ctx, mut tasks)) = w1_and_tasks(1).await else {
         return;
     };
-    register(&ctx, "w1").await;
-    let t = new_task("noop");
-    ctx.store.submit(std::slice::from_ref(&t)).await.unwrap();
+    let t = tasks.remove(0);
     let it = IntakeTask {
         id: t.id.to_string(),
         v: 1,
@@ -499,12 +498,9 @@ async fn a_task_named_twice_in_one_assign_call_is_taken_once() {
 /// when a call moved few tasks.
 #[tokio::test]
 async fn the_reaper_says_when_more_leases_are_due() {
-    let Some((_redis, ctx)) = store_ctx().await else {
+    let Some((_redis, ctx, tasks)) = w1_and_tasks(3).await else {
         return;
     };
-    register(&ctx, "w1").await;
-    let tasks: Vec<NewTask> = (0..3).map(|_| new_task("noop")).collect();
-    ctx.store.submit(&tasks).await.unwrap();
     for t in &tasks {
         assign_batch(&ctx, "w1", std::slice::from_ref(t), Duration::from_millis(100)).await;
     }
@@ -594,12 +590,9 @@ async fn a_forged_batch_token_on_an_assign_entry_is_refused() {
 /// begins anew with it, so a later token is still above every earlier one.
 #[tokio::test]
 async fn a_batch_counter_begun_again_begins_a_new_epoch() {
-    let Some((_redis, ctx)) = store_ctx().await else {
+    let Some((_redis, ctx, tasks)) = w1_and_tasks(3).await else {
         return;
     };
-    register(&ctx, "w1").await;
-    let tasks: Vec<NewTask> = (0..3).map(|_| new_task("noop")).collect();
-    ctx.store.submit(&tasks).await.unwrap();
     let (_, first) = assign_batch(&ctx, "w1", &tasks[..1], Duration::from_secs(30)).await;
     let (_, second) = assign_batch(&ctx, "w1", &tasks[1..2], Duration::from_secs(30)).await;
     assert_eq!(
@@ -628,12 +621,10 @@ async fn a_batch_counter_begun_again_begins_a_new_epoch() {
 /// of the worker the batch record names.
 #[tokio::test]
 async fn a_cancel_reaches_the_attempt_of_its_batch() {
-    let Some((_redis, ctx)) = store_ctx().await else {
+    let Some((_redis, ctx, mut tasks)) = w1_and_tasks(1).await else {
         return;
     };
-    register(&ctx, "w1").await;
-    let t = new_task("noop");
-    ctx.store.submit(std::slice::from_ref(&t)).await.unwrap();
+    let t = tasks.remove(0);
     let (_, started) = assign_batch(&ctx, "w1", std::slice::from_ref(&t), Duration::from_secs(30)).await;
     assert_eq!(
         ctx.store.cancel(&t.id).await.unwrap(),
@@ -1187,12 +1178,10 @@ async fn a_redis_restart_starts_a_new_epoch_and_running_tasks_keep_theirs() {
 
 #[tokio::test]
 async fn handing_back_a_task_with_a_cancel_request_cancels_it() {
-    let Some((_redis, ctx)) = store_ctx().await else {
+    let Some((_redis, ctx, mut tasks)) = w1_and_tasks(1).await else {
         return;
     };
-    register(&ctx, "w1").await;
-    let t = new_task("noop");
-    ctx.store.submit(std::slice::from_ref(&t)).await.unwrap();
+    let t = tasks.remove(0);
     let started = assign_and_start(&ctx, "w1", t.id.as_str(), 1).await;
     assert_eq!(
         ctx.store.cancel(&t.id).await.unwrap(),
@@ -1347,12 +1336,10 @@ async fn assign_acknowledges_an_intake_entry_only_when_all_its_tasks_settled() {
 /// with every change.
 #[tokio::test]
 async fn the_update_time_follows_every_change() {
-    let Some((_redis, ctx)) = store_ctx().await else {
+    let Some((_redis, ctx, mut tasks)) = w1_and_tasks(1).await else {
         return;
     };
-    register(&ctx, "w1").await;
-    let t = new_task("noop");
-    ctx.store.submit(std::slice::from_ref(&t)).await.unwrap();
+    let t = tasks.remove(0);
     let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
     assert_eq!(view.updated_ms, view.created_ms, "{view:?}");
 
