@@ -49,7 +49,6 @@ while i <= #ARGV do
     else
       local v = int(t[3] + 1)
       ended = ended + 1
-      bump(deltas, 'running', -1)
       local back = outcome == 'release' and redis.call('HMGET', key, 'cr', 'att')
       if outcome == 'ok' then
         finish(key, id, 'succeeded', now, ttl, v, 'res', payload)
@@ -65,11 +64,12 @@ while i <= #ARGV do
       else
         state = settle_failure(key, id, now, delay, ttl, v, payload, deltas, KEYS[2])
       end
-      changed = changed + 1
     end
     if state ~= 'succeeded' then reply[#reply + 1], reply[#reply + 2] = int(position), state end
   end
+  bump(deltas, 'running', -ended)
   retire(prefix, KEYS[1], token, ended)
+  changed = changed + ended
 end
 if changed > 0 then
   release_slots(prefix, wid, changed)

@@ -494,19 +494,19 @@ impl Store {
                             Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
                             _ => continue,
                         };
-                        let (mut raw, mut batch) = (Vec::new(), None);
+                        let mut raw = Vec::new();
                         if let Some(Value::Array(fields)) = pair.get(1) {
                             for kv in fields.chunks(2) {
                                 if let [Value::BulkString(k), Value::BulkString(val)] = kv {
-                                    match k.as_slice() {
-                                        b"m" => raw = val.clone(),
-                                        b"b" => batch = Some(String::from_utf8_lossy(val).into_owned()),
-                                        _ => {}
+                                    if k == b"m" {
+                                        raw = val.clone();
                                     }
                                 }
                             }
                         }
-                        out.push(Entry { id, raw, batch });
+                        // Only intake entries are claimed here; they carry
+                        // no batch token.
+                        out.push(Entry { id, raw, batch: None });
                     }
                 }
             }
@@ -933,9 +933,10 @@ impl Store {
                 return Ok(CancelOutcome::Missing);
             };
             // A running task's worker is the one its batch record names.
-            let token = b.as_deref().and_then(FenceToken::parse).filter(|_| state == "running");
-            let worker: String = match (&token, &b) {
-                (Some(_), Some(b)) => con
+            let running = b.filter(|_| state == "running");
+            let token = running.as_deref().and_then(FenceToken::parse);
+            let worker: String = match &running {
+                Some(b) if token.is_some() => con
                     .hget::<_, _, Option<String>>(self.keys.batch(b), "w")
                     .await?
                     .unwrap_or_default(),
