@@ -267,6 +267,20 @@ async fn assign_batch(ctx: &Context, wid: &str, tasks: &[NewTask], lease: Durati
         .collect();
     let r = ctx.store.assign(wid, &intake, &[], lease).await.unwrap();
     assert!(r.iter().all(|s| s == "ok"), "{r:?}");
+    let (entry, replies) = claim_next_entry(ctx, wid).await;
+    let started = replies
+        .into_iter()
+        .map(|r| match r {
+            StartReply::Started(t) => *t,
+            StartReply::Refused(why) => panic!("claim refused: {why}"),
+        })
+        .collect();
+    (entry, started)
+}
+
+/// Reads the one new entry on `wid`'s stream, an assignment, and has `wid`
+/// claim it as the worker does.
+async fn claim_next_entry(ctx: &Context, wid: &str) -> (Entry, Vec<StartReply>) {
     let stream = ctx.store.keys.worker_stream(wid);
     let mut entries = ctx
         .store
@@ -276,18 +290,23 @@ async fn assign_batch(ctx: &Context, wid: &str, tasks: &[NewTask], lease: Durati
     assert_eq!(entries.len(), 1);
     let entry = entries.remove(0);
     let body: AssignBody = ctx.store.open(&stream, &entry).unwrap().parse().unwrap();
-    let started = ctx
+    let replies = ctx
         .store
         .claim(wid, &entry.id, entry.batch.as_deref(), &body.tasks)
         .await
-        .unwrap()
+        .unwrap();
+    (entry, replies)
+}
+
+/// The tasks a claim started.
+fn started(replies: Vec<StartReply>) -> Vec<StartedTask> {
+    replies
         .into_iter()
-        .map(|r| match r {
-            StartReply::Started(t) => *t,
-            StartReply::Refused(why) => panic!("claim refused: {why}"),
+        .filter_map(|r| match r {
+            StartReply::Started(t) => Some(*t),
+            StartReply::Refused(_) => None,
         })
-        .collect();
-    (entry, started)
+        .collect()
 }
 
 /// The batch record `P b:<token>` and the token's deadline in `P leases`,
@@ -344,39 +363,22 @@ async fn a_batch_lease_lives_until_its_last_task_ends() {
     );
     assert_eq!(view.fence, Some(token.to_string()));
 
-    let end = |t: &StartedTask, outcome| Completion {
-        task: t.clone(),
-        outcome,
-        payload: "null".into(),
-        retry_delay_ms: 0,
-    };
-    let first = ctx
-        .store
-        .complete("w1", &[end(&started[0], Outcome::Succeeded)])
-        .await
-        .unwrap();
+    let end = |i: usize, outcome| [completion(started[i].clone(), outcome, "null")];
+    let first = ctx.store.complete("w1", &end(0, Outcome::Succeeded)).await.unwrap();
     assert_eq!(first, vec!["succeeded"]);
     let (record, deadline) = lease_of(&ctx, &token.to_string()).await;
     assert_eq!(
         (record.get("n").map(String::as_str), deadline.is_some()),
         (Some("2"), true)
     );
-    let second = ctx
-        .store
-        .complete("w1", &[end(&started[1], Outcome::Failed)])
-        .await
-        .unwrap();
+    let second = ctx.store.complete("w1", &end(1, Outcome::Failed)).await.unwrap();
     assert_eq!(second, vec!["scheduled"]);
     assert_eq!(
         lease_of(&ctx, &token.to_string()).await.0.get("n").map(String::as_str),
         Some("1")
     );
     assert_eq!(slots_used(&ctx, "w1").await, "1");
-    let last = ctx
-        .store
-        .complete("w1", &[end(&started[2], Outcome::Released)])
-        .await
-        .unwrap();
+    let last = ctx.store.complete("w1", &end(2, Outcome::Released)).await.unwrap();
     assert_eq!(last, vec!["queued"]);
     let (record, deadline) = lease_of(&ctx, &token.to_string()).await;
     assert!(record.is_empty() && deadline.is_none(), "{record:?} {deadline:?}");
@@ -398,12 +400,7 @@ async fn the_reaper_ends_only_the_tasks_still_running_under_an_expired_lease() {
         return;
     };
     let (_, started) = assign_batch(&ctx, "w1", &tasks, Duration::from_millis(300)).await;
-    let done = Completion {
-        task: started[0].clone(),
-        outcome: Outcome::Succeeded,
-        payload: "1".into(),
-        retry_delay_ms: 0,
-    };
+    let done = completion(started[0].clone(), Outcome::Succeeded, "1");
     assert_eq!(ctx.store.complete("w1", &[done]).await.unwrap(), vec!["succeeded"]);
 
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -467,25 +464,7 @@ async fn a_task_named_twice_in_one_assign_call_is_taken_once() {
         .unwrap();
     assert_eq!(r, vec!["ok", "conflict"]);
     assert_eq!(slots_used(&ctx, "w1").await, "1");
-    let stream = ctx.store.keys.worker_stream("w1");
-    let entries = ctx
-        .store
-        .read_group(&stream, "worker", "w1", 10, None, false)
-        .await
-        .unwrap();
-    let body: AssignBody = ctx.store.open(&stream, &entries[0]).unwrap().parse().unwrap();
-    let claimed = ctx
-        .store
-        .claim("w1", &entries[0].id, entries[0].batch.as_deref(), &body.tasks)
-        .await
-        .unwrap();
-    let started: Vec<StartedTask> = claimed
-        .into_iter()
-        .filter_map(|r| match r {
-            StartReply::Started(t) => Some(*t),
-            StartReply::Refused(_) => None,
-        })
-        .collect();
+    let started = started(claim_next_entry(&ctx, "w1").await.1);
     assert_eq!(started.len(), 1, "started once");
     let (record, _) = lease_of(&ctx, &started[0].token.to_string()).await;
     assert_eq!(record.get("n").map(String::as_str), Some("1"), "{record:?}");
@@ -672,12 +651,7 @@ async fn finished_tasks_are_deleted_once_their_result_ttl_has_passed() {
     let ends: Vec<Completion> = started
         .into_iter()
         .zip([Outcome::Succeeded, Outcome::Failed])
-        .map(|(task, outcome)| Completion {
-            task,
-            outcome,
-            payload: "\"x\"".into(),
-            retry_delay_ms: 0,
-        })
+        .map(|(task, outcome)| completion(task, outcome, "\"x\""))
         .collect();
     assert_eq!(
         ctx.store.complete("w1", &ends).await.unwrap(),
@@ -1447,28 +1421,7 @@ async fn each_task_keeps_its_status_across_runs() {
 
     // Complete: a success, a failure with attempts left, and a stale
     // fence, in three runs.
-    let entries = ctx
-        .store
-        .read_group(&ctx.store.keys.worker_stream("w1"), "worker", "w1", 10, None, false)
-        .await
-        .unwrap();
-    let body: AssignBody = ctx
-        .store
-        .open(&ctx.store.keys.worker_stream("w1"), &entries[0])
-        .unwrap()
-        .parse()
-        .unwrap();
-    let started: Vec<StartedTask> = ctx
-        .store
-        .claim("w1", &entries[0].id, entries[0].batch.as_deref(), &body.tasks)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|r| match r {
-            StartReply::Started(t) => Some(*t),
-            StartReply::Refused(_) => None,
-        })
-        .collect();
+    let started = started(claim_next_entry(&ctx, "w1").await.1);
     assert_eq!(started.len(), 3, "a, c and f run");
     let mut stale = started[2].clone();
     stale.token.fence += 1;
