@@ -459,7 +459,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         } => {
             let input: serde_json::Value =
                 serde_json::from_str(&input).map_err(|e| anyhow::anyhow!("--input: not JSON: {e}"))?;
-            let wait_timeout = crate::handlers::parse_duration(&wait_timeout)
+            let wait_timeout = crate::units::parse_duration(&wait_timeout)
                 .ok_or_else(|| anyhow::anyhow!("--wait-timeout: {wait_timeout:?} is not a duration"))?;
             let req = crate::api::SubmitRequest {
                 handler,
@@ -492,7 +492,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             let wait = match wait {
                 None => None,
                 Some(w) => Some(
-                    crate::handlers::parse_duration(&w)
+                    crate::units::parse_duration(&w)
                         .ok_or_else(|| anyhow::anyhow!("--wait: {w:?} is not a duration"))?,
                 ),
             };

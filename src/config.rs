@@ -6,7 +6,8 @@
 
 use crate::api::auth::ApiTokens;
 use crate::envelope::Keyring;
-use crate::handlers::{parse_duration, parse_size, HandlerSpec};
+use crate::handlers::HandlerSpec;
+use crate::units::{parse_duration, parse_size};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;

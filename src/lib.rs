@@ -20,6 +20,7 @@
 //! - [`bench`]: `drover bench`, workloads on a cluster of its own.
 //! - [`snapshot`]: export and import of task state.
 //! - [`acl`]: `drover redis-acl`, one least-privilege Redis user per role.
+//! - [`units`]: durations and sizes as written in profiles, flags and the environment.
 
 pub mod acl;
 pub mod admin;
@@ -38,3 +39,4 @@ pub mod snapshot;
 pub mod store;
 pub mod task;
 pub mod telemetry;
+pub mod units;

@@ -337,7 +337,7 @@ fn api_duration(s: &str) -> Option<Duration> {
     if digits.is_empty() || digits.len() > 12 || !["ms", "s", "m", "h"].contains(&unit) {
         return None;
     }
-    crate::handlers::parse_duration(s)
+    crate::units::parse_duration(s)
 }
 
 /// Times are kept as Lua numbers in Redis: exact up to 2^53 - 1.

@@ -38,6 +38,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::units::parse_size;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
@@ -51,8 +52,8 @@ use serde_json::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::{
-    lossy_excerpt, parse_output, parse_size, spec_max_output, supervise, Handler, HandlerError, HandlerFuture, Probe,
-    SpecError, TaskContext,
+    lossy_excerpt, parse_output, spec_max_output, supervise, Handler, HandlerError, HandlerFuture, Probe, SpecError,
+    TaskContext,
 };
 
 /// How much of the end of stderr is kept for failure messages (as for `exec`).

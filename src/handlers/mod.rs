@@ -24,6 +24,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::units::{parse_duration, parse_size};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -409,59 +410,6 @@ pub(crate) fn check_env(handler: &str, env: &BTreeMap<String, String>) -> Result
     Ok(())
 }
 
-/// Parses a profile duration: a whole number followed by a unit, one of `ms`, `s`,
-/// `m`, `h` (e.g. `500ms`, `30s`, `5m`, `1h`; a space before the unit is allowed).
-///
-/// A bare number is rejected: whether `250` means milliseconds or seconds is exactly
-/// the kind of guess that produces a timeout a thousand times off.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let (number, unit) = split_number(s)?;
-    let millis_per_unit: u64 = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return None,
-    };
-    number.checked_mul(millis_per_unit).map(Duration::from_millis)
-}
-
-/// Parses a profile size in bytes: a whole number with an optional unit. `B` or no
-/// unit means bytes; `kB`, `MB`, `GB`, `TB` are powers of 1000 and `KiB`, `MiB`,
-/// `GiB`, `TiB` powers of 1024, as are Kubernetes' `Ki`, `Mi`, `Gi`, `Ti` (so a
-/// container's `memory = "512Mi"` reads as it would in a pod spec). Units are
-/// matched case-insensitively (`10KB` is 10 000 bytes, as the SI prefix says).
-/// Kubernetes' bare `k`, `M`, `G` are not accepted: matched case-insensitively, `m`
-/// would be ambiguous with Kubernetes' milli.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let (number, unit) = split_number(s)?;
-    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "tb" => 1_000_000_000_000,
-        "kib" | "ki" => 1 << 10,
-        "mib" | "mi" => 1 << 20,
-        "gib" | "gi" => 1 << 30,
-        "tib" | "ti" => 1 << 40,
-        _ => return None,
-    };
-    number.checked_mul(multiplier)
-}
-
-/// Splits `"  64 KiB "` into `(64, "KiB")`. Only ASCII digits are accepted for the
-/// number, so signs, fractions and exponents are all rejected.
-fn split_number(s: &str) -> Option<(u64, &str)> {
-    let s = s.trim();
-    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
-    if digits == 0 {
-        return None;
-    }
-    let number = s[..digits].parse().ok()?;
-    Some((number, s[digits..].trim_start()))
-}
-
 /// Parses an optional duration key of a profile entry; zero is rejected.
 pub(crate) fn spec_duration(
     handler: &str,
@@ -580,67 +528,6 @@ mod tests {
     #[test]
     fn fence_token_joins_epoch_and_fence() {
         assert_eq!(ctx(Duration::from_secs(1)).fence_token(), "7.42");
-    }
-
-    #[test]
-    fn parse_duration_table() {
-        let cases: &[(&str, Option<Duration>)] = &[
-            ("500ms", Some(Duration::from_millis(500))),
-            ("30s", Some(Duration::from_secs(30))),
-            ("5m", Some(Duration::from_secs(300))),
-            ("1h", Some(Duration::from_secs(3600))),
-            ("0s", Some(Duration::ZERO)),
-            (" 10 s ", Some(Duration::from_secs(10))),
-            ("250", None),
-            ("", None),
-            ("s", None),
-            ("-5s", None),
-            ("1.5s", None),
-            ("3 parsecs", None),
-            ("5M", None),
-            ("10d", None),
-            ("99999999999999999999h", None),
-            ("18446744073709551615h", None),
-        ];
-        for (input, expected) in cases {
-            assert_eq!(parse_duration(input), *expected, "parse_duration({input:?})");
-        }
-    }
-
-    #[test]
-    fn parse_size_table() {
-        let cases: &[(&str, Option<u64>)] = &[
-            ("512", Some(512)),
-            ("512B", Some(512)),
-            ("64KiB", Some(64 * 1024)),
-            ("1MiB", Some(1 << 20)),
-            ("1GiB", Some(1 << 30)),
-            ("2TiB", Some(2 << 40)),
-            ("10kB", Some(10_000)),
-            ("10KB", Some(10_000)),
-            ("3MB", Some(3_000_000)),
-            ("1 mib", Some(1 << 20)),
-            ("512Mi", Some(512 << 20)),
-            ("64Ki", Some(64 << 10)),
-            ("2Gi", Some(2 << 30)),
-            ("1Ti", Some(1 << 40)),
-            ("8 mi", Some(8 << 20)),
-            ("0", Some(0)),
-            ("", None),
-            ("KiB", None),
-            ("1.5MiB", None),
-            ("-1", None),
-            ("10 bytes", None),
-            ("20000000TiB", None),
-            ("20000000Ti", None),
-            ("5M", None),
-            ("5m", None),
-            ("1k", None),
-            ("1Mii", None),
-        ];
-        for (input, expected) in cases {
-            assert_eq!(parse_size(input), *expected, "parse_size({input:?})");
-        }
     }
 
     #[test]
