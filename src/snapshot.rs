@@ -113,13 +113,13 @@ pub async fn import(store: &Store, path: &Path, force: bool) -> anyhow::Result<H
         batch.push((l.id, l.fields));
         if batch.len() == BATCH {
             for (_, outcome) in store.restore(&batch).await? {
-                *counts.entry(outcome).or_default() += 1;
+                *counts.entry(outcome.label().to_string()).or_default() += 1;
             }
             batch.clear();
         }
     }
     for (_, outcome) in store.restore(&batch).await? {
-        *counts.entry(outcome).or_default() += 1;
+        *counts.entry(outcome.label().to_string()).or_default() += 1;
     }
     Ok(counts)
 }

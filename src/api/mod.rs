@@ -11,7 +11,7 @@ pub mod waiters;
 
 use crate::config::{is_valid_name, is_valid_tag};
 use crate::roles::Context;
-use crate::store::{CancelOutcome, WorkerView};
+use crate::store::{CancelOutcome, SubmitReply, SubmitStatus, WorkerView};
 use crate::task::{NewTask, TaskId, TaskState, TaskView};
 use auth::Scope;
 use axum::body::Bytes;
@@ -447,13 +447,15 @@ impl ApiState {
         self.admit(tasks.len()).await?;
         let replies = self.ctx.store.submit(&tasks).await?;
         let mut out = Vec::with_capacity(replies.len());
-        for (id, status) in replies {
-            let duplicate = status == "duplicate";
-            let state = if duplicate {
-                let existing = self.ctx.store.get_task(&parse_id(&id)?).await?;
-                existing.map(|t| t.state).unwrap_or(TaskState::Queued)
-            } else {
-                TaskState::parse(&status).unwrap_or(TaskState::Queued)
+        for SubmitReply { id, status } in replies {
+            let duplicate = status == SubmitStatus::Duplicate;
+            let state = match status {
+                SubmitStatus::Duplicate => {
+                    let existing = self.ctx.store.get_task(&parse_id(&id)?).await?;
+                    existing.map(|t| t.state).unwrap_or(TaskState::Queued)
+                }
+                SubmitStatus::Queued => TaskState::Queued,
+                SubmitStatus::Scheduled => TaskState::Scheduled,
             };
             out.push(Submitted { id, state, duplicate });
         }

@@ -15,21 +15,26 @@
 //! how much fewer calls per task would save.
 
 use super::{new_task, redis_usage, RedisUsage};
-use crate::messages::{AssignBody, IntakeTask, ASSIGN};
+use crate::messages::{AssignBody, Assignment, IntakeTask, ASSIGN};
 use crate::roles::Context;
 use crate::store::keys::WORKER_GROUP;
-use crate::store::{submitted_intake, Completion, Heartbeat, Outcome, StartReply, StartedTask};
+use crate::store::{
+    submitted_intake, AssignStatus, Completion, FinishedState, Heartbeat, Outcome, StartReply, StartedTask,
+    SubmitStatus,
+};
+use crate::task::NewTask;
 use serde_json::{json, Value};
 use std::time::Duration;
 
 const WORKER: &str = "bench-scripts";
+/// Long enough that no lease runs out while the steps run.
+const LEASE: Duration = Duration::from_secs(600);
 
 /// Runs `rounds` batches of `batch` tasks through submit, assign, accept
 /// and complete, and returns each step's cost per task.
 pub async fn run(ctx: &Context, rounds: usize, batch: usize, input: &str) -> anyhow::Result<Value> {
     let store = &ctx.store;
     let n = rounds * batch;
-    let lease = Duration::from_secs(600);
     let stream = store.keys.worker_stream(WORKER);
     store.ensure_group(&stream, WORKER_GROUP).await?;
     store
@@ -42,33 +47,66 @@ pub async fn run(ctx: &Context, rounds: usize, batch: usize, input: &str) -> any
             draining: false,
         })
         .await?;
-
     let mut steps = serde_json::Map::new();
 
     let before = redis_usage(ctx).await?;
-    let mut batches = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        let tasks: Vec<_> = (0..batch).map(|_| new_task(input)).collect();
-        let replies = store.submit(&tasks).await?;
-        anyhow::ensure!(replies.iter().all(|(_, s)| s == "queued"), "submit: {replies:?}");
-        batches.push(tasks);
-    }
+    let batches = submit(ctx, rounds, batch, input).await?;
     steps.insert("submit".into(), cost(&before, &redis_usage(ctx).await?, n));
 
     let before = redis_usage(ctx).await?;
-    for tasks in &batches {
-        let intake: Vec<IntakeTask> = tasks.iter().map(submitted_intake).collect();
-        let replies = store.assign(WORKER, &intake, &[], lease).await?;
-        anyhow::ensure!(replies.iter().all(|s| s == "ok"), "assign: {replies:?}");
-    }
+    assign(ctx, &batches).await?;
     steps.insert("assign".into(), cost(&before, &redis_usage(ctx).await?, n));
 
     // Reading the stream is the worker's part too, but it is one call per
     // many entries: it is left out so that "accept" is the per-task part.
+    let entries = read_assign_entries(ctx, &stream, rounds).await?;
+    let before = redis_usage(ctx).await?;
+    let started = accept(ctx, &entries).await?;
+    steps.insert("accept".into(), cost(&before, &redis_usage(ctx).await?, n));
+
+    let before = redis_usage(ctx).await?;
+    complete(ctx, started).await?;
+    steps.insert("complete".into(), cost(&before, &redis_usage(ctx).await?, n));
+
+    let total: f64 = steps.values().filter_map(|s| s["us_per_task"].as_f64()).sum();
+    Ok(json!({ "tasks": n, "batch": batch, "us_per_task": total, "steps": steps }))
+}
+
+/// An assign entry as the worker reads it: its id, batch token and tasks.
+type AssignEntry = (String, Option<String>, Vec<Assignment>);
+
+async fn submit(ctx: &Context, rounds: usize, batch: usize, input: &str) -> anyhow::Result<Vec<Vec<NewTask>>> {
+    let mut batches = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let tasks: Vec<_> = (0..batch).map(|_| new_task(input)).collect();
+        let replies = ctx.store.submit(&tasks).await?;
+        anyhow::ensure!(
+            replies.iter().all(|r| r.status == SubmitStatus::Queued),
+            "submit: {replies:?}"
+        );
+        batches.push(tasks);
+    }
+    Ok(batches)
+}
+
+async fn assign(ctx: &Context, batches: &[Vec<NewTask>]) -> anyhow::Result<()> {
+    for tasks in batches {
+        let intake: Vec<IntakeTask> = tasks.iter().map(submitted_intake).collect();
+        let replies = ctx.store.assign(WORKER, &intake, &[], LEASE).await?;
+        anyhow::ensure!(
+            replies.iter().all(|s| *s == AssignStatus::Assigned),
+            "assign: {replies:?}"
+        );
+    }
+    Ok(())
+}
+
+async fn read_assign_entries(ctx: &Context, stream: &str, rounds: usize) -> anyhow::Result<Vec<AssignEntry>> {
+    let store = &ctx.store;
     let mut entries = Vec::with_capacity(rounds);
     while entries.len() < rounds {
         let read = store
-            .read_group(&stream, WORKER_GROUP, WORKER, rounds, None, false)
+            .read_group(stream, WORKER_GROUP, WORKER, rounds, None, false)
             .await?;
         anyhow::ensure!(
             !read.is_empty(),
@@ -77,7 +115,7 @@ pub async fn run(ctx: &Context, rounds: usize, batch: usize, input: &str) -> any
         );
         for entry in read {
             let body: AssignBody = store
-                .open(&stream, &entry)
+                .open(stream, &entry)
                 .map_err(|r| anyhow::anyhow!("assign entry: {}", r.reason()))
                 .and_then(|v| {
                     anyhow::ensure!(v.msg_type() == ASSIGN, "not an assign entry");
@@ -86,11 +124,14 @@ pub async fn run(ctx: &Context, rounds: usize, batch: usize, input: &str) -> any
             entries.push((entry.id, entry.batch, body.tasks));
         }
     }
-    let before = redis_usage(ctx).await?;
-    let mut started: Vec<Vec<StartedTask>> = Vec::with_capacity(rounds);
-    for (entry_id, batch, tasks) in &entries {
+    Ok(entries)
+}
+
+async fn accept(ctx: &Context, entries: &[AssignEntry]) -> anyhow::Result<Vec<Vec<StartedTask>>> {
+    let mut started = Vec::with_capacity(entries.len());
+    for (entry_id, batch, tasks) in entries {
         let mut batch_started = Vec::with_capacity(tasks.len());
-        for reply in store.claim(WORKER, entry_id, batch.as_deref(), tasks).await? {
+        for reply in ctx.store.claim(WORKER, entry_id, batch.as_deref(), tasks).await? {
             match reply {
                 StartReply::Started(t) => batch_started.push(*t),
                 StartReply::Refused(why) => anyhow::bail!("accept refused a task: {why}"),
@@ -98,9 +139,10 @@ pub async fn run(ctx: &Context, rounds: usize, batch: usize, input: &str) -> any
         }
         started.push(batch_started);
     }
-    steps.insert("accept".into(), cost(&before, &redis_usage(ctx).await?, n));
+    Ok(started)
+}
 
-    let before = redis_usage(ctx).await?;
+async fn complete(ctx: &Context, started: Vec<Vec<StartedTask>>) -> anyhow::Result<()> {
     for tasks in started {
         let done: Vec<Completion> = tasks
             .into_iter()
@@ -111,13 +153,13 @@ pub async fn run(ctx: &Context, rounds: usize, batch: usize, input: &str) -> any
                 retry_delay_ms: 0,
             })
             .collect();
-        let replies = store.complete(WORKER, &done).await?;
-        anyhow::ensure!(replies.iter().all(|s| s == "succeeded"), "complete: {replies:?}");
+        let replies = ctx.store.complete(WORKER, &done).await?;
+        anyhow::ensure!(
+            replies.iter().all(|s| *s == FinishedState::Succeeded),
+            "complete: {replies:?}"
+        );
     }
-    steps.insert("complete".into(), cost(&before, &redis_usage(ctx).await?, n));
-
-    let total: f64 = steps.values().filter_map(|s| s["us_per_task"].as_f64()).sum();
-    Ok(json!({ "tasks": n, "batch": batch, "us_per_task": total, "steps": steps }))
+    Ok(())
 }
 
 /// One step's cost per task, from two `INFO commandstats` readings.

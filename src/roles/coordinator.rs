@@ -10,6 +10,7 @@ use crate::api::waiters::Waiters;
 use crate::api::{self, ApiState};
 use crate::messages::{EventBody, EVENT};
 use crate::task::TaskState;
+use crate::telemetry::catalog;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -90,7 +91,7 @@ async fn read_events(ctx: Context, waiters: Arc<Waiters>, shutdown: Cancellation
             Ok(entries) => {
                 retry.success();
                 for entry in &entries {
-                    metrics::counter!("drover_messages_received_total", "stream" => "events").increment(1);
+                    metrics::counter!(catalog::MESSAGES_RECEIVED.name, "stream" => "events").increment(1);
                     let Ok(verified) = ctx.store.open(&stream, entry) else {
                         continue;
                     };
@@ -151,14 +152,14 @@ async fn lead(ctx: Context, id: String, shutdown: CancellationToken) {
                 }
                 Err(e) => {
                     held_until = held_until.filter(|h| *h > Instant::now());
-                    metrics::gauge!("drover_leader").set(if held_until.is_some() { 1.0 } else { 0.0 });
+                    metrics::gauge!(catalog::LEADER.name).set(if held_until.is_some() { 1.0 } else { 0.0 });
                     retry.failed("renewing the leader lease", &e, &shutdown).await;
                     continue;
                 }
             }
         }
         let leading = held_until.is_some_and(|h| h > Instant::now());
-        metrics::gauge!("drover_leader").set(if leading { 1.0 } else { 0.0 });
+        metrics::gauge!(catalog::LEADER.name).set(if leading { 1.0 } else { 0.0 });
         if leading {
             match leader_pass(
                 &ctx,
@@ -187,7 +188,7 @@ async fn lead(ctx: Context, id: String, shutdown: CancellationToken) {
         let _ = ctx.store.lead(&id, Duration::ZERO).await;
         tracing::info!(coordinator = %id, "gave up the leader lease");
     }
-    metrics::gauge!("drover_leader").set(0.0);
+    metrics::gauge!(catalog::LEADER.name).set(0.0);
 }
 
 /// One pass of the leader's duties; returns whether the janitor ran. Every
@@ -199,16 +200,16 @@ async fn leader_pass(
     reconcile_cursor: &mut String,
 ) -> Result<bool, crate::store::StoreError> {
     let t = &ctx.settings.timing;
-    metrics::counter!("drover_reaper_runs_total").increment(1);
+    metrics::counter!(catalog::REAPER_RUNS.name).increment(1);
     // Drain what is due in bounded batches, so one pass never blocks Redis long.
     for _ in 0..10 {
         let stats = ctx
             .store
             .reap(500, |attempt| retry_backoff_ms(attempt, t.backoff_base, t.backoff_max))
             .await?;
-        metrics::counter!("drover_lease_expired_total").increment(stats.lease_expired);
-        metrics::counter!("drover_assignments_expired_total").increment(stats.requeued);
-        metrics::counter!("drover_retries_total").increment(stats.retried);
+        metrics::counter!(catalog::LEASE_EXPIRED.name).increment(stats.lease_expired);
+        metrics::counter!(catalog::ASSIGNMENTS_EXPIRED.name).increment(stats.requeued);
+        metrics::counter!(catalog::RETRIES.name).increment(stats.retried);
         if stats.lease_expired > 0 || stats.requeued > 0 {
             tracing::info!(
                 requeued = stats.requeued,
@@ -259,12 +260,12 @@ async fn publish_backlog(ctx: Context, shutdown: CancellationToken) {
         if let Ok(counts) = ctx.store.counts().await {
             for st in TaskState::LIVE {
                 let n = counts.get(st.as_str()).copied().unwrap_or(0).max(0);
-                metrics::gauge!("drover_backlog", "state" => st.as_str()).set(n as f64);
+                metrics::gauge!(catalog::BACKLOG.name, "state" => st.as_str()).set(n as f64);
             }
         }
         if let Ok(workers) = ctx.store.workers(ctx.settings.timing.worker_ttl).await {
-            metrics::gauge!("drover_workers").set(workers.len() as f64);
-            metrics::gauge!("drover_worker_capacity").set(workers.iter().map(|w| w.capacity as f64).sum::<f64>());
+            metrics::gauge!(catalog::WORKERS.name).set(workers.len() as f64);
+            metrics::gauge!(catalog::WORKER_CAPACITY.name).set(workers.iter().map(|w| w.capacity as f64).sum::<f64>());
         }
     }
 }

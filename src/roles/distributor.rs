@@ -13,7 +13,8 @@
 use super::{Context, RetryDelay};
 use crate::messages::{IntakeBody, IntakeTask, SUBMIT};
 use crate::store::keys::DISTRIBUTORS_GROUP;
-use crate::store::{StoreError, WorkerView};
+use crate::store::{AssignStatus, StoreError, WorkerView};
+use crate::telemetry::catalog;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -94,61 +95,14 @@ pub async fn run(ctx: Context, id: String, shutdown: CancellationToken) -> anyho
         unplaceable_logged: HashSet::new(),
     };
     let mut retry = RetryDelay::default();
-    // Wait for Redis, then take back what this consumer held before a restart.
-    loop {
-        if shutdown.is_cancelled() {
-            return Ok(());
-        }
-        let setup = async {
-            d.ctx.store.ensure_group(&d.stream, DISTRIBUTORS_GROUP).await?;
-            let mine = d
-                .ctx
-                .store
-                .read_group(&d.stream, DISTRIBUTORS_GROUP, &d.id, 500, None, true)
-                .await?;
-            Ok::<_, StoreError>(mine)
-        };
-        match setup.await {
-            Ok(mine) => {
-                if !mine.is_empty() {
-                    tracing::info!(entries = mine.len(), "re-reading intake entries held before a restart");
-                }
-                d.take(mine).await;
-                break;
-            }
-            Err(e) => retry.failed("distributor setup", &e, &shutdown).await,
-        }
+    if !d.resume(&mut retry, &shutdown).await {
+        return Ok(());
     }
     ctx.health.role_started();
     tracing::info!(distributor = %d.id, "distributor placing tasks");
     let mut last_housekeeping = Instant::now();
     while !shutdown.is_cancelled() {
-        let step = async {
-            // With tasks waiting for free slots, look again soon: slots
-            // free up as fast as workers finish.
-            let block = if d.waiting.is_empty() {
-                Duration::from_secs(1)
-            } else {
-                room_wait(d.workers.len())
-            };
-            let batch = d.ctx.settings.distributor.batch;
-            if d.waiting.len() < MAX_HELD {
-                let entries = tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    r = d.ctx.store.read_group(&d.stream, DISTRIBUTORS_GROUP, &d.id, batch, Some(block), false) => r?,
-                };
-                d.take(entries).await;
-            } else if !super::pause(block, &shutdown).await {
-                return Ok(());
-            }
-            d.place().await?;
-            if last_housekeeping.elapsed() >= HOUSEKEEPING {
-                d.housekeeping().await?;
-                last_housekeeping = Instant::now();
-            }
-            Ok::<_, StoreError>(())
-        };
-        match step.await {
+        match d.step(&mut last_housekeeping, &shutdown).await {
             Ok(()) => retry.success(),
             Err(e) => retry.failed("placing tasks", &e, &shutdown).await,
         }
@@ -242,11 +196,66 @@ fn plan_round<'a>(tasks: impl Iterator<Item = &'a IntakeTask>, workers: &[Worker
 }
 
 impl Distributor {
+    /// Waits for Redis, then takes back what this consumer held before a
+    /// restart. False when shut down first.
+    async fn resume(&mut self, retry: &mut RetryDelay, shutdown: &CancellationToken) -> bool {
+        loop {
+            if shutdown.is_cancelled() {
+                return false;
+            }
+            let setup = async {
+                self.ctx.store.ensure_group(&self.stream, DISTRIBUTORS_GROUP).await?;
+                self.ctx
+                    .store
+                    .read_group(&self.stream, DISTRIBUTORS_GROUP, &self.id, 500, None, true)
+                    .await
+            };
+            match setup.await {
+                Ok(mine) => {
+                    if !mine.is_empty() {
+                        tracing::info!(entries = mine.len(), "re-reading intake entries held before a restart");
+                    }
+                    self.take(mine).await;
+                    return true;
+                }
+                Err(e) => retry.failed("distributor setup", &e, shutdown).await,
+            }
+        }
+    }
+
+    /// One round: reads new intake entries (while holding fewer than
+    /// MAX_HELD), places what it can, and now and then keeps house.
+    async fn step(&mut self, last_housekeeping: &mut Instant, shutdown: &CancellationToken) -> Result<(), StoreError> {
+        // With tasks waiting for free slots, look again soon: slots
+        // free up as fast as workers finish.
+        let block = if self.waiting.is_empty() {
+            Duration::from_secs(1)
+        } else {
+            room_wait(self.workers.len())
+        };
+        let batch = self.ctx.settings.distributor.batch;
+        if self.waiting.len() < MAX_HELD {
+            let entries = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                r = self.ctx.store.read_group(&self.stream, DISTRIBUTORS_GROUP, &self.id, batch, Some(block), false) => r?,
+            };
+            self.take(entries).await;
+        } else if !super::pause(block, shutdown).await {
+            return Ok(());
+        }
+        self.place().await?;
+        if last_housekeeping.elapsed() >= HOUSEKEEPING {
+            self.housekeeping().await?;
+            *last_housekeeping = Instant::now();
+        }
+        Ok(())
+    }
+
     /// Verifies entries and queues their tasks for placement.
     async fn take(&mut self, entries: Vec<crate::store::Entry>) {
         let mut refused = Vec::new();
         for entry in entries {
-            metrics::counter!("drover_messages_received_total", "stream" => "intake").increment(1);
+            metrics::counter!(catalog::MESSAGES_RECEIVED.name, "stream" => "intake").increment(1);
             let tasks = match self.ctx.store.open(&self.stream, &entry) {
                 Ok(v) if v.msg_type() == SUBMIT => match v.parse::<IntakeBody>() {
                     Ok(body) => body.tasks,
@@ -287,19 +296,10 @@ impl Distributor {
     /// Assigns what it can; what no worker can take now keeps waiting.
     async fn place(&mut self) -> Result<(), StoreError> {
         if self.waiting.is_empty() {
-            metrics::gauge!("drover_unplaceable_tasks").set(0.0);
+            metrics::gauge!(catalog::UNPLACEABLE_TASKS.name).set(0.0);
             return Ok(());
         }
-        // Slots free up as fast as workers finish: read the live workers
-        // again when the view is older than VIEW_TTL or was found behind (a
-        // worker full or gone, or tasks left for want of room). At low rates
-        // this saves the read for most placements; the assign script's own
-        // credit check is what counts.
-        if self.view_behind || self.viewed.is_none_or(|t| t.elapsed() >= VIEW_TTL) {
-            self.workers = self.ctx.store.workers(self.ctx.settings.timing.worker_ttl).await?;
-            self.viewed = Some(Instant::now());
-            self.view_behind = false;
-        }
+        self.refresh_view().await?;
         // Highest priority first; the sort is stable, so arrival order
         // holds within a priority.
         if self.unsorted {
@@ -307,80 +307,115 @@ impl Distributor {
             self.unsorted = false;
         }
         let round = plan_round(self.waiting.iter().map(|w| &w.task), &self.workers);
-        // Once per handler name: up to MAX_HELD such tasks come by every
-        // round, so look before cloning the name.
-        for &i in &round.unplaceable {
+        self.warn_unplaceable(&round.unplaceable);
+        // Tasks left for want of room: slots may have freed since the read.
+        self.view_behind |= round.short_of_room;
+        metrics::gauge!(catalog::UNPLACEABLE_TASKS.name).set(round.unplaceable.len() as f64);
+        if round.by_worker.is_empty() {
+            return Ok(());
+        }
+        let mut settled = vec![false; self.waiting.len()];
+        let mut acked = HashSet::new();
+        for (j, idx) in round.by_worker {
+            self.assign_to(j, &idx, &mut settled, &mut acked).await?;
+        }
+        self.settle(&settled, &acked).await
+    }
+
+    /// Slots free up as fast as workers finish: reads the live workers
+    /// again when the view is older than VIEW_TTL or was found behind (a
+    /// worker full or gone, or tasks left for want of room). At low rates
+    /// this saves the read for most placements; the assign script's own
+    /// credit check is what counts.
+    async fn refresh_view(&mut self) -> Result<(), StoreError> {
+        if self.view_behind || self.viewed.is_none_or(|t| t.elapsed() >= VIEW_TTL) {
+            self.workers = self.ctx.store.workers(self.ctx.settings.timing.worker_ttl).await?;
+            self.viewed = Some(Instant::now());
+            self.view_behind = false;
+        }
+        Ok(())
+    }
+
+    /// Warns once per handler name of tasks no live worker can take: up to
+    /// MAX_HELD such tasks come by every round, so look before cloning the name.
+    fn warn_unplaceable(&mut self, unplaceable: &[usize]) {
+        for &i in unplaceable {
             let t = &self.waiting[i].task;
             if !self.unplaceable_logged.contains(&t.h) {
                 self.unplaceable_logged.insert(t.h.clone());
                 tracing::warn!(handler = %t.h, tags = ?t.tags, "no live worker offers this handler with these tags; tasks wait");
             }
         }
-        // Tasks left for want of room: slots may have freed since the read.
-        self.view_behind |= round.short_of_room;
-        metrics::gauge!("drover_unplaceable_tasks").set(round.unplaceable.len() as f64);
-        let plan = round.by_worker;
-        if plan.is_empty() {
-            return Ok(());
-        }
-        let mut settled = vec![false; self.waiting.len()];
-        let mut acked = HashSet::new();
+    }
+
+    /// One assign call: the waiting tasks `idx` to worker `j` of the view.
+    /// Marks in `settled` the tasks that need not wait any more, and adds
+    /// to `acked` the intake entries the script acknowledged.
+    async fn assign_to(
+        &mut self,
+        j: usize,
+        idx: &[usize],
+        settled: &mut [bool],
+        acked: &mut HashSet<String>,
+    ) -> Result<(), StoreError> {
+        let wid = self.workers[j].id.clone();
+        let tasks: Vec<IntakeTask> = idx.iter().map(|&i| self.waiting[i].task.clone()).collect();
+        let acks = self.entries_to_ack(idx);
         let lease = self.ctx.settings.timing.lease_ttl;
-        for (j, idx) in plan {
-            let wid = self.workers[j].id.clone();
-            let tasks: Vec<IntakeTask> = idx.iter().map(|&i| self.waiting[i].task.clone()).collect();
-            // An intake entry all of whose waiting tasks go in this call is
-            // acknowledged by the assign script itself (one round trip
-            // fewer), unless one of them comes back 'full' or 'gone'.
-            let mut in_call: HashMap<&str, usize> = HashMap::new();
-            for &i in &idx {
-                *in_call.entry(self.waiting[i].entry.as_str()).or_default() += 1;
-            }
-            let acks: Vec<&str> = idx
-                .iter()
-                .map(|&i| {
-                    let e = self.waiting[i].entry.as_str();
-                    if self.open.get(e) == in_call.get(e) {
-                        e
-                    } else {
-                        ""
+        let replies = self.ctx.store.assign(&wid, &tasks, &acks, lease).await?;
+        let waits: HashSet<&str> = acks
+            .iter()
+            .zip(&replies)
+            .filter(|(_, r)| r.worker_was_unable())
+            .map(|(e, _)| *e)
+            .collect();
+        acked.extend(
+            acks.iter()
+                .filter(|e| !e.is_empty() && !waits.contains(*e))
+                .map(|e| e.to_string()),
+        );
+        for (&i, status) in idx.iter().zip(&replies) {
+            match status {
+                AssignStatus::Assigned => {
+                    tracing::debug!(task_id = %self.waiting[i].task.id, worker = %wid, "assigned");
+                    // Keep the cached view's credit in step with what was spent.
+                    self.workers[j].used += 1;
+                    settled[i] = true;
+                }
+                AssignStatus::Full | AssignStatus::Gone => self.view_behind = true, // next round reads afresh
+                other => {
+                    // Cancelled, already moved on, or a replay: stale.
+                    tracing::debug!(task_id = %self.waiting[i].task.id, status = other.label(), "not assigned: stale");
+                    if *other == AssignStatus::Conflict {
+                        metrics::counter!(catalog::STATE_CONFLICTS.name, "op" => "assign").increment(1);
                     }
-                })
-                .collect();
-            let replies = self.ctx.store.assign(&wid, &tasks, &acks, lease).await?;
-            let waits: HashSet<&str> = acks
-                .iter()
-                .zip(&replies)
-                .filter(|(_, r)| matches!(r.as_str(), "full" | "gone"))
-                .map(|(e, _)| *e)
-                .collect();
-            acked.extend(
-                acks.iter()
-                    .filter(|e| !e.is_empty() && !waits.contains(*e))
-                    .map(|e| e.to_string()),
-            );
-            for (&i, status) in idx.iter().zip(&replies) {
-                match status.as_str() {
-                    "ok" => {
-                        tracing::debug!(task_id = %self.waiting[i].task.id, worker = %wid, "assigned");
-                        // Keep the cached view's credit in step with what was spent.
-                        self.workers[j].used += 1;
-                        settled[i] = true;
-                    }
-                    "full" | "gone" => self.view_behind = true, // next round reads afresh
-                    other => {
-                        // Cancelled, already moved on, or a replay: stale.
-                        tracing::debug!(task_id = %self.waiting[i].task.id, status = other, "not assigned: stale");
-                        if other == "conflict" {
-                            metrics::counter!("drover_state_conflicts_total", "op" => "assign").increment(1);
-                        }
-                        self.ctx.store.reject(&self.stream, &self.waiting[i].entry, "stale");
-                        settled[i] = true;
-                    }
+                    self.ctx.store.reject(&self.stream, &self.waiting[i].entry, "stale");
+                    settled[i] = true;
                 }
             }
         }
-        self.settle(&settled, &acked).await
+        Ok(())
+    }
+
+    /// Per task of `idx`, the intake entry for the assign script to
+    /// acknowledge, or '': an entry all of whose waiting tasks go in this
+    /// call is acknowledged by the script itself (one round trip fewer),
+    /// unless one of them comes back full or gone.
+    fn entries_to_ack(&self, idx: &[usize]) -> Vec<&str> {
+        let mut in_call: HashMap<&str, usize> = HashMap::new();
+        for &i in idx {
+            *in_call.entry(self.waiting[i].entry.as_str()).or_default() += 1;
+        }
+        idx.iter()
+            .map(|&i| {
+                let e = self.waiting[i].entry.as_str();
+                if self.open.get(e) == in_call.get(e) {
+                    e
+                } else {
+                    ""
+                }
+            })
+            .collect()
     }
 
     /// Drops the waiting tasks marked settled and acknowledges every entry

@@ -14,8 +14,11 @@ use super::{pause, retry_backoff_ms, Context, RetryDelay};
 use crate::handlers::{HandlerError, Registry, TaskContext};
 use crate::messages::{AssignBody, CancelBody, ASSIGN, CANCEL};
 use crate::store::keys::WORKER_GROUP;
-use crate::store::{Completion, Entry, Heartbeat, Outcome, RenewStatus, StartReply, StartedTask, StoreError};
+use crate::store::{
+    Completion, Entry, FinishedState, Heartbeat, Outcome, Refusal, RenewStatus, StartReply, StartedTask, StoreError,
+};
 use crate::task::FenceToken;
+use crate::telemetry::catalog;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -95,14 +98,7 @@ pub async fn run(ctx: Context, spec: WorkerSpec, shutdown: CancellationToken) ->
         registry: spec.registry.for_worker(&spec.id),
         ..spec
     };
-    match spec.registry.sweep_orphans(&spec.id).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(
-            containers = n,
-            "removed containers left by an earlier run of this worker"
-        ),
-        Err(e) => tracing::warn!(error = %e, "could not sweep leftover containers"),
-    }
+    sweep_leftovers(&spec).await;
     let stream = ctx.store.keys.worker_stream(&spec.id);
     let (tx, rx) = mpsc::unbounded_channel();
     let w = Arc::new(Worker {
@@ -117,18 +113,8 @@ pub async fn run(ctx: Context, spec: WorkerSpec, shutdown: CancellationToken) ->
     // Background loops stop on `stopped`, after the drain, not on shutdown.
     let stopped = CancellationToken::new();
     let mut retry = RetryDelay::default();
-    loop {
-        if shutdown.is_cancelled() {
-            return Ok(());
-        }
-        let setup = async {
-            w.ctx.store.ensure_group(&w.stream, WORKER_GROUP).await?;
-            w.heartbeat().await
-        };
-        match setup.await {
-            Ok(()) => break,
-            Err(e) => retry.failed("worker setup", &e, &shutdown).await,
-        }
+    if !w.announce(&mut retry, &shutdown).await {
+        return Ok(());
     }
     let heartbeat = tokio::spawn(w.clone().heartbeat_loop(stopped.clone()));
     let renew = tokio::spawn(w.clone().renew_loop(stopped.clone()));
@@ -136,35 +122,7 @@ pub async fn run(ctx: Context, spec: WorkerSpec, shutdown: CancellationToken) ->
     tracing::info!(worker = %w.spec.id, capacity = w.spec.capacity, handlers = ?w.spec.registry.names(), tags = ?w.spec.tags, "worker taking tasks");
     ctx.health.role_started();
 
-    // Entries read before a restart and not yet started come first.
-    let mut pending = true;
-    let mut last_trim = Instant::now();
-    while !shutdown.is_cancelled() {
-        let read = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = w.ctx.store.read_group(&w.stream, WORKER_GROUP, &w.spec.id, w.spec.capacity as usize, Some(Duration::from_secs(1)), pending) => r,
-        };
-        match read {
-            Ok(entries) => {
-                retry.success();
-                if pending && entries.is_empty() {
-                    pending = false;
-                }
-                for entry in entries {
-                    if let Err(e) = w.clone().handle(entry).await {
-                        retry.failed("starting tasks", &e, &shutdown).await;
-                    }
-                }
-                if last_trim.elapsed() > Duration::from_secs(5) {
-                    w.ack_set_aside().await;
-                    let _ = w.ctx.store.trim(&w.stream, WORKER_GROUP).await;
-                    last_trim = Instant::now();
-                }
-            }
-            Err(e) => retry.failed("reading the worker stream", &e, &shutdown).await,
-        }
-    }
-
+    w.clone().take_tasks(&mut retry, &shutdown).await;
     w.drain().await;
     stopped.cancel();
     for t in [heartbeat, renew, completer] {
@@ -174,10 +132,74 @@ pub async fn run(ctx: Context, spec: WorkerSpec, shutdown: CancellationToken) ->
     Ok(())
 }
 
+/// Container handlers label what they start with this worker's id, so a
+/// restarted worker sweeps what a crashed one left behind.
+async fn sweep_leftovers(spec: &WorkerSpec) {
+    match spec.registry.sweep_orphans(&spec.id).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            containers = n,
+            "removed containers left by an earlier run of this worker"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not sweep leftover containers"),
+    }
+}
+
 impl Worker {
+    /// Waits for Redis, makes this worker's stream group and sends the
+    /// first heartbeat. False when shut down first.
+    async fn announce(&self, retry: &mut RetryDelay, shutdown: &CancellationToken) -> bool {
+        loop {
+            if shutdown.is_cancelled() {
+                return false;
+            }
+            let setup = async {
+                self.ctx.store.ensure_group(&self.stream, WORKER_GROUP).await?;
+                self.heartbeat().await
+            };
+            match setup.await {
+                Ok(()) => return true,
+                Err(e) => retry.failed("worker setup", &e, shutdown).await,
+            }
+        }
+    }
+
+    /// Reads this worker's stream and starts what it is assigned, until
+    /// shutdown. Entries read before a restart and not yet started come
+    /// first.
+    async fn take_tasks(self: Arc<Self>, retry: &mut RetryDelay, shutdown: &CancellationToken) {
+        let mut pending = true;
+        let mut last_trim = Instant::now();
+        while !shutdown.is_cancelled() {
+            let read = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = self.ctx.store.read_group(&self.stream, WORKER_GROUP, &self.spec.id, self.spec.capacity as usize, Some(Duration::from_secs(1)), pending) => r,
+            };
+            match read {
+                Ok(entries) => {
+                    retry.success();
+                    if pending && entries.is_empty() {
+                        pending = false;
+                    }
+                    for entry in entries {
+                        if let Err(e) = self.clone().handle(entry).await {
+                            retry.failed("starting tasks", &e, shutdown).await;
+                        }
+                    }
+                    if last_trim.elapsed() > Duration::from_secs(5) {
+                        self.ack_set_aside().await;
+                        let _ = self.ctx.store.trim(&self.stream, WORKER_GROUP).await;
+                        last_trim = Instant::now();
+                    }
+                }
+                Err(e) => retry.failed("reading the worker stream", &e, shutdown).await,
+            }
+        }
+    }
+
     async fn heartbeat(&self) -> Result<(), StoreError> {
         let in_flight = self.running.lock().expect("running lock").len() as u32;
-        metrics::gauge!("drover_worker_in_flight").set(in_flight as f64);
+        metrics::gauge!(catalog::WORKER_IN_FLIGHT.name).set(in_flight as f64);
         // Handlers that cannot run now (e.g. Docker unreachable) are not
         // offered, so nothing is placed here that would only fail.
         let unavailable = self.spec.registry.unavailable().await;
@@ -219,7 +241,7 @@ impl Worker {
 
     /// One stream entry: an assignment to start, or a cancel to obey.
     async fn handle(self: Arc<Self>, entry: Entry) -> Result<(), StoreError> {
-        metrics::counter!("drover_messages_received_total", "stream" => "worker").increment(1);
+        metrics::counter!(catalog::MESSAGES_RECEIVED.name, "stream" => "worker").increment(1);
         let verified = match self.ctx.store.open(&self.stream, &entry) {
             Ok(v) => v,
             Err(_) => {
@@ -259,13 +281,13 @@ impl Worker {
                         }
                         StartReply::Started(task) => {
                             let waited = now.saturating_sub(task.ready_ms);
-                            metrics::histogram!("drover_task_wait_seconds").record(waited as f64 / 1000.0);
+                            metrics::histogram!(catalog::TASK_WAIT.name).record(waited as f64 / 1000.0);
                             self.clone().launch(*task)
                         }
                         StartReply::Refused(why) => {
                             tracing::debug!(task_id = %a.id, why = %why, "assignment refused: stale");
-                            if why == "conflict" {
-                                metrics::counter!("drover_state_conflicts_total", "op" => "start").increment(1);
+                            if why == Refusal::Conflict {
+                                metrics::counter!(catalog::STATE_CONFLICTS.name, "op" => "start").increment(1);
                             }
                             self.ctx.store.reject(&self.stream, &entry.id, "stale");
                         }
@@ -337,12 +359,12 @@ impl Worker {
             .collect();
         let states = self.ctx.store.complete(&self.spec.id, &back).await?;
         for state in states {
-            let outcome = match state.as_str() {
-                "queued" => "released",
-                "cancelled" => "cancelled",
-                _ => "stale",
+            let outcome = match state {
+                FinishedState::Queued => Outcome::Released.label(),
+                FinishedState::Cancelled => Outcome::Cancelled.label(),
+                _ => FinishedState::Stale.label(),
             };
-            metrics::counter!("drover_tasks_finished_total", "outcome" => outcome).increment(1);
+            metrics::counter!(catalog::TASKS_FINISHED.name, "outcome" => outcome).increment(1);
         }
         tracing::info!(tasks = back.len(), "handed back tasks this worker will not run");
         Ok(())
@@ -368,14 +390,14 @@ impl Worker {
             let result = self.execute(&task, cancel).await;
             finished.store(true, Ordering::SeqCst);
             let elapsed = started.elapsed();
-            metrics::histogram!("drover_task_duration_seconds", "handler" => task.handler.clone())
+            metrics::histogram!(catalog::TASK_DURATION.name, "handler" => task.handler.clone())
                 .record(elapsed.as_secs_f64());
             let stop = *stop.lock().expect("stop lock");
             let (outcome, payload) = match (result, stop) {
                 (_, Some(Stop::Lost)) => {
                     tracing::warn!("lease lost: the result is dropped, another attempt owns the task");
                     self.running.lock().expect("running lock").remove(&task.id);
-                    metrics::counter!("drover_tasks_finished_total", "outcome" => "lost").increment(1);
+                    metrics::counter!(catalog::TASKS_FINISHED.name, "outcome" => "lost").increment(1);
                     return;
                 }
                 (Ok(v), _) => (Outcome::Succeeded, v.to_string()),
@@ -454,19 +476,19 @@ impl Worker {
                             running.remove(&c.task.id);
                             // A hand-back of a task with a cancel request ends
                             // it cancelled: count what happened, not what was asked.
-                            let outcome = match state.as_str() {
-                                "stale" => "stale",
-                                "cancelled" => "cancelled",
-                                _ => outcome_label(c.outcome),
+                            let outcome = match state {
+                                FinishedState::Stale => FinishedState::Stale.label(),
+                                FinishedState::Cancelled => Outcome::Cancelled.label(),
+                                _ => c.outcome.label(),
                             };
-                            metrics::counter!("drover_tasks_finished_total", "outcome" => outcome).increment(1);
-                            if state == "scheduled" {
-                                metrics::counter!("drover_retries_total").increment(1);
+                            metrics::counter!(catalog::TASKS_FINISHED.name, "outcome" => outcome).increment(1);
+                            if *state == FinishedState::Scheduled {
+                                metrics::counter!(catalog::RETRIES.name).increment(1);
                             }
-                            if state == "stale" {
+                            if *state == FinishedState::Stale {
                                 tracing::warn!(task_id = %c.task.id, fence = %c.task.token, "completion refused: this worker no longer holds the lease");
                             } else {
-                                tracing::debug!(task_id = %c.task.id, fence = %c.task.token, state = %state, "completed");
+                                tracing::debug!(task_id = %c.task.id, fence = %c.task.token, state = state.label(), "completed");
                             }
                         }
                         break;
@@ -617,14 +639,5 @@ impl Worker {
                 _ => break,
             }
         }
-    }
-}
-
-fn outcome_label(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Succeeded => "succeeded",
-        Outcome::Failed => "failed",
-        Outcome::Cancelled => "cancelled",
-        Outcome::Released => "released",
     }
 }

@@ -11,7 +11,10 @@ use drover::client::Client;
 use drover::messages::{AssignBody, IntakeBody, IntakeTask};
 use drover::redis_server::{Persistence, RedisServer};
 use drover::roles::Context;
-use drover::store::{CancelOutcome, Completion, Heartbeat, Outcome, RenewStatus, StartReply, StartedTask};
+use drover::store::{
+    AssignStatus, CancelOutcome, Completion, FinishedState, Heartbeat, Outcome, RenewStatus, RestoreOutcome,
+    StartReply, StartedTask, SubmitReply, SubmitStatus,
+};
 use drover::task::{NewTask, TaskId, TaskState};
 use redis::aio::MultiplexedConnection;
 use redis::Value;
@@ -635,7 +638,13 @@ async fn every_store_call_of_each_role_passes_under_its_user() {
         .submit(&[new_task("noop", None, Some("key-1"))])
         .await
         .unwrap();
-    assert_eq!(repeat[0], (keyed.id.to_string(), "duplicate".to_string()));
+    assert_eq!(
+        repeat[0],
+        SubmitReply {
+            id: keyed.id.to_string(),
+            status: SubmitStatus::Duplicate
+        }
+    );
     assert!(coord.store.known_handlers().await.unwrap().contains_key("noop"));
     coord.store.counts().await.unwrap();
     coord.store.memory().await.unwrap();
@@ -678,7 +687,7 @@ async fn every_store_call_of_each_role_passes_under_its_user() {
         .unwrap();
     assert_eq!(claimed.len(), ids.len());
     assert_eq!(dist.store.reannounce(&[intake(&ts[7], 1)]).await.unwrap(), 1);
-    let ok = |v: Vec<String>| assert!(v.iter().all(|s| s == "ok"), "{v:?}");
+    let ok = |v: Vec<AssignStatus>| assert!(v.iter().all(|s| *s == AssignStatus::Assigned), "{v:?}");
     let ttl = Duration::from_secs(10);
     ok(dist
         .store
@@ -716,7 +725,7 @@ async fn every_store_call_of_each_role_passes_under_its_user() {
             .assign("nobody", &[intake(&ts[7], 2)], &[], ttl)
             .await
             .unwrap(),
-        vec!["gone"]
+        vec![AssignStatus::Gone]
     );
     dist.store.ack(&intake_key, "distributors", &ids).await.unwrap();
     dist.store.trim(&intake_key, "distributors").await.unwrap();
@@ -738,7 +747,7 @@ async fn every_store_call_of_each_role_passes_under_its_user() {
         )
         .await
         .unwrap();
-    assert_eq!(states, vec!["succeeded", "scheduled"]);
+    assert_eq!(states, vec![FinishedState::Succeeded, FinishedState::Scheduled]);
     // A cancel requested while running reaches w1 through its stream.
     let running = first.iter().find(|t| t.id == ts[2].id.as_str()).unwrap().clone();
     assert_eq!(coord.store.cancel(&ts[2].id).await.unwrap(), CancelOutcome::Requested);
@@ -763,7 +772,7 @@ async fn every_store_call_of_each_role_passes_under_its_user() {
             .complete("w1", &[done(&running, Outcome::Cancelled)])
             .await
             .unwrap(),
-        vec!["cancelled"]
+        vec![FinishedState::Cancelled]
     );
     wk.store.trim(&keys.worker_stream("w1"), "worker").await.unwrap();
 
@@ -777,7 +786,7 @@ async fn every_store_call_of_each_role_passes_under_its_user() {
             .complete("w2", &[done(keyed_run, Outcome::Released)])
             .await
             .unwrap(),
-        vec!["queued"]
+        vec![FinishedState::Queued]
     );
     w2.store.trim(&keys.worker_stream("w2"), "worker").await.unwrap();
     w2.store.heartbeat(&beat("w2")).await.unwrap();
@@ -828,7 +837,7 @@ async fn every_store_call_of_each_role_passes_under_its_user() {
         .restore(&[(TaskId::generate().to_string(), fields)])
         .await
         .unwrap();
-    assert_eq!(restored[0].1, "queued");
+    assert_eq!(restored[0].1, RestoreOutcome::Queued);
     // The janitor.
     coord
         .store

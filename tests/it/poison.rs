@@ -9,7 +9,7 @@ use drover::handlers::{HandlerSpec, Registry};
 use drover::messages::{AssignBody, IntakeBody};
 use drover::redis_server::Persistence;
 use drover::roles::Context;
-use drover::store::{Heartbeat, StartReply};
+use drover::store::{AssignStatus, Heartbeat, StartReply};
 use drover::task::TaskState;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -127,10 +127,10 @@ async fn one_entry_delivered_to_two_consumers_starts_once() {
         .assign("w2", &b2.tasks, &[], Duration::from_secs(5))
         .await
         .unwrap();
-    assert_eq!(r1, vec!["ok"]);
+    assert_eq!(r1, vec![AssignStatus::Assigned]);
     assert_eq!(
         r2,
-        vec!["state:running"],
+        vec![AssignStatus::WrongState(TaskState::Running)],
         "the second placement loses by state and version"
     );
     // Each worker stream got what was appended; only w1's can start, and

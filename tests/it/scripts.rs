@@ -10,7 +10,10 @@ use drover::handlers::Registry;
 use drover::messages::{self, AssignBody, Assignment, IntakeBody, IntakeTask};
 use drover::redis_server::Persistence;
 use drover::roles::Context;
-use drover::store::{Completion, Entry, Heartbeat, Outcome, RenewStatus, StartReply, StartedTask};
+use drover::store::{
+    AssignStatus, Completion, Entry, FinishedState, Heartbeat, Outcome, Refusal, RenewStatus, StartReply, StartedTask,
+    SubmitReply, SubmitStatus,
+};
 use drover::task::{NewTask, TaskId, TaskState};
 use std::time::Duration;
 
@@ -78,7 +81,7 @@ async fn assign_and_start(ctx: &Context, wid: &str, id: &str, v: u64) -> Started
         .assign(wid, &[it], &[], Duration::from_millis(300))
         .await
         .unwrap();
-    assert_eq!(r, vec!["ok"]);
+    assert_eq!(r, vec![AssignStatus::Assigned]);
     let entries = ctx
         .store
         .read_group(&ctx.store.keys.worker_stream(wid), "worker", wid, 10, None, false)
@@ -138,7 +141,10 @@ async fn a_stale_fence_can_neither_renew_nor_complete() {
         payload: "\"zombie\"".into(),
         retry_delay_ms: 0,
     };
-    assert_eq!(ctx.store.complete("w1", &[late]).await.unwrap(), vec!["stale"]);
+    assert_eq!(
+        ctx.store.complete("w1", &[late]).await.unwrap(),
+        vec![FinishedState::Stale]
+    );
     // Even with the right worker id, an old fence is refused.
     let forged = Completion {
         task: StartedTask {
@@ -149,7 +155,10 @@ async fn a_stale_fence_can_neither_renew_nor_complete() {
         payload: "1".into(),
         retry_delay_ms: 0,
     };
-    assert_eq!(ctx.store.complete("w2", &[forged]).await.unwrap(), vec!["stale"]);
+    assert_eq!(
+        ctx.store.complete("w2", &[forged]).await.unwrap(),
+        vec![FinishedState::Stale]
+    );
 
     let ok = Completion {
         task: second.clone(),
@@ -157,7 +166,10 @@ async fn a_stale_fence_can_neither_renew_nor_complete() {
         payload: "\"fresh\"".into(),
         retry_delay_ms: 0,
     };
-    assert_eq!(ctx.store.complete("w2", &[ok]).await.unwrap(), vec!["succeeded"]);
+    assert_eq!(
+        ctx.store.complete("w2", &[ok]).await.unwrap(),
+        vec![FinishedState::Succeeded]
+    );
     let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
     assert_eq!(view.result, Some(serde_json::json!("fresh")));
     assert_eq!(view.attempts, 2);
@@ -222,7 +234,7 @@ async fn a_replayed_assignment_is_not_started_again() {
         .claim("w1", &entry.id, entry.batch.as_deref(), &body.tasks)
         .await
         .unwrap();
-    assert!(matches!(&r[0], StartReply::Refused(why) if why == "replayed"), "{r:?}");
+    assert!(matches!(&r[0], StartReply::Refused(Refusal::Replayed)), "{r:?}");
 
     let c = Completion {
         task: started,
@@ -239,10 +251,7 @@ async fn a_replayed_assignment_is_not_started_again() {
         .claim("w1", &entry.id, entry.batch.as_deref(), &body.tasks)
         .await
         .unwrap();
-    assert!(
-        matches!(&r[0], StartReply::Refused(why) if why == "lease-ended"),
-        "{r:?}"
-    );
+    assert!(matches!(&r[0], StartReply::Refused(Refusal::LeaseEnded)), "{r:?}");
     let mut con = ctx.store.con().await.unwrap();
     assert_eq!(
         pending_count(&mut con, &stream, "worker").await,
@@ -266,7 +275,7 @@ async fn assign_batch(ctx: &Context, wid: &str, tasks: &[NewTask], lease: Durati
         })
         .collect();
     let r = ctx.store.assign(wid, &intake, &[], lease).await.unwrap();
-    assert!(r.iter().all(|s| s == "ok"), "{r:?}");
+    assert!(r.iter().all(|s| *s == AssignStatus::Assigned), "{r:?}");
     let (entry, replies) = claim_next_entry(ctx, wid).await;
     let started = replies
         .into_iter()
@@ -365,21 +374,21 @@ async fn a_batch_lease_lives_until_its_last_task_ends() {
 
     let end = |i: usize, outcome| [completion(started[i].clone(), outcome, "null")];
     let first = ctx.store.complete("w1", &end(0, Outcome::Succeeded)).await.unwrap();
-    assert_eq!(first, vec!["succeeded"]);
+    assert_eq!(first, vec![FinishedState::Succeeded]);
     let (record, deadline) = lease_of(&ctx, &token.to_string()).await;
     assert_eq!(
         (record.get("n").map(String::as_str), deadline.is_some()),
         (Some("2"), true)
     );
     let second = ctx.store.complete("w1", &end(1, Outcome::Failed)).await.unwrap();
-    assert_eq!(second, vec!["scheduled"]);
+    assert_eq!(second, vec![FinishedState::Scheduled]);
     assert_eq!(
         lease_of(&ctx, &token.to_string()).await.0.get("n").map(String::as_str),
         Some("1")
     );
     assert_eq!(slots_used(&ctx, "w1").await, "1");
     let last = ctx.store.complete("w1", &end(2, Outcome::Released)).await.unwrap();
-    assert_eq!(last, vec!["queued"]);
+    assert_eq!(last, vec![FinishedState::Queued]);
     let (record, deadline) = lease_of(&ctx, &token.to_string()).await;
     assert!(record.is_empty() && deadline.is_none(), "{record:?} {deadline:?}");
     assert_eq!(slots_used(&ctx, "w1").await, "0");
@@ -401,7 +410,10 @@ async fn the_reaper_ends_only_the_tasks_still_running_under_an_expired_lease() {
     };
     let (_, started) = assign_batch(&ctx, "w1", &tasks, Duration::from_millis(300)).await;
     let done = completion(started[0].clone(), Outcome::Succeeded, "1");
-    assert_eq!(ctx.store.complete("w1", &[done]).await.unwrap(), vec!["succeeded"]);
+    assert_eq!(
+        ctx.store.complete("w1", &[done]).await.unwrap(),
+        vec![FinishedState::Succeeded]
+    );
 
     tokio::time::sleep(Duration::from_millis(400)).await;
     let stats = ctx.store.reap(100, |_| 0).await.unwrap();
@@ -462,7 +474,7 @@ async fn a_task_named_twice_in_one_assign_call_is_taken_once() {
         .assign("w1", &[it.clone(), it], &[], Duration::from_secs(30))
         .await
         .unwrap();
-    assert_eq!(r, vec!["ok", "conflict"]);
+    assert_eq!(r, vec![AssignStatus::Assigned, AssignStatus::Conflict]);
     assert_eq!(slots_used(&ctx, "w1").await, "1");
     let started = started(claim_next_entry(&ctx, "w1").await.1);
     assert_eq!(started.len(), 1, "started once");
@@ -517,18 +529,18 @@ async fn a_forged_batch_token_on_an_assign_entry_is_refused() {
             .assign("w1", &[it], &[], Duration::from_secs(30))
             .await
             .unwrap(),
-        vec!["ok"]
+        vec![AssignStatus::Assigned]
     );
     let stream = ctx.store.keys.worker_stream("w1");
     let mut con = ctx.store.con().await.unwrap();
     let all = every_entry(&mut con, &stream).await;
     let envelope = all.last().unwrap().1.iter().find(|(f, _)| f == "m").unwrap().1.clone();
     let cases = [
-        (Some(mine[0].token.to_string()), "replayed"),
-        (Some(theirs[0].token.to_string()), "other-worker"),
-        (Some("1.999999".to_string()), "lease-ended"),
-        (Some("not a token".to_string()), "replayed"),
-        (None, "replayed"),
+        (Some(mine[0].token.to_string()), Refusal::Replayed),
+        (Some(theirs[0].token.to_string()), Refusal::OtherWorker),
+        (Some("1.999999".to_string()), Refusal::LeaseEnded),
+        (Some("not a token".to_string()), Refusal::Replayed),
+        (None, Refusal::Replayed),
     ];
     for (token, _) in &cases {
         let mut forged = redis::cmd("XADD");
@@ -655,7 +667,7 @@ async fn finished_tasks_are_deleted_once_their_result_ttl_has_passed() {
         .collect();
     assert_eq!(
         ctx.store.complete("w1", &ends).await.unwrap(),
-        vec!["succeeded", "dead"]
+        vec![FinishedState::Succeeded, FinishedState::Dead]
     );
     assert_eq!(
         ctx.store.cancel(&tasks[2].id).await.unwrap(),
@@ -746,7 +758,7 @@ async fn an_expired_lease_on_an_assignment_never_acknowledged_uses_no_attempt() 
     for (i, t) in tasks.iter().enumerate() {
         assert_eq!(
             ctx.store.assign("w1", &[assign(t)], &[], lease).await.unwrap(),
-            vec!["ok"]
+            vec![AssignStatus::Assigned]
         );
         if i == 2 {
             continue;
@@ -1082,7 +1094,7 @@ async fn the_reconciler_announces_again_a_queued_task_whose_entry_was_lost() {
             .assign("w1", &body.tasks, &[], Duration::from_secs(5))
             .await
             .unwrap(),
-        vec!["ok"]
+        vec![AssignStatus::Assigned]
     );
 }
 
@@ -1147,7 +1159,10 @@ async fn a_redis_restart_starts_a_new_epoch_and_running_tasks_keep_theirs() {
         payload: "1".into(),
         retry_delay_ms: 0,
     };
-    assert_eq!(ctx.store.complete("w1", &[done]).await.unwrap(), vec!["succeeded"]);
+    assert_eq!(
+        ctx.store.complete("w1", &[done]).await.unwrap(),
+        vec![FinishedState::Succeeded]
+    );
 }
 
 #[tokio::test]
@@ -1167,7 +1182,10 @@ async fn handing_back_a_task_with_a_cancel_request_cancels_it() {
         payload: String::new(),
         retry_delay_ms: 0,
     };
-    assert_eq!(ctx.store.complete("w1", &[back]).await.unwrap(), vec!["cancelled"]);
+    assert_eq!(
+        ctx.store.complete("w1", &[back]).await.unwrap(),
+        vec![FinishedState::Cancelled]
+    );
 }
 
 /// Rewinds the distributors' group to the start of the intake stream and
@@ -1291,7 +1309,10 @@ async fn assign_acknowledges_an_intake_entry_only_when_all_its_tasks_settled() {
         .assign("w1", &tasks, &acks, Duration::from_secs(5))
         .await
         .unwrap();
-    assert_eq!(r, vec!["ok", "ok", "ok"]);
+    assert_eq!(
+        r,
+        vec![AssignStatus::Assigned, AssignStatus::Assigned, AssignStatus::Assigned]
+    );
     assert_eq!(pending_count(&mut con, &intake, "distributors").await, 0);
     // Two more: one slot left, so one waits ('full'): still pending.
     let (second, tasks) = read_entry(2).await;
@@ -1301,7 +1322,7 @@ async fn assign_acknowledges_an_intake_entry_only_when_all_its_tasks_settled() {
         .assign("w1", &tasks, &acks, Duration::from_secs(5))
         .await
         .unwrap();
-    assert_eq!(r, vec!["ok", "full"]);
+    assert_eq!(r, vec![AssignStatus::Assigned, AssignStatus::Full]);
     assert_eq!(pending_count(&mut con, &intake, "distributors").await, 1);
 }
 
@@ -1327,7 +1348,10 @@ async fn the_update_time_follows_every_change() {
     // Handing it back writes `ut`; taking it again moves `st` past it.
     tokio::time::sleep(Duration::from_millis(5)).await;
     let back = [completion(started, Outcome::Released, "")];
-    assert_eq!(ctx.store.complete("w1", &back).await.unwrap(), vec!["queued"]);
+    assert_eq!(
+        ctx.store.complete("w1", &back).await.unwrap(),
+        vec![FinishedState::Queued]
+    );
     let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
     assert!(view.updated_ms > st, "handed back: {view:?}");
     assert_eq!(view.attempts, 0, "a handed-back attempt is not charged: {view:?}");
@@ -1341,7 +1365,10 @@ async fn the_update_time_follows_every_change() {
 
     tokio::time::sleep(Duration::from_millis(5)).await;
     let done = [completion(again, Outcome::Succeeded, "1")];
-    assert_eq!(ctx.store.complete("w1", &done).await.unwrap(), vec!["succeeded"]);
+    assert_eq!(
+        ctx.store.complete("w1", &done).await.unwrap(),
+        vec![FinishedState::Succeeded]
+    );
     let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
     let fin = view.finished_ms.expect("a finish time");
     assert!(fin > view.started_ms.unwrap(), "{view:?}");
@@ -1382,16 +1409,19 @@ async fn each_task_keeps_its_status_across_runs() {
     };
     let f = new_task("noop");
     let batch = [a.clone(), b.clone(), c.clone(), d, e.clone(), f.clone()];
-    let status = |t: &NewTask, s: &str| (t.id.to_string(), s.to_string());
+    let status = |t: &NewTask, status| SubmitReply {
+        id: t.id.to_string(),
+        status,
+    };
     assert_eq!(
         ctx.store.submit(&batch).await.unwrap(),
         vec![
-            status(&a, "queued"),
-            status(&b, "queued"),
-            status(&c, "queued"),
-            status(&b, "duplicate"),
-            status(&e, "scheduled"),
-            status(&f, "queued"),
+            status(&a, SubmitStatus::Queued),
+            status(&b, SubmitStatus::Queued),
+            status(&c, SubmitStatus::Queued),
+            status(&b, SubmitStatus::Duplicate),
+            status(&e, SubmitStatus::Scheduled),
+            status(&f, SubmitStatus::Queued),
         ]
     );
 
@@ -1417,7 +1447,16 @@ async fn each_task_keeps_its_status_across_runs() {
         .assign("w1", &offered, &acks, Duration::from_secs(5))
         .await
         .unwrap();
-    assert_eq!(r, vec!["ok", "missing", "conflict", "ok", "ok"]);
+    assert_eq!(
+        r,
+        vec![
+            AssignStatus::Assigned,
+            AssignStatus::Missing,
+            AssignStatus::Conflict,
+            AssignStatus::Assigned,
+            AssignStatus::Assigned
+        ]
+    );
 
     // Complete: a success, a failure with attempts left, and a stale
     // fence, in three runs.
@@ -1432,7 +1471,7 @@ async fn each_task_keeps_its_status_across_runs() {
     ];
     assert_eq!(
         ctx.store.complete("w1", &done).await.unwrap(),
-        vec!["succeeded", "scheduled", "stale"]
+        vec![FinishedState::Succeeded, FinishedState::Scheduled, FinishedState::Stale]
     );
 }
 
@@ -1476,7 +1515,10 @@ async fn a_task_stored_without_max_and_timeout_reads_as_their_defaults() {
     assert_eq!((started.max_attempts, started.timeout_ms), (3, 300_000));
     // One attempt of three used: a failure is retried, not final.
     let failed = [completion(started, Outcome::Failed, "boom")];
-    assert_eq!(ctx.store.complete("w1", &failed).await.unwrap(), vec!["scheduled"]);
+    assert_eq!(
+        ctx.store.complete("w1", &failed).await.unwrap(),
+        vec![FinishedState::Scheduled]
+    );
 }
 
 /// A task whose input and result are over Redis' default 64-byte listpack
@@ -1511,7 +1553,10 @@ async fn a_task_with_a_kilobyte_input_and_result_stays_a_listpack() {
     assert_eq!(encoding(&mut con, &key).await, "listpack", "running");
     let result = format!("\"{}\"", "r".repeat(998));
     let done = [completion(started, Outcome::Succeeded, &result)];
-    assert_eq!(ctx.store.complete("w1", &done).await.unwrap(), vec!["succeeded"]);
+    assert_eq!(
+        ctx.store.complete("w1", &done).await.unwrap(),
+        vec![FinishedState::Succeeded]
+    );
     assert_eq!(encoding(&mut con, &key).await, "listpack", "succeeded");
     let stored: String = redis::cmd("HGET")
         .arg(&key)

@@ -1,0 +1,389 @@
+//! What a script said about each task, as types. Every script reply word is
+//! parsed here, once, into an enum; roles and tests match variants, never
+//! strings. Each enum has `label()`, the stable lowercase name used as a
+//! metric label and a log field (as `envelope::Rejection::reason()` is for
+//! refused messages). The words are those of the scripts' headers in `lua/`.
+
+use super::{Result, StoreError};
+use crate::task::TaskState;
+
+/// Parses one reply word of `script` into `T`, or says which word it was.
+fn word<T>(script: &'static str, word: &str, parse: impl FnOnce(&str) -> Option<T>) -> Result<T> {
+    parse(word).ok_or_else(|| StoreError::Reply {
+        script,
+        detail: format!("unknown status {word:?}"),
+    })
+}
+
+/// A `state:<s>` word: the task is in state `s`, which the script did not expect.
+fn wrong_state(word: &str) -> Option<TaskState> {
+    TaskState::parse(word.strip_prefix("state:")?)
+}
+
+/// How `submit` took one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitStatus {
+    /// Written and announced on the intake stream.
+    Queued,
+    /// Written to run later (`run_at` in the future).
+    Scheduled,
+    /// An earlier task had the same idempotency key: nothing was written.
+    Duplicate,
+}
+
+impl SubmitStatus {
+    pub fn label(self) -> &'static str {
+        match self {
+            SubmitStatus::Queued => "queued",
+            SubmitStatus::Scheduled => "scheduled",
+            SubmitStatus::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// One task of a `submit` call: its id (for a duplicate, the earlier
+/// task's) and how it was taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmitReply {
+    pub id: String,
+    pub status: SubmitStatus,
+}
+
+/// What `assign` did with one task (lua/assign.lua).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssignStatus {
+    /// Placed on the worker, under the call's lease.
+    Assigned,
+    /// The worker had no free slot left for it.
+    Full,
+    /// No such task.
+    Missing,
+    /// The worker is unknown or draining.
+    Gone,
+    /// The task moved on (another version), or was named twice.
+    Conflict,
+    /// The task is not queued.
+    WrongState(TaskState),
+}
+
+impl AssignStatus {
+    pub(crate) fn parse(script: &'static str, w: &str) -> Result<Self> {
+        word(script, w, |w| match w {
+            "ok" => Some(AssignStatus::Assigned),
+            "full" => Some(AssignStatus::Full),
+            "missing" => Some(AssignStatus::Missing),
+            "gone" => Some(AssignStatus::Gone),
+            "conflict" => Some(AssignStatus::Conflict),
+            _ => wrong_state(w).map(AssignStatus::WrongState),
+        })
+    }
+
+    /// The worker, not the task, was the reason: the task waits for the
+    /// next round (with a fresh view of the workers).
+    pub fn worker_was_unable(self) -> bool {
+        matches!(self, AssignStatus::Full | AssignStatus::Gone)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            AssignStatus::Assigned => "assigned",
+            AssignStatus::Full => "full",
+            AssignStatus::Missing => "missing",
+            AssignStatus::Gone => "gone",
+            AssignStatus::Conflict => "conflict",
+            AssignStatus::WrongState(_) => "wrong-state",
+        }
+    }
+}
+
+/// Why a worker did not start one task of an assign entry
+/// ([`super::Store::claim`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The entry carries no batch token, a bad one, or one whose record
+    /// names another entry: not an entry assign.lua wrote.
+    Replayed,
+    /// The batch record is gone: the lease already ended (or never was).
+    LeaseEnded,
+    /// The batch record names another worker.
+    OtherWorker,
+    /// The task runs under another batch's token.
+    OtherBatch,
+    /// The task moved on (another version), or the entry names it twice.
+    Conflict,
+    /// No such task.
+    Missing,
+    /// The task is not running.
+    WrongState(TaskState),
+}
+
+impl Refusal {
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Replayed => "replayed",
+            Refusal::LeaseEnded => "lease-ended",
+            Refusal::OtherWorker => "other-worker",
+            Refusal::OtherBatch => "other-batch",
+            Refusal::Conflict => "conflict",
+            Refusal::Missing => "missing",
+            Refusal::WrongState(_) => "wrong-state",
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::WrongState(s) => write!(f, "state:{s}"),
+            other => f.write_str(other.label()),
+        }
+    }
+}
+
+/// The state a task was left in by `complete` (lua/complete.lua), or
+/// `Stale` when the worker no longer held its lease and nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishedState {
+    Succeeded,
+    /// Failed; a retry is scheduled.
+    Scheduled,
+    /// Failed with no attempt left.
+    Dead,
+    Cancelled,
+    /// Handed back: queued again without charging an attempt.
+    Queued,
+    /// Refused by the fence: a zombie's late completion changes nothing.
+    Stale,
+}
+
+impl FinishedState {
+    pub(crate) fn parse(script: &'static str, w: &str) -> Result<Self> {
+        word(script, w, |w| match w {
+            "succeeded" => Some(FinishedState::Succeeded),
+            "scheduled" => Some(FinishedState::Scheduled),
+            "dead" => Some(FinishedState::Dead),
+            "cancelled" => Some(FinishedState::Cancelled),
+            "queued" => Some(FinishedState::Queued),
+            "stale" => Some(FinishedState::Stale),
+            _ => None,
+        })
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            FinishedState::Succeeded => "succeeded",
+            FinishedState::Scheduled => "scheduled",
+            FinishedState::Dead => "dead",
+            FinishedState::Cancelled => "cancelled",
+            FinishedState::Queued => "queued",
+            FinishedState::Stale => "stale",
+        }
+    }
+}
+
+/// What `reap` did with one task of an expired lease (lua/reap.lua).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReapOutcome {
+    /// Never ran (the worker never accepted the assignment): queued again
+    /// without using an attempt.
+    Queued,
+    /// The lease ran out; a retry is scheduled.
+    Scheduled,
+    /// The lease ran out with no attempt left.
+    Dead,
+    /// The lease ran out while a cancel was requested.
+    Cancelled,
+    /// The batch's deadline moved since it was read: left running.
+    Renewed,
+    /// No longer running under the token at the version read: left alone.
+    Conflict,
+}
+
+impl ReapOutcome {
+    pub(crate) fn parse(script: &'static str, w: &str) -> Result<Self> {
+        word(script, w, |w| match w {
+            "queued" => Some(ReapOutcome::Queued),
+            "scheduled" => Some(ReapOutcome::Scheduled),
+            "dead" => Some(ReapOutcome::Dead),
+            "cancelled" => Some(ReapOutcome::Cancelled),
+            "renewed" => Some(ReapOutcome::Renewed),
+            "conflict" => Some(ReapOutcome::Conflict),
+            _ => None,
+        })
+    }
+
+    /// The attempt ended because its lease ran out.
+    pub fn lease_expired(self) -> bool {
+        matches!(
+            self,
+            ReapOutcome::Scheduled | ReapOutcome::Dead | ReapOutcome::Cancelled
+        )
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ReapOutcome::Queued => "queued",
+            ReapOutcome::Scheduled => "scheduled",
+            ReapOutcome::Dead => "dead",
+            ReapOutcome::Cancelled => "cancelled",
+            ReapOutcome::Renewed => "renewed",
+            ReapOutcome::Conflict => "conflict",
+        }
+    }
+}
+
+/// What `restore` did with one task of a snapshot (lua/restore.lua).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RestoreOutcome {
+    /// A live task, queued and announced.
+    Queued,
+    /// A scheduled task, keeping its run_at.
+    Scheduled,
+    /// A finished task, kept for the result TTL.
+    Terminal,
+    /// A task with this id is already here: left alone.
+    Exists,
+}
+
+impl RestoreOutcome {
+    pub(crate) fn parse(script: &'static str, w: &str) -> Result<Self> {
+        word(script, w, |w| match w {
+            "queued" => Some(RestoreOutcome::Queued),
+            "scheduled" => Some(RestoreOutcome::Scheduled),
+            "terminal" => Some(RestoreOutcome::Terminal),
+            "exists" => Some(RestoreOutcome::Exists),
+            _ => None,
+        })
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RestoreOutcome::Queued => "queued",
+            RestoreOutcome::Scheduled => "scheduled",
+            RestoreOutcome::Terminal => "terminal",
+            RestoreOutcome::Exists => "exists",
+        }
+    }
+}
+
+/// What `promote` or `reannounce` did with one task: announced on the
+/// intake stream, or left as it was (the scripts name why: 'early',
+/// 'conflict', 'gone', 'missing', 'state:<s>'; the leader only counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Announced {
+    Queued,
+    LeftAlone,
+}
+
+impl Announced {
+    pub(crate) fn parse(script: &'static str, w: &str) -> Result<Self> {
+        word(script, w, |w| match w {
+            "queued" => Some(Announced::Queued),
+            "early" | "conflict" | "gone" | "missing" => Some(Announced::LeftAlone),
+            _ => wrong_state(w).map(|_| Announced::LeftAlone),
+        })
+    }
+}
+
+/// A script's per-task statuses from a reply that lists only the tasks
+/// whose status is not `usual`, as (1-based position, status word) pairs.
+pub(crate) fn expand_positions<T: Clone>(
+    script: &'static str,
+    tasks: usize,
+    usual: T,
+    reply: &[String],
+    parse: impl Fn(&'static str, &str) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut statuses = vec![usual; tasks];
+    for pair in reply.chunks(2) {
+        let slot = match pair {
+            [position, _] => position
+                .parse::<usize>()
+                .ok()
+                .and_then(|p| p.checked_sub(1))
+                .and_then(|p| statuses.get_mut(p)),
+            _ => None,
+        };
+        let slot = slot.ok_or_else(|| StoreError::Reply {
+            script,
+            detail: format!("a status at an unknown position: {pair:?}"),
+        })?;
+        *slot = parse(script, &pair[1])?;
+    }
+    Ok(statuses)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn listed_statuses_land_in_their_places() {
+        let got = expand_positions(
+            "assign",
+            4,
+            AssignStatus::Assigned,
+            &strings(&["2", "missing", "4", "full"]),
+            AssignStatus::parse,
+        )
+        .unwrap();
+        use AssignStatus::*;
+        assert_eq!(got, vec![Assigned, Missing, Assigned, Full]);
+        let none = expand_positions("assign", 2, Assigned, &[], AssignStatus::parse).unwrap();
+        assert_eq!(none, vec![Assigned, Assigned]);
+    }
+
+    #[test]
+    fn a_reply_naming_no_task_of_the_call_is_an_error() {
+        for bad in [&["0", "full"][..], &["3", "full"], &["x", "full"], &["1"]] {
+            let err =
+                expand_positions("assign", 2, AssignStatus::Assigned, &strings(bad), AssignStatus::parse).unwrap_err();
+            assert!(err.to_string().contains("unknown position"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_word_is_an_error_naming_it() {
+        let err = expand_positions(
+            "complete",
+            1,
+            FinishedState::Succeeded,
+            &strings(&["1", "exploded"]),
+            FinishedState::parse,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("\"exploded\""), "{err}");
+        assert!(AssignStatus::parse("assign", "state:nonsense").is_err());
+        assert!(ReapOutcome::parse("reap", "").is_err());
+    }
+
+    #[test]
+    fn words_parse_to_their_variants_and_labels_are_stable() {
+        assert_eq!(
+            AssignStatus::parse("assign", "state:running").unwrap(),
+            AssignStatus::WrongState(TaskState::Running)
+        );
+        assert_eq!(AssignStatus::WrongState(TaskState::Dead).label(), "wrong-state");
+        assert_eq!(Refusal::WrongState(TaskState::Succeeded).to_string(), "state:succeeded");
+        assert_eq!(Refusal::LeaseEnded.to_string(), "lease-ended");
+        for w in ["succeeded", "scheduled", "dead", "cancelled", "queued", "stale"] {
+            assert_eq!(FinishedState::parse("complete", w).unwrap().label(), w);
+        }
+        for w in ["queued", "scheduled", "dead", "cancelled", "renewed", "conflict"] {
+            assert_eq!(ReapOutcome::parse("reap", w).unwrap().label(), w);
+        }
+        for w in ["queued", "scheduled", "terminal", "exists"] {
+            assert_eq!(RestoreOutcome::parse("restore", w).unwrap().label(), w);
+        }
+        assert!(AssignStatus::Full.worker_was_unable() && AssignStatus::Gone.worker_was_unable());
+        assert!(!AssignStatus::Conflict.worker_was_unable());
+        assert_eq!(
+            Announced::parse("reannounce", "state:running").unwrap(),
+            Announced::LeftAlone
+        );
+    }
+}
