@@ -80,3 +80,33 @@ fn zero_series() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_and_gauge_is_in_metrics_from_the_start() {
+        let page = metrics_handle().render();
+        // Metrics whose labels are not known in advance (routes, handlers)
+        // have no series, nor HELP line, before their first event.
+        let registered = catalog::ALL
+            .iter()
+            .filter(|m| m.kind != Kind::Histogram && !m.zero_label_sets().is_empty());
+        for m in registered {
+            for set in m.zero_label_sets() {
+                let labels: Vec<String> = set.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+                let series = if labels.is_empty() {
+                    m.name.to_string()
+                } else {
+                    format!("{}{{{}}}", m.name, labels.join(","))
+                };
+                assert!(
+                    page.lines().any(|l| l.starts_with(&format!("{series} "))),
+                    "{series} is not in /metrics at start"
+                );
+            }
+            assert!(page.contains(&format!("# HELP {} ", m.name)), "{} has no HELP line", m.name);
+        }
+    }
+}
