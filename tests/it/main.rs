@@ -11,6 +11,7 @@ mod network;
 mod poison;
 mod processes;
 mod prometheus;
+mod readme;
 mod redis_faults;
 mod rotation;
 mod scripts;
