@@ -6,6 +6,7 @@ mod api;
 mod chaos;
 mod clock;
 mod containers;
+mod dev;
 mod lifecycle;
 mod network;
 mod poison;
