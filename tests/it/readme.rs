@@ -246,7 +246,12 @@ async fn the_readme_roles_run_side_by_side_as_written() {
     let t = client.wait(&s.id, Duration::from_secs(30)).await.unwrap();
     assert_eq!(t.state, TaskState::Succeeded, "{t:?}");
     assert_eq!(t.result, Some(input), "{t:?}");
-    let worker_id = parsed.roles[2].args.iter().skip_while(|a| *a != "--id").nth(1);
+    let worker_id = parsed.roles[2]
+        .args
+        .iter()
+        .skip_while(|a| *a != "--id")
+        .nth(1)
+        .expect("the worker line's --id");
     let workers: Vec<String> = client
         .workers()
         .await
@@ -255,7 +260,7 @@ async fn the_readme_roles_run_side_by_side_as_written() {
         .into_iter()
         .map(|w| w.id)
         .collect();
-    assert_eq!(workers.first(), worker_id, "the README's worker, alone: {workers:?}");
+    assert_eq!(workers, [worker_id.as_str()], "the README's worker, alone");
     let worker_admin = parsed.roles[2].admin;
     let metrics = http
         .get(format!("http://127.0.0.1:{worker_admin}/metrics"))
