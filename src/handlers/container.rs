@@ -51,10 +51,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::{
-    lossy_excerpt, parse_output, spec_max_output, supervise, Handler, HandlerError, HandlerFuture, Probe, SpecError,
-    TaskContext,
-};
+use super::outcome::{lossy_excerpt, parse_output, supervise};
+use super::spec::{check_env, spec_max_output};
+use super::{Handler, HandlerError, HandlerFuture, Probe, SpecError, TaskContext};
 
 /// How much of the end of stderr is kept for failure messages (as for `exec`).
 pub const LOG_TAIL: usize = 4 * 1024;
@@ -371,7 +370,7 @@ impl ContainerHandler {
             }
         }
 
-        super::check_env(handler, &spec.env)?;
+        check_env(handler, &spec.env)?;
 
         if let Some(dir) = &spec.workdir {
             // Docker rejects relative working directories at create time; say so now.

@@ -28,10 +28,9 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
 
-use super::{
-    lossy_excerpt, parse_output, spec_max_output, supervise, Handler, HandlerError, HandlerFuture, SpecError,
-    TaskContext,
-};
+use super::outcome::{lossy_excerpt, parse_output, supervise};
+use super::spec::{check_env, spec_max_output};
+use super::{Handler, HandlerError, HandlerFuture, SpecError, TaskContext};
 
 /// How much of the end of stderr is kept for failure messages.
 pub const STDERR_TAIL: usize = 4 * 1024;
@@ -86,7 +85,7 @@ impl ExecHandler {
         if let Some(i) = spec.command.iter().position(|a| a.contains('\0')) {
             return Err(bad_entry("command", &i.to_string(), "must not contain NUL bytes"));
         }
-        super::check_env(handler, &spec.env)?;
+        check_env(handler, &spec.env)?;
         Ok(ExecHandler {
             inner: Arc::new(Inner {
                 command: spec.command.clone(),
