@@ -110,39 +110,8 @@ impl Inner {
             return Err(HandlerError::Cancelled);
         }
         let program = &self.command[0];
-        let mut command = Command::new(program);
-        command
-            .args(&self.command[1..])
-            .envs(&self.env)
-            .env("DROVER_TASK_ID", &ctx.task_id)
-            .env("DROVER_HANDLER", &ctx.handler)
-            .env("DROVER_ATTEMPT", ctx.attempt.to_string())
-            .env("DROVER_FENCE", ctx.fence_token())
-            .env("DROVER_EPOCH", ctx.epoch.to_string())
-            .env("DROVER_FENCE_COUNTER", ctx.fence.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Group id = the child's pid, so killpg reaches everything it starts
-            // (unless something deliberately leaves the group with setsid).
-            .process_group(0)
-            // If this future is dropped mid-run, tokio kills and reaps the child;
-            // ProcessGroup's Drop takes care of the rest of the group.
-            .kill_on_drop(true);
-        // A worker killed with -9 cannot kill its handlers: ask the kernel to
-        // (PR_SET_PDEATHSIG), so a task whose lease will be retried elsewhere
-        // is not also still running here, writing with an old fence.
-        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-
-        let mut child = command
+        let mut child = self
+            .build_command(&ctx)
             .spawn()
             .map_err(|e| HandlerError::Start(format!("{program}: {e}")))?;
         let group = match child.id() {
@@ -187,6 +156,43 @@ impl Inner {
                 Err(e)
             }
         }
+    }
+
+    /// The program's command line and environment, set up to run in a process
+    /// group of its own that dies with the worker.
+    fn build_command(&self, ctx: &TaskContext) -> Command {
+        let mut command = Command::new(&self.command[0]);
+        command
+            .args(&self.command[1..])
+            .envs(&self.env)
+            .env("DROVER_TASK_ID", &ctx.task_id)
+            .env("DROVER_HANDLER", &ctx.handler)
+            .env("DROVER_ATTEMPT", ctx.attempt.to_string())
+            .env("DROVER_FENCE", ctx.fence_token())
+            .env("DROVER_EPOCH", ctx.epoch.to_string())
+            .env("DROVER_FENCE_COUNTER", ctx.fence.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Group id = the child's pid, so killpg reaches everything it starts
+            // (unless something deliberately leaves the group with setsid).
+            .process_group(0)
+            // If this future is dropped mid-run, tokio kills and reaps the child;
+            // ProcessGroup's Drop takes care of the rest of the group.
+            .kill_on_drop(true);
+        // A worker killed with -9 cannot kill its handlers: ask the kernel to
+        // (PR_SET_PDEATHSIG), so a task whose lease will be retried elsewhere
+        // is not also still running here, writing with an old fence.
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        command
     }
 }
 
