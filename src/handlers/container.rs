@@ -529,14 +529,7 @@ impl Inner {
 
     fn container_config(&self, ctx: &TaskContext, labels: HashMap<String, String>) -> ContainerCreateBody {
         let mut env: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        env.extend([
-            format!("DROVER_TASK_ID={}", ctx.task_id),
-            format!("DROVER_HANDLER={}", ctx.handler),
-            format!("DROVER_ATTEMPT={}", ctx.attempt),
-            format!("DROVER_FENCE={}", ctx.fence_token()),
-            format!("DROVER_EPOCH={}", ctx.epoch),
-            format!("DROVER_FENCE_COUNTER={}", ctx.fence),
-        ]);
+        env.extend(ctx.env().map(|(k, v)| format!("{k}={v}")));
         let memory = self.memory.as_ref().map(|(bytes, _)| *bytes);
         ContainerCreateBody {
             image: Some(self.image.clone()),

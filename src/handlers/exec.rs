@@ -165,12 +165,7 @@ impl Inner {
         command
             .args(&self.command[1..])
             .envs(&self.env)
-            .env("DROVER_TASK_ID", &ctx.task_id)
-            .env("DROVER_HANDLER", &ctx.handler)
-            .env("DROVER_ATTEMPT", ctx.attempt.to_string())
-            .env("DROVER_FENCE", ctx.fence_token())
-            .env("DROVER_EPOCH", ctx.epoch.to_string())
-            .env("DROVER_FENCE_COUNTER", ctx.fence.to_string())
+            .envs(ctx.env())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

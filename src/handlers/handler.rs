@@ -44,7 +44,33 @@ impl TaskContext {
     pub fn fence_token(&self) -> String {
         format!("{}.{}", self.epoch, self.fence)
     }
+
+    /// The [`RESERVED_ENV`] variables with this attempt's values, for the program an
+    /// exec or container handler runs.
+    pub(crate) fn env(&self) -> [(&'static str, String); 6] {
+        let [task_id, handler, attempt, fence, epoch, counter] = RESERVED_ENV;
+        [
+            (task_id, self.task_id.clone()),
+            (handler, self.handler.clone()),
+            (attempt, self.attempt.to_string()),
+            (fence, self.fence_token()),
+            (epoch, self.epoch.to_string()),
+            (counter, self.fence.to_string()),
+        ]
+    }
 }
+
+/// Variables drover sets for every run of an exec or container handler; a
+/// profile may not override them, since downstream systems trust
+/// `DROVER_FENCE` to be the real fencing token.
+pub(crate) const RESERVED_ENV: [&str; 6] = [
+    "DROVER_TASK_ID",
+    "DROVER_HANDLER",
+    "DROVER_ATTEMPT",
+    "DROVER_FENCE",
+    "DROVER_EPOCH",
+    "DROVER_FENCE_COUNTER",
+];
 
 /// Why a handler run did not produce a result.
 #[derive(Debug, thiserror::Error)]
@@ -107,5 +133,21 @@ mod tests {
     #[test]
     fn fence_token_joins_epoch_and_fence() {
         assert_eq!(TaskContext::for_test(Duration::from_secs(1)).fence_token(), "7.42");
+    }
+
+    #[test]
+    fn env_names_each_reserved_variable_with_its_value() {
+        let env = TaskContext::for_test(Duration::from_secs(1)).env();
+        assert_eq!(
+            env.map(|(name, value)| format!("{name}={value}")),
+            [
+                "DROVER_TASK_ID=t-1",
+                "DROVER_HANDLER=h",
+                "DROVER_ATTEMPT=2",
+                "DROVER_FENCE=7.42",
+                "DROVER_EPOCH=7",
+                "DROVER_FENCE_COUNTER=42",
+            ]
+        );
     }
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::builtin::{BuiltinSpec, BUILTIN_NAMES};
 use super::container::ContainerSpec;
 use super::exec::ExecSpec;
+use super::handler::RESERVED_ENV;
 use super::http::HttpSpec;
 
 /// `max_output` when the profile does not set one.
@@ -82,18 +83,6 @@ pub enum SpecError {
         reason: String,
     },
 }
-
-/// Variables drover sets for every run of an exec or container handler; a
-/// profile may not override them, since downstream systems trust
-/// `DROVER_FENCE` to be the real fencing token.
-pub(crate) const RESERVED_ENV: [&str; 6] = [
-    "DROVER_TASK_ID",
-    "DROVER_HANDLER",
-    "DROVER_ATTEMPT",
-    "DROVER_FENCE",
-    "DROVER_EPOCH",
-    "DROVER_FENCE_COUNTER",
-];
 
 /// Checks a profile's `env` table: names non-empty without `=` or NUL, no
 /// reserved name, values without NUL (every spawn would fail on one).
