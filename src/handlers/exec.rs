@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
 
 use super::outcome::{lossy_excerpt, parse_output, supervise};
-use super::spec::{check_env, spec_max_output};
+use super::spec::{check_command, check_env, spec_max_output};
 use super::{Handler, HandlerError, HandlerFuture, SpecError, TaskContext};
 
 /// How much of the end of stderr is kept for failure messages.
@@ -70,21 +70,7 @@ impl ExecHandler {
     /// Validates a profile entry named `handler`. The `timeout` key is not read
     /// here: the worker folds it into [`TaskContext::timeout`].
     pub fn from_spec(handler: &str, spec: &ExecSpec) -> Result<ExecHandler, SpecError> {
-        let bad_entry = |key, entry: &str, reason: &str| SpecError::BadEntry {
-            handler: handler.to_owned(),
-            key,
-            entry: entry.to_owned(),
-            reason: reason.to_owned(),
-        };
-        if spec.command.first().is_none_or(String::is_empty) {
-            return Err(SpecError::EmptyCommand {
-                handler: handler.to_owned(),
-            });
-        }
-        // A NUL would make every spawn fail; better to say so at startup.
-        if let Some(i) = spec.command.iter().position(|a| a.contains('\0')) {
-            return Err(bad_entry("command", &i.to_string(), "must not contain NUL bytes"));
-        }
+        check_command(handler, &spec.command)?;
         check_env(handler, &spec.env)?;
         Ok(ExecHandler {
             inner: Arc::new(Inner {

@@ -84,6 +84,25 @@ pub enum SpecError {
     },
 }
 
+/// Checks a profile's `command`: a non-empty program name, and no NUL in any
+/// argument (every spawn would fail on one; better to say so at startup).
+pub(crate) fn check_command(handler: &str, command: &[String]) -> Result<(), SpecError> {
+    if command.first().is_none_or(String::is_empty) {
+        return Err(SpecError::EmptyCommand {
+            handler: handler.to_owned(),
+        });
+    }
+    if let Some(i) = command.iter().position(|a| a.contains('\0')) {
+        return Err(SpecError::BadEntry {
+            handler: handler.to_owned(),
+            key: "command",
+            entry: i.to_string(),
+            reason: "must not contain NUL bytes".to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// Checks a profile's `env` table: names non-empty without `=` or NUL, no
 /// reserved name, values without NUL (every spawn would fail on one).
 pub(crate) fn check_env(handler: &str, env: &BTreeMap<String, String>) -> Result<(), SpecError> {
