@@ -28,10 +28,9 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
 
-use super::{
-    lossy_excerpt, parse_output, spec_max_output, supervise, Handler, HandlerError, HandlerFuture, SpecError,
-    TaskContext,
-};
+use super::outcome::{lossy_excerpt, parse_output, supervise};
+use super::spec::{check_command, check_env, spec_max_output};
+use super::{Handler, HandlerError, HandlerFuture, SpecError, TaskContext};
 
 /// How much of the end of stderr is kept for failure messages.
 pub const STDERR_TAIL: usize = 4 * 1024;
@@ -71,22 +70,8 @@ impl ExecHandler {
     /// Validates a profile entry named `handler`. The `timeout` key is not read
     /// here: the worker folds it into [`TaskContext::timeout`].
     pub fn from_spec(handler: &str, spec: &ExecSpec) -> Result<ExecHandler, SpecError> {
-        let bad_entry = |key, entry: &str, reason: &str| SpecError::BadEntry {
-            handler: handler.to_owned(),
-            key,
-            entry: entry.to_owned(),
-            reason: reason.to_owned(),
-        };
-        if spec.command.first().is_none_or(String::is_empty) {
-            return Err(SpecError::EmptyCommand {
-                handler: handler.to_owned(),
-            });
-        }
-        // A NUL would make every spawn fail; better to say so at startup.
-        if let Some(i) = spec.command.iter().position(|a| a.contains('\0')) {
-            return Err(bad_entry("command", &i.to_string(), "must not contain NUL bytes"));
-        }
-        super::check_env(handler, &spec.env)?;
+        check_command(handler, &spec.command)?;
+        check_env(handler, &spec.env)?;
         Ok(ExecHandler {
             inner: Arc::new(Inner {
                 command: spec.command.clone(),
@@ -111,39 +96,8 @@ impl Inner {
             return Err(HandlerError::Cancelled);
         }
         let program = &self.command[0];
-        let mut command = Command::new(program);
-        command
-            .args(&self.command[1..])
-            .envs(&self.env)
-            .env("DROVER_TASK_ID", &ctx.task_id)
-            .env("DROVER_HANDLER", &ctx.handler)
-            .env("DROVER_ATTEMPT", ctx.attempt.to_string())
-            .env("DROVER_FENCE", ctx.fence_token())
-            .env("DROVER_EPOCH", ctx.epoch.to_string())
-            .env("DROVER_FENCE_COUNTER", ctx.fence.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Group id = the child's pid, so killpg reaches everything it starts
-            // (unless something deliberately leaves the group with setsid).
-            .process_group(0)
-            // If this future is dropped mid-run, tokio kills and reaps the child;
-            // ProcessGroup's Drop takes care of the rest of the group.
-            .kill_on_drop(true);
-        // A worker killed with -9 cannot kill its handlers: ask the kernel to
-        // (PR_SET_PDEATHSIG), so a task whose lease will be retried elsewhere
-        // is not also still running here, writing with an old fence.
-        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-
-        let mut child = command
+        let mut child = self
+            .build_command(&ctx)
             .spawn()
             .map_err(|e| HandlerError::Start(format!("{program}: {e}")))?;
         let group = match child.id() {
@@ -188,6 +142,38 @@ impl Inner {
                 Err(e)
             }
         }
+    }
+
+    /// The program's command line and environment, set up to run in a process
+    /// group of its own that dies with the worker.
+    fn build_command(&self, ctx: &TaskContext) -> Command {
+        let mut command = Command::new(&self.command[0]);
+        command
+            .args(&self.command[1..])
+            .envs(&self.env)
+            .envs(ctx.env())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Group id = the child's pid, so killpg reaches everything it starts
+            // (unless something deliberately leaves the group with setsid).
+            .process_group(0)
+            // If this future is dropped mid-run, tokio kills and reaps the child;
+            // ProcessGroup's Drop takes care of the rest of the group.
+            .kill_on_drop(true);
+        // A worker killed with -9 cannot kill its handlers: ask the kernel to
+        // (PR_SET_PDEATHSIG), so a task whose lease will be retried elsewhere
+        // is not also still running here, writing with an old fence.
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        command
     }
 }
 

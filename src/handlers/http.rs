@@ -18,10 +18,9 @@ use reqwest::{redirect, Client, Response, Url};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{
-    lossy_excerpt, parse_output, spec_max_output, supervise, Handler, HandlerError, HandlerFuture, SpecError,
-    TaskContext,
-};
+use super::outcome::{lossy_excerpt, parse_output, supervise};
+use super::spec::spec_max_output;
+use super::{Handler, HandlerError, HandlerFuture, SpecError, TaskContext};
 
 /// How much of a non-2xx response body goes into the failure message.
 pub const ERROR_BODY_EXCERPT: usize = 512;
