@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds drover-test-busybox:latest, the image the container handler's tests run
-# (src/handlers/container.rs). No registry can be reached where the tests run, so
+# (src/handlers/container/; its testing.rs holds the helpers those tests share).
+# No registry can be reached where the tests run, so
 # the image is made FROM scratch out of Debian's statically linked busybox.
 #
 # Usage: tests/container/build-test-image.sh [TAG]    (default drover-test-busybox:latest)
