@@ -21,6 +21,7 @@ pub use layers::Layers;
 pub use settings::{
     redact_url, CoordinatorSettings, DistributorSettings, RedisTls, Secret, Settings, Timing, WorkerSettings,
 };
+pub use values::split_list;
 
 use crate::names::{HandlerName, Tag};
 

@@ -49,16 +49,20 @@ impl Layers {
             .map_err(|_| ConfigError::new(key, o, format!("{v:?} is not an address like 127.0.0.1:7070")))
     }
 
-    /// A comma-separated list, items trimmed, empty items dropped.
+    /// A comma-separated list: see [`split_list`].
     pub(super) fn list(&self, key: &str) -> Vec<String> {
-        self.raw(key)
-            .0
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect()
+        split_list(self.raw(key).0)
     }
+}
+
+/// A comma-separated list as settings and flags write it (`gpu, eu`): items
+/// trimmed, empty items dropped.
+pub fn split_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 #[cfg(test)]
