@@ -21,6 +21,7 @@
 //! - [`snapshot`]: export and import of task state.
 //! - [`acl`]: `drover redis-acl`, one least-privilege Redis user per role.
 //! - [`units`]: durations and sizes as written in profiles, flags and the environment.
+//! - [`names`]: namespaces, worker ids, handler names and tags, each with its one rule.
 
 pub mod acl;
 pub mod admin;
@@ -33,6 +34,7 @@ pub mod config;
 pub mod envelope;
 pub mod handlers;
 pub mod messages;
+pub mod names;
 pub mod redis_server;
 pub mod roles;
 pub mod snapshot;
