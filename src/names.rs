@@ -16,6 +16,9 @@ pub enum NameKind {
     WorkerId,
     HandlerName,
     Tag,
+    /// A signing key's id (`DROVER_SIGNING_KEYS`): it travels in every
+    /// envelope as a label of at most 32 bytes (`envelope::wire`).
+    KeyId,
 }
 
 impl NameKind {
@@ -26,6 +29,7 @@ impl NameKind {
             NameKind::WorkerId => "worker id",
             NameKind::HandlerName => "handler name",
             NameKind::Tag => "tag",
+            NameKind::KeyId => "key id",
         }
     }
 
@@ -35,6 +39,7 @@ impl NameKind {
             // Worker ids default to hostname-pid, and hostnames reach 64.
             NameKind::WorkerId => 128,
             NameKind::Namespace | NameKind::HandlerName | NameKind::Tag => 64,
+            NameKind::KeyId => 32,
         }
     }
 
@@ -43,7 +48,7 @@ impl NameKind {
     fn punctuation(self) -> &'static str {
         match self {
             NameKind::Tag => "-_.:/",
-            NameKind::Namespace | NameKind::WorkerId | NameKind::HandlerName => "-_.",
+            NameKind::Namespace | NameKind::WorkerId | NameKind::HandlerName | NameKind::KeyId => "-_.",
         }
     }
 

@@ -3,6 +3,7 @@
 //! passwords, the rules for Redis (stdout) and the notes for the operator
 //! (stderr) that say how each role connects.
 
+use crate::names::NameKind;
 use std::path::{Path, PathBuf};
 
 use super::password::{kept_password, new_password};
@@ -61,7 +62,7 @@ pub struct Generated {
 /// Generates the users of `drover redis-acl`.
 pub fn run(opts: &Options) -> anyhow::Result<Generated> {
     let ns = opts.namespace.as_str();
-    check_name("--namespace", ns, 64)?;
+    check_name("--namespace", ns, NameKind::Namespace)?;
     let mut users = Vec::new();
     let mut lines = Vec::new();
     for (role, worker_id) in wanted_users(opts)? {
@@ -83,7 +84,7 @@ fn wanted_users(opts: &Options) -> anyhow::Result<Vec<(Role, Option<String>)>> {
         wanted.push((Role::Worker, None));
     }
     for id in &opts.worker_ids {
-        check_name("--worker-id", id, 128)?;
+        check_name("--worker-id", id, NameKind::WorkerId)?;
         if !wanted.iter().any(|(_, w)| w.as_deref() == Some(id.as_str())) {
             wanted.push((Role::Worker, Some(id.clone())));
         }

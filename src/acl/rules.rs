@@ -6,14 +6,14 @@
 
 use super::password::password_hash;
 use super::rights::{profile, Access, Role, ROOT_COMMANDS};
+use crate::names::NameKind;
 
 /// Namespaces and worker ids are what the configuration accepts; neither
 /// may hold a glob character, so they go into key patterns as they are.
-pub(super) fn check_name(what: &str, s: &str, max: usize) -> anyhow::Result<()> {
-    if s.is_empty() || s.len() > max || !s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        anyhow::bail!("{what}: {s:?} must be 1-{max} characters of A-Z a-z 0-9 - _ .");
-    }
-    Ok(())
+/// The rule is the one of [`crate::names`]; the message names the flag.
+pub(super) fn check_name(what: &str, s: &str, kind: NameKind) -> anyhow::Result<()> {
+    kind.check(s)
+        .map_err(|_| anyhow::anyhow!("{what}: {s:?} must be {}", kind.rule()))
 }
 
 /// The key prefix of a namespace, as `store::keys::Keys` builds it.
@@ -35,9 +35,9 @@ pub fn user_name(namespace: &str, role: Role, worker_id: Option<&str>) -> String
 /// password. `worker_id` limits a worker to its own hash and stream; it is
 /// ignored for the other roles.
 pub fn rules(namespace: &str, role: Role, worker_id: Option<&str>) -> anyhow::Result<Vec<String>> {
-    check_name("namespace", namespace, 64)?;
+    check_name("namespace", namespace, NameKind::Namespace)?;
     if let Some(id) = worker_id {
-        check_name("worker id", id, 128)?;
+        check_name("worker id", id, NameKind::WorkerId)?;
     }
     let p = prefix(namespace);
     let w = match (role, worker_id) {

@@ -3,6 +3,7 @@
 //! without dropping messages in flight. Secrets never leave this file except as MAC keys and
 //! through [`Keyring::to_spec`]: neither [`Keyring`]'s `Debug` nor any [`KeyringError`] shows one.
 
+use crate::names::NameKind;
 use std::collections::btree_map::{BTreeMap, Entry};
 use std::fmt;
 
@@ -165,10 +166,7 @@ impl fmt::Debug for Keyring {
 }
 
 pub(super) fn is_valid_kid(kid: &str) -> bool {
-    (1..=MAX_LABEL_LEN).contains(&kid.len())
-        && kid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    NameKind::KeyId.check(kid).is_ok()
 }
 
 /// Renders a would-be key id for an error message. Anything longer than a key id may be a
@@ -197,6 +195,15 @@ mod tests {
     use super::super::testing::*;
     use super::super::Rejection;
     use super::*;
+
+    #[test]
+    fn a_key_id_fits_the_envelope_label() {
+        assert_eq!(NameKind::KeyId.max_len(), MAX_LABEL_LEN);
+        assert!(is_valid_kid("k1.2026-12_a"));
+        assert!(!is_valid_kid(""));
+        assert!(!is_valid_kid("k:1"));
+        assert!(!is_valid_kid(&"k".repeat(MAX_LABEL_LEN + 1)));
+    }
 
     #[test]
     fn parse_accepts_all_separators() {

@@ -106,7 +106,11 @@ mod tests {
                     "{series} is not in /metrics at start"
                 );
             }
-            assert!(page.contains(&format!("# HELP {} ", m.name)), "{} has no HELP line", m.name);
+            assert!(
+                page.contains(&format!("# HELP {} ", m.name)),
+                "{} has no HELP line",
+                m.name
+            );
         }
     }
 }
