@@ -10,7 +10,7 @@ pub mod error;
 pub mod waiters;
 
 use crate::config::{is_valid_name, is_valid_tag};
-use crate::roles::Context;
+use crate::context::Context;
 use crate::store::{CancelOutcome, WorkerView};
 use crate::task::{NewTask, TaskId, TaskState, TaskView};
 use auth::Scope;

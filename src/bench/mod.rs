@@ -21,12 +21,13 @@ mod processes;
 mod scripts;
 
 use crate::config::{Layers, Settings};
+use crate::context::Context;
 use crate::envelope::Keyring;
 use crate::handlers::{HandlerError, Registry, TaskContext};
 use crate::messages::{EventBody, EVENT};
 use crate::redis_server::{Persistence, RedisServer};
 use crate::roles::worker::WorkerSpec;
-use crate::roles::{coordinator, distributor, worker, Context};
+use crate::roles::{coordinator, distributor, worker};
 use crate::task::{NewTask, TaskId};
 use hdrhistogram::Histogram;
 use processes::{cpu_seconds, CpuByRole, RoleProcesses};
