@@ -3,14 +3,13 @@
 
 use super::error::{self, ErrorBody};
 use super::requests::{BatchRequest, SubmitRequest};
-use super::responses::{BatchResponse, CancelResponse, Submitted, TaskList, WorkerList};
+use super::responses::{BatchResponse, CancelResponse, Submitted, TaskBody, TaskList, WorkerBody, WorkerList};
 // Globs, because `paths(...)` finds each operation as `__path_<handler>`
 // in scope: a handler named through its module (`tasks::submit`) would be
 // tagged with the module's name, and the document would change.
 use super::tasks::*;
 use super::workers::*;
-use crate::store::WorkerView;
-use crate::task::{TaskState, TaskView};
+use crate::task::TaskState;
 use axum::response::IntoResponse;
 use axum::Json;
 use utoipa::OpenApi;
@@ -32,8 +31,8 @@ impl utoipa::Modify for BearerScheme {
 #[openapi(
     info(title = "drover", description = "Distributed task system: coordinator API"),
     paths(submit, submit_batch, get_task, wait_task, cancel_task, list_tasks, list_workers),
-    components(schemas(SubmitRequest, BatchRequest, Submitted, BatchResponse, TaskView, TaskState, TaskList,
-        WorkerList, WorkerView, CancelResponse, ErrorBody, error::ErrorDetail)),
+    components(schemas(SubmitRequest, BatchRequest, Submitted, BatchResponse, TaskBody, TaskState, TaskList,
+        WorkerList, WorkerBody, CancelResponse, ErrorBody, error::ErrorDetail)),
     modifiers(&BearerScheme)
 )]
 pub struct ApiDoc;

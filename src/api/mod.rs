@@ -23,7 +23,7 @@ mod workers;
 
 pub use doc::ApiDoc;
 pub use requests::{BatchRequest, ListQuery, SubmitRequest, WaitQuery};
-pub use responses::{BatchResponse, CancelResponse, Submitted, TaskList, WorkerList};
+pub use responses::{BatchResponse, CancelResponse, Submitted, TaskBody, TaskList, WorkerBody, WorkerList};
 pub use state::ApiState;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};

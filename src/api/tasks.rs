@@ -4,11 +4,11 @@
 use super::auth::Scope;
 use super::error::{ApiError, ErrorBody};
 use super::requests::{BatchRequest, ListQuery, SubmitRequest, WaitQuery};
-use super::responses::{BatchResponse, CancelResponse, Submitted, TaskList};
+use super::responses::{BatchResponse, CancelResponse, Submitted, TaskBody, TaskList};
 use super::state::ApiState;
 use super::validate::{api_duration, body_json, parse_id, task_id};
 use crate::store::CancelOutcome;
-use crate::task::{NewTask, TaskState, TaskView};
+use crate::task::{NewTask, TaskState};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -117,25 +117,25 @@ pub(super) async fn submit_batch(
 
 /// A task's current record.
 #[utoipa::path(get, path = "/v1/tasks/{id}", params(("id" = String, Path, description = "Task id")),
-    responses((status = 200, body = TaskView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 200, body = TaskBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn get_task(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Json<TaskView>, ApiError> {
+) -> Result<Json<TaskBody>, ApiError> {
     s.authorize(&headers, Scope::Read)?;
     let id = task_id(id)?;
     let task = s.ctx.store.get_task(&id).await?;
-    task.map(Json)
+    task.map(|t| Json(t.into()))
         .ok_or_else(|| ApiError::NotFound(format!("no task {id} (unknown, or expired after finishing)")))
 }
 
 /// Waits until the task reaches a terminal state or the timeout passes,
 /// then returns the record either way.
 #[utoipa::path(get, path = "/v1/tasks/{id}/wait", params(("id" = String, Path, description = "Task id"), WaitQuery),
-    responses((status = 200, body = TaskView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    responses((status = 200, body = TaskBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn wait_task(
@@ -143,7 +143,7 @@ pub(super) async fn wait_task(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     query: Result<Query<WaitQuery>, QueryRejection>,
-) -> Result<Json<TaskView>, ApiError> {
+) -> Result<Json<TaskBody>, ApiError> {
     s.authorize(&headers, Scope::Read)?;
     let Query(q) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
     let id = task_id(id)?;
@@ -176,7 +176,7 @@ pub(super) async fn wait_task(
         };
         if task.state.is_terminal() || tokio::time::Instant::now() >= deadline || !s.accepting.load(Ordering::SeqCst) {
             s.waiters.release(id.as_str());
-            return Ok(Json(task));
+            return Ok(Json(task.into()));
         }
         // The events stream wakes us; the one-second cap covers an event
         // lost to trimming or a Redis restart.
@@ -245,7 +245,7 @@ pub(super) async fn list_tasks(
     }
     let (tasks, next) = s.ctx.store.list_tasks(state, &cursor, limit).await?;
     Ok(Json(TaskList {
-        tasks,
+        tasks: tasks.into_iter().map(TaskBody::from).collect(),
         next_cursor: (next != "0").then_some(next),
     }))
 }

@@ -19,5 +19,7 @@ pub(super) async fn list_workers(
 ) -> Result<Json<WorkerList>, ApiError> {
     s.authorize(&headers, Scope::Read)?;
     let workers = s.ctx.store.workers(s.ctx.settings.timing.worker_ttl).await?;
-    Ok(Json(WorkerList { workers }))
+    Ok(Json(WorkerList {
+        workers: workers.into_iter().map(Into::into).collect(),
+    }))
 }
