@@ -1,7 +1,7 @@
 //! The admin port every role serves, apart from the API: `/health`
 //! (liveness), `/ready` (ready to take work) and `/metrics` (Prometheus).
 
-use crate::roles::Health;
+use crate::context::Health;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;

@@ -5,6 +5,7 @@
 //! Module map:
 //! - [`cli`]: the command line; turns a subcommand into a role or a client call.
 //! - [`config`]: layered settings (defaults < file < env < flags), validated once.
+//! - [`context`]: the `Context` every role is handed (settings, store, health) and its `Health`.
 //! - [`roles`]: `coordinator`, `distributor`, `worker`, `dev`, each `run(ctx, …, shutdown)`.
 //! - [`store`]: the one door to Redis — key names, embedded scripts, typed replies.
 //! - [`envelope`]: HMAC-signed stream messages and the keyring.
@@ -31,6 +32,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod context;
 pub mod envelope;
 pub mod handlers;
 pub mod messages;

@@ -1,0 +1,289 @@
+//! What the API answers with, as the OpenAPI document names it: the
+//! submission receipts, a task's record, task and worker lists, and the
+//! cancel outcome. The task and worker records are the API's own types,
+//! converted from the store's views, so the store can change what it reads
+//! without changing the JSON clients get; their document names
+//! (`TaskView`, `WorkerView`) are kept from when the store's types were
+//! served as they are. Errors have their own module, `error.rs`.
+
+use crate::store::WorkerView;
+use crate::task::{TaskState, TaskView};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Submitted {
+    pub id: String,
+    pub state: TaskState,
+    /// True when an earlier submission with the same idempotency key stands.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchResponse {
+    pub tasks: Vec<Submitted>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskList {
+    pub tasks: Vec<TaskBody>,
+    /// Pass back as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WorkerList {
+    pub workers: Vec<WorkerBody>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CancelResponse {
+    pub id: String,
+    /// `cancelled`, or `running` with `cancel_requested` while the worker stops it.
+    pub state: TaskState,
+    pub cancel_requested: bool,
+}
+
+/// A task as stored, for the API and the CLI.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = TaskView)]
+pub struct TaskBody {
+    pub id: String,
+    pub state: TaskState,
+    pub handler: String,
+    /// Any JSON value.
+    pub input: serde_json::Value,
+    pub tags: Vec<String>,
+    pub priority: i32,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub timeout_ms: u64,
+    /// Version of the record: it rises with every transition.
+    pub version: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_at_ms: Option<u64>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// The fencing token of the latest attempt, `epoch.fence`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fence: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Any JSON value the handler returned.
+    pub result: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub cancel_requested: bool,
+}
+
+impl From<TaskView> for TaskBody {
+    /// Field by field, destructured so that a field the store adds is a
+    /// decision here (serve it or not), not a silent change of the API.
+    fn from(t: TaskView) -> Self {
+        let TaskView {
+            id,
+            state,
+            handler,
+            input,
+            tags,
+            priority,
+            attempts,
+            max_attempts,
+            timeout_ms,
+            version,
+            run_at_ms,
+            created_ms,
+            updated_ms,
+            started_ms,
+            finished_ms,
+            worker,
+            fence,
+            result,
+            error,
+            cancel_requested,
+        } = t;
+        TaskBody {
+            id,
+            state,
+            handler,
+            input,
+            tags,
+            priority,
+            attempts,
+            max_attempts,
+            timeout_ms,
+            version,
+            run_at_ms,
+            created_ms,
+            updated_ms,
+            started_ms,
+            finished_ms,
+            worker,
+            fence,
+            result,
+            error,
+            cancel_requested,
+        }
+    }
+}
+
+/// A worker as its heartbeats describe it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = WorkerView)]
+pub struct WorkerBody {
+    pub id: String,
+    pub handlers: Vec<String>,
+    pub tags: Vec<String>,
+    pub capacity: u32,
+    /// Slots held by tasks assigned or running (the assign script's credit).
+    pub used: u32,
+    pub in_flight: u32,
+    pub draining: bool,
+    pub last_heartbeat_ms: u64,
+    pub version: String,
+}
+
+impl From<WorkerView> for WorkerBody {
+    /// Destructured for the same reason as [`TaskBody`]'s.
+    fn from(w: WorkerView) -> Self {
+        let WorkerView {
+            id,
+            handlers,
+            tags,
+            capacity,
+            used,
+            in_flight,
+            draining,
+            last_heartbeat_ms,
+            version,
+        } = w;
+        WorkerBody {
+            id,
+            handlers,
+            tags,
+            capacity,
+            used,
+            in_flight,
+            draining,
+            last_heartbeat_ms,
+            version,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use utoipa::OpenApi;
+
+    fn stored_task(all: bool) -> TaskView {
+        TaskView {
+            id: "0000000000000000000001".into(),
+            state: if all { TaskState::Running } else { TaskState::Queued },
+            handler: "noop".into(),
+            input: json!({"n": 1}),
+            tags: vec!["gpu".into()],
+            priority: -2,
+            attempts: 1,
+            max_attempts: 3,
+            timeout_ms: 300_000,
+            version: 7,
+            run_at_ms: all.then_some(10),
+            created_ms: 1,
+            updated_ms: 2,
+            started_ms: all.then_some(3),
+            finished_ms: all.then_some(4),
+            worker: all.then(|| "w1".into()),
+            fence: all.then(|| "5.6".into()),
+            result: all.then(|| json!([1, 2])),
+            error: all.then(|| "boom".into()),
+            cancel_requested: all,
+        }
+    }
+
+    /// The JSON as served before the API had types of its own: names,
+    /// shapes, and the fields left out when empty.
+    #[test]
+    fn a_task_reads_as_it_always_has() {
+        let full = serde_json::to_value(TaskBody::from(stored_task(true))).unwrap();
+        assert_eq!(
+            full,
+            json!({
+                "id": "0000000000000000000001", "state": "running", "handler": "noop",
+                "input": {"n": 1}, "tags": ["gpu"], "priority": -2, "attempts": 1,
+                "max_attempts": 3, "timeout_ms": 300000, "version": 7, "run_at_ms": 10,
+                "created_ms": 1, "updated_ms": 2, "started_ms": 3, "finished_ms": 4,
+                "worker": "w1", "fence": "5.6", "result": [1, 2], "error": "boom",
+                "cancel_requested": true
+            })
+        );
+        let bare = serde_json::to_value(TaskBody::from(stored_task(false))).unwrap();
+        assert_eq!(
+            bare,
+            json!({
+                "id": "0000000000000000000001", "state": "queued", "handler": "noop",
+                "input": {"n": 1}, "tags": ["gpu"], "priority": -2, "attempts": 1,
+                "max_attempts": 3, "timeout_ms": 300000, "version": 7,
+                "created_ms": 1, "updated_ms": 2
+            })
+        );
+        // What the CLI's client reads back is what was served.
+        let back: TaskBody = serde_json::from_value(bare.clone()).unwrap();
+        assert_eq!(serde_json::to_value(back).unwrap(), bare);
+    }
+
+    #[test]
+    fn a_worker_reads_as_it_always_has() {
+        let w = WorkerBody::from(WorkerView {
+            id: "w1".into(),
+            handlers: vec!["noop".into()],
+            tags: vec![],
+            capacity: 8,
+            used: 2,
+            in_flight: 1,
+            draining: false,
+            last_heartbeat_ms: 99,
+            version: "0.1.0".into(),
+        });
+        assert_eq!(
+            serde_json::to_value(w).unwrap(),
+            json!({
+                "id": "w1", "handlers": ["noop"], "tags": [], "capacity": 8, "used": 2,
+                "in_flight": 1, "draining": false, "last_heartbeat_ms": 99, "version": "0.1.0"
+            })
+        );
+    }
+
+    /// The document keeps the schema names clients know, and each schema
+    /// lists exactly the fields the type serves.
+    #[test]
+    fn the_document_describes_the_served_fields_under_the_old_names() {
+        let doc = serde_json::to_value(super::super::ApiDoc::openapi()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let full_worker = json!({
+            "id": "", "handlers": [], "tags": [], "capacity": 0, "used": 0, "in_flight": 0,
+            "draining": false, "last_heartbeat_ms": 0, "version": ""
+        });
+        let full_task = serde_json::to_value(TaskBody::from(stored_task(true))).unwrap();
+        for (name, served) in [("TaskView", full_task), ("WorkerView", full_worker)] {
+            let mut documented: Vec<&String> = schemas[name]["properties"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{name} missing from the document"))
+                .keys()
+                .collect();
+            let mut fields: Vec<&String> = served.as_object().unwrap().keys().collect();
+            documented.sort();
+            fields.sort();
+            assert_eq!(documented, fields, "{name}");
+        }
+        assert!(schemas.get("TaskBody").is_none() && schemas.get("WorkerBody").is_none());
+    }
+}
