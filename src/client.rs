@@ -3,8 +3,9 @@
 //! people, or the API's JSON with `--json` for scripts. API errors are shown
 //! with their code and message and make the command exit non-zero.
 
+use crate::api::TaskBody;
 use crate::api::{BatchRequest, BatchResponse, CancelResponse, SubmitRequest, Submitted, TaskList, WorkerList};
-use crate::task::{TaskState, TaskView};
+use crate::task::TaskState;
 use anyhow::{bail, Context as _};
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -84,12 +85,12 @@ impl Client {
         .await
     }
 
-    pub async fn get(&self, id: &str) -> anyhow::Result<TaskView> {
+    pub async fn get(&self, id: &str) -> anyhow::Result<TaskBody> {
         self.send(self.req(reqwest::Method::GET, &format!("/v1/tasks/{id}")))
             .await
     }
 
-    pub async fn wait(&self, id: &str, timeout: Duration) -> anyhow::Result<TaskView> {
+    pub async fn wait(&self, id: &str, timeout: Duration) -> anyhow::Result<TaskBody> {
         let path = format!("/v1/tasks/{id}/wait?timeout={}ms", timeout.as_millis());
         self.send(self.req(reqwest::Method::GET, &path)).await
     }

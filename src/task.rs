@@ -173,8 +173,9 @@ pub const UNSTORED_MAX_ATTEMPTS: u32 = 3;
 /// `coordinator.timeout`; as for [`UNSTORED_MAX_ATTEMPTS`].
 pub const UNSTORED_TIMEOUT_MS: u64 = 300_000;
 
-/// A task as stored, for the API and the CLI.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// A task as stored, decoded from its hash (`store::decode`). The API
+/// serves it as `api::TaskBody`, its own type.
+#[derive(Debug, Clone, PartialEq)]
 pub struct TaskView {
     pub id: String,
     pub state: TaskState,
@@ -188,25 +189,17 @@ pub struct TaskView {
     pub timeout_ms: u64,
     /// Version of the record: it rises with every transition.
     pub version: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub run_at_ms: Option<u64>,
     pub created_ms: u64,
     pub updated_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub started_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
     /// The fencing token of the latest attempt, `epoch.fence`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub fence: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     /// Any JSON value the handler returned.
     pub result: Option<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub cancel_requested: bool,
 }
 

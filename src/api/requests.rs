@@ -47,7 +47,7 @@ pub struct SubmitRequest {
     pub idempotency_key: Option<String>,
 }
 
-/// Tags in the document: at most 32, each as `is_valid_tag` accepts.
+/// Tags in the document: at most 32, each as `names::Tag` accepts.
 fn tags_schema() -> utoipa::openapi::schema::Array {
     use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
     ArrayBuilder::new()

@@ -7,7 +7,7 @@
 use super::error::ApiError;
 use super::requests::SubmitRequest;
 use super::state::ApiState;
-use crate::config::{is_valid_name, is_valid_tag};
+use crate::names::{HandlerName, NameKind, Tag};
 use crate::task::{NewTask, TaskId};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -93,10 +93,11 @@ impl ApiState {
 
     /// A well-formed handler name that some worker profile offers.
     async fn check_handler(&self, handler: &str) -> Result<(), ApiError> {
-        if !is_valid_name(handler) {
-            return Err(ApiError::Invalid(
-                "handler: must be 1-64 characters of A-Z a-z 0-9 - _ .".into(),
-            ));
+        if HandlerName::parse(handler).is_err() {
+            return Err(ApiError::Invalid(format!(
+                "handler: must be {}",
+                NameKind::HandlerName.rule()
+            )));
         }
         if !self.handler_known(handler).await? {
             return Err(ApiError::UnknownHandler(format!(
@@ -111,9 +112,10 @@ fn check_tags(tags: &[String]) -> Result<(), ApiError> {
     if tags.len() > 32 {
         return Err(ApiError::Invalid("tags: at most 32".into()));
     }
-    if let Some(bad) = tags.iter().find(|t| !is_valid_tag(t)) {
+    if let Some(bad) = tags.iter().find(|t| Tag::parse(t).is_err()) {
         return Err(ApiError::Invalid(format!(
-            "tags: {bad:?} must be 1-64 characters of A-Z a-z 0-9 - _ . : /"
+            "tags: {bad:?} must be {}",
+            NameKind::Tag.rule()
         )));
     }
     Ok(())

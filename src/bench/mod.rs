@@ -30,9 +30,6 @@ mod scenarios;
 mod scripts;
 
 use cluster::Bench;
-// `scripts` takes these as `super::…`.
-use cluster::new_task;
-use report::{redis_usage, RedisUsage};
 use serde_json::{json, Value};
 
 #[derive(Debug, Clone)]

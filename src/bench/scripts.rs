@@ -14,9 +14,10 @@
 //! That last part is what a script spends per call it makes, so it shows
 //! how much fewer calls per task would save.
 
-use super::{new_task, redis_usage, RedisUsage};
+use super::cluster::new_task;
+use super::report::{redis_usage, RedisUsage};
+use crate::context::Context;
 use crate::messages::{AssignBody, Assignment, IntakeTask, ASSIGN};
-use crate::roles::Context;
 use crate::store::keys::WORKER_GROUP;
 use crate::store::{
     submitted_intake, AssignStatus, Completion, FinishedState, Heartbeat, Outcome, StartReply, StartedTask,

@@ -9,10 +9,11 @@
 use super::args::{CoordinatorArgs, DevArgs, DistributorArgs, WorkerArgs};
 use crate::admin;
 use crate::config::{Layers, Settings};
+use crate::context::Context;
 use crate::handlers::Registry;
 use crate::roles::dev::{self, DevOptions};
 use crate::roles::worker::WorkerSpec;
-use crate::roles::{self, coordinator, distributor, worker, Context};
+use crate::roles::{self, coordinator, distributor, worker};
 use std::future::Future;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

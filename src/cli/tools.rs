@@ -4,9 +4,9 @@
 
 use super::args::{BenchArgs, KeygenArgs, RedisAclArgs, ServerArgs};
 use super::role::settings;
+use crate::context::Context;
 use crate::envelope::Keyring;
 use crate::handlers::Registry;
-use crate::roles::Context;
 use std::path::Path;
 
 /// The scenarios `--scenario` takes.

@@ -23,8 +23,6 @@ pub use settings::{
 };
 pub use values::split_list;
 
-use crate::names::{HandlerName, Tag};
-
 /// A configuration error: which key, from where, and what is wrong.
 #[derive(Debug, thiserror::Error)]
 #[error("config: {key}{origin}: {problem}")]
@@ -62,14 +60,4 @@ impl Origin {
             Origin::Flag(f) => format!(" (from {f})"),
         }
     }
-}
-
-/// Handler names as the API accepts them: [`HandlerName::parse`].
-pub fn is_valid_name(s: &str) -> bool {
-    HandlerName::parse(s).is_ok()
-}
-
-/// Tags as the API accepts them: [`Tag::parse`].
-pub fn is_valid_tag(t: &str) -> bool {
-    Tag::parse(t).is_ok()
 }

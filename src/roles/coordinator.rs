@@ -5,9 +5,10 @@
 //! serve the API; when the leader dies its lease runs out and another takes
 //! over within `timing.leader_ttl`.
 
-use super::{pause, retry_backoff_ms, Context, RetryDelay};
+use super::{pause, retry_backoff_ms, RetryDelay};
 use crate::api::waiters::Waiters;
 use crate::api::{self, ApiState};
+use crate::context::Context;
 use crate::messages::{EventBody, EVENT};
 use crate::task::TaskState;
 use crate::telemetry::catalog;

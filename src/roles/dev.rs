@@ -4,9 +4,10 @@
 //! API token unless `DROVER_API_TOKEN` is set, and prints how to reach it.
 
 use super::worker::WorkerSpec;
-use super::{coordinator, distributor, worker, Context};
+use super::{coordinator, distributor, worker};
 use crate::api::auth::{generate_token, ApiTokens};
 use crate::config::Settings;
+use crate::context::Context;
 use crate::envelope::Keyring;
 use crate::handlers::Registry;
 use crate::redis_server::{Persistence, RedisServer};

@@ -10,7 +10,8 @@
 //! loses nothing: another claims its entries once they sit idle, or it
 //! re-reads them itself after a restart.
 
-use super::{Context, RetryDelay};
+use super::RetryDelay;
+use crate::context::Context;
 use crate::messages::{IntakeBody, IntakeTask, SUBMIT};
 use crate::store::keys::DISTRIBUTORS_GROUP;
 use crate::store::{AssignStatus, StoreError, WorkerView};

@@ -1,7 +1,7 @@
 //! The three roles and `drover dev`, each a `run(ctx, shutdown)` entry point,
 //! plus what they share: the Redis watchdog that keeps the context's
 //! health current, and the delays used when Redis fails (reconnect) and
-//! when a task fails (retry). The [`Context`] itself lives in
+//! when a task fails (retry). The [`Context`] they are handed lives in
 //! [`crate::context`].
 
 pub mod coordinator;
@@ -9,9 +9,7 @@ pub mod dev;
 pub mod distributor;
 pub mod worker;
 
-/// Where the context lived before it had a module of its own; the roles
-/// and older callers still name it here.
-pub use crate::context::{Context, Health};
+use crate::context::Context;
 use rand::Rng;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

@@ -10,7 +10,8 @@
 //! On shutdown it stops taking work, lets running tasks finish within the
 //! grace period, and hands back the rest without charging an attempt.
 
-use super::{pause, retry_backoff_ms, Context, RetryDelay};
+use super::{pause, retry_backoff_ms, RetryDelay};
+use crate::context::Context;
 use crate::handlers::{HandlerError, Registry, TaskContext};
 use crate::messages::{AssignBody, CancelBody, ASSIGN, CANCEL};
 use crate::store::keys::WORKER_GROUP;

@@ -4,13 +4,12 @@
 use super::decode::{num, string_list};
 use super::{Result, Store};
 use redis::AsyncCommands;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::time::Duration;
-use utoipa::ToSchema;
 
-/// A worker as its heartbeats describe it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// A worker as its heartbeats describe it. The API serves it as
+/// `api::WorkerBody`, its own type.
+#[derive(Debug, Clone, PartialEq)]
 pub struct WorkerView {
     pub id: String,
     pub handlers: Vec<String>,

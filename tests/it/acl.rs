@@ -8,9 +8,9 @@ use crate::lifecycle::task;
 use crate::support::*;
 use drover::acl::{self, Format, GeneratedUser, Options};
 use drover::client::Client;
+use drover::context::Context;
 use drover::messages::{AssignBody, IntakeBody, IntakeTask};
 use drover::redis_server::{Persistence, RedisServer};
-use drover::roles::Context;
 use drover::store::{
     AssignStatus, CancelOutcome, Completion, FinishedState, Heartbeat, Outcome, RenewStatus, RestoreOutcome,
     StartReply, StartedTask, SubmitReply, SubmitStatus,

@@ -5,10 +5,10 @@
 
 use crate::lifecycle::task;
 use crate::support::*;
+use drover::context::Context;
 use drover::handlers::{HandlerSpec, Registry};
 use drover::messages::{AssignBody, IntakeBody};
 use drover::redis_server::Persistence;
-use drover::roles::Context;
 use drover::store::{AssignStatus, Heartbeat, StartReply};
 use drover::task::TaskState;
 use std::collections::BTreeMap;

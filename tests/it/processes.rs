@@ -4,13 +4,14 @@
 
 use crate::lifecycle::task;
 use crate::support::*;
+use drover::api::TaskBody;
 use drover::client::Client;
 use drover::redis_server::Persistence;
-use drover::task::{FenceToken, TaskState, TaskView};
+use drover::task::{FenceToken, TaskState};
 use std::time::Duration;
 
 /// The fencing token of a task's latest attempt, as the API shows it.
-fn token(t: &TaskView) -> FenceToken {
+fn token(t: &TaskBody) -> FenceToken {
     t.fence.as_deref().and_then(FenceToken::parse).expect("a fencing token")
 }
 

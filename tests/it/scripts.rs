@@ -5,11 +5,11 @@
 //! the right reason, and trimming never drops an unacknowledged entry.
 
 use crate::support::*;
+use drover::context::Context;
 use drover::envelope::{Keyring, Rejection};
 use drover::handlers::Registry;
 use drover::messages::{self, AssignBody, Assignment, IntakeBody, IntakeTask};
 use drover::redis_server::Persistence;
-use drover::roles::Context;
 use drover::store::{
     AssignStatus, Completion, Entry, FinishedState, Heartbeat, Outcome, Refusal, RenewStatus, StartReply, StartedTask,
     SubmitReply, SubmitStatus,

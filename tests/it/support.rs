@@ -6,14 +6,16 @@
 #![allow(dead_code)]
 
 use drover::api::auth::ApiTokens;
+use drover::api::TaskBody;
 use drover::client::Client;
 use drover::config::{Layers, Settings};
+use drover::context::Context;
 use drover::envelope::Keyring;
 use drover::handlers::Registry;
 use drover::redis_server::{self, Persistence, RedisServer};
 use drover::roles::worker::WorkerSpec;
-use drover::roles::{coordinator, distributor, worker, Context};
-use drover::task::{TaskState, TaskView};
+use drover::roles::{coordinator, distributor, worker};
+use drover::task::TaskState;
 use std::future::Future;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -207,7 +209,7 @@ where
 }
 
 /// Waits until the task is in `state`.
-pub async fn wait_state(client: &Client, id: &str, state: TaskState, within: Duration) -> TaskView {
+pub async fn wait_state(client: &Client, id: &str, state: TaskState, within: Duration) -> TaskBody {
     let mut last = None;
     let deadline = Instant::now() + within;
     loop {
