@@ -2,27 +2,50 @@
 //! distributor or worker; the roles talk only through Redis, with signed
 //! messages on streams and task state changed only by Lua scripts.
 //!
-//! Module map:
-//! - [`cli`]: the command line; turns a subcommand into a role or a client call.
-//! - [`config`]: layered settings (defaults < file < env < flags), validated once.
-//! - [`context`]: the `Context` every role is handed (settings, store, health) and its `Health`.
-//! - [`roles`]: `coordinator`, `distributor`, `worker`, `dev`, each `run(ctx, …, shutdown)`.
-//! - [`store`]: the one door to Redis — key names, embedded scripts, typed replies.
-//! - [`envelope`]: HMAC-signed stream messages and the keyring.
+//! Module map (docs/ARCHITECTURE.md draws how the parts fit):
+//!
+//! The roles and how they start
+//! - [`cli`]: the command line — `args` (clap types), `role` (the one way
+//!   a role starts), `client` and `tools` (one function per subcommand).
+//! - [`roles`]: `coordinator`, `distributor`, `worker`, `dev`, each
+//!   `run(ctx, …, shutdown)`, and the Redis watchdog and retry delays.
+//! - [`context`]: the `Context` every role is handed (settings, store,
+//!   health) and its `Health`.
+//! - [`config`]: layered settings (defaults < file < env < flags) —
+//!   `keys`, `layers`, `values`, `resolve`, `settings` — validated once.
+//!
+//! Redis and what travels through it
+//! - [`store`]: the one door to Redis — one file per concern (`intake`,
+//!   `leases`, `cancel`, `reap`, `leader`, `reads`, `workers`, `streams`,
+//!   `redis_info`), key names (`keys`), embedded scripts (`scripts`),
+//!   replies as types (`outcomes`, `decode`).
+//! - [`envelope`]: HMAC-signed stream messages — `wire`, `sign`,
+//!   `keyring`, `rejection`, `verified`.
 //! - [`messages`]: what the signed bodies say.
-//! - [`task`]: task ids, states, submissions and views.
-//! - [`handlers`]: what a worker runs — builtin, exec, http.
-//! - [`api`]: the coordinator's HTTP API, auth and OpenAPI document.
-//! - [`admin`]: `/health`, `/ready`, `/metrics` on every role.
-//! - [`client`]: the CLI's HTTP client.
-//! - [`telemetry`]: logs and metrics setup.
 //! - [`clock`]: Redis time as seen from this process.
-//! - [`redis_server`]: a `redis-server` child, for `drover dev` and tests.
-//! - [`bench`]: `drover bench`, workloads on a cluster of its own.
-//! - [`snapshot`]: export and import of task state.
+//!
+//! The shared vocabulary (leaves: they import little or nothing of drover)
+//! - [`task`]: task ids, states, fencing tokens, submissions and views.
+//! - [`names`]: namespaces, worker ids, handler names, tags and key ids,
+//!   each with its one rule.
+//! - [`units`]: durations and sizes as written in profiles, flags and the
+//!   environment.
+//!
+//! What a worker runs, and the edges
+//! - [`handlers`]: the handler trait, profile specs and registry; builtin,
+//!   exec, http and container (a folder: spec, engine, run, lockdown,
+//!   stdio, cleanup).
+//! - [`api`]: the coordinator's HTTP API — router, state, requests,
+//!   validation, responses (its own types), task and worker routes, auth,
+//!   errors, waiters, the OpenAPI document.
+//! - [`admin`]: `/health`, `/ready`, `/metrics` on every role.
+//! - [`telemetry`]: logs, the Prometheus recorder, and `catalog`: every
+//!   metric defined once.
+//! - [`client`]: the CLI's HTTP client.
 //! - [`acl`]: `drover redis-acl`, one least-privilege Redis user per role.
-//! - [`units`]: durations and sizes as written in profiles, flags and the environment.
-//! - [`names`]: namespaces, worker ids, handler names and tags, each with its one rule.
+//! - [`snapshot`]: export and import of task state.
+//! - [`bench`]: `drover bench`, workloads on a cluster of its own.
+//! - [`redis_server`]: a `redis-server` child, for `drover dev` and tests.
 
 pub mod acl;
 pub mod admin;

@@ -1,9 +1,10 @@
-//! Bodies of the signed stream messages (DESIGN §3). The envelope module
+//! Bodies of the signed stream messages (docs/ARCHITECTURE.md, "Batch
+//! leases and fencing"). The envelope module
 //! signs and verifies bytes; this module says what those bytes mean. Every
 //! message names the task version it was issued for, so a replayed or
 //! stale message is refused where it arrives: by the script it reaches, or,
 //! for an assignment, by the worker's claim (which also checks that the
-//! task's `ent` is the very entry it read).
+//! batch record's `ent` is the very entry it read).
 
 use serde::{Deserialize, Serialize};
 

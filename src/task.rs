@@ -85,8 +85,9 @@ impl fmt::Display for TaskId {
     }
 }
 
-/// The states of DESIGN §2. `failed` is not a state of its own: a failed
-/// attempt becomes `scheduled` (retry) or `dead`.
+/// The states of docs/ARCHITECTURE.md ("Task states as built"). `failed`
+/// is not a state of its own: a failed attempt becomes `scheduled` (retry)
+/// or `dead`. No build produces `assigned` any more; the API keeps its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskState {

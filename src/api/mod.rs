@@ -1,4 +1,4 @@
-//! The coordinator's HTTP API (DESIGN §6): submit (single and batch, with
+//! The coordinator's HTTP API (docs/ARCHITECTURE.md, "The flow of one task"): submit (single and batch, with
 //! `Idempotency-Key`), get, wait, cancel, list, workers, and the OpenAPI
 //! document generated from these handlers, so it cannot drift. Requests are
 //! authenticated by bearer token and scope, bodies are size-limited, and
