@@ -243,14 +243,7 @@ async fn a_role_waits_for_redis_and_becomes_ready_without_a_restart() {
     })
     .await;
     assert!(w.log_text().contains("redis unreachable"), "{}", w.log_text());
-    let metrics = http
-        .get(format!("http://127.0.0.1:{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_page(&http, admin).await;
     assert!(metrics.contains("drover_redis_up 1"), "{metrics}");
 }
 

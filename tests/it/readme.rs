@@ -262,14 +262,7 @@ async fn the_readme_roles_run_side_by_side_as_written() {
         .collect();
     assert_eq!(workers, [worker_id.as_str()], "the README's worker, alone");
     let worker_admin = parsed.roles[2].admin;
-    let metrics = http
-        .get(format!("http://127.0.0.1:{worker_admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_page(&http, worker_admin).await;
     assert!(
         metrics.contains("drover_tasks_finished_total{outcome=\"succeeded\"} 1"),
         "the worker on :{worker_admin} ran it: {metrics}"

@@ -469,3 +469,14 @@ async fn pump(
         }
     }
 }
+
+/// The `/metrics` page of the admin port `port` on this host.
+pub async fn metrics_page(http: &reqwest::Client, port: u16) -> String {
+    http.get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
