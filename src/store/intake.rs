@@ -3,7 +3,7 @@
 //! old) and `restore` (tasks from a snapshot).
 
 use super::decode::{num, string_list, submitted_intake};
-use super::outcomes::{expand_positions, Announced, RestoreOutcome, SubmitReply, SubmitStatus};
+use super::outcomes::{expand_positions, id_pairs, Announced, RestoreOutcome, SubmitReply, SubmitStatus};
 use super::{Result, Store};
 use crate::messages::{self, IntakeBody, IntakeTask};
 use crate::task::NewTask;
@@ -164,16 +164,7 @@ impl Store {
                 .arg(serde_json::to_string(fields).expect("string maps serialize"));
         }
         let v = self.call("restore", &inv).await?;
-        let outcomes = v
-            .chunks(2)
-            .map(|p| match p {
-                [id, outcome] => Ok((id.clone(), RestoreOutcome::parse("restore", outcome)?)),
-                _ => Err(super::StoreError::Reply {
-                    script: "restore",
-                    detail: format!("an id without an outcome: {p:?}"),
-                }),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let outcomes = id_pairs("restore", &v, RestoreOutcome::parse)?;
         if outcomes.iter().any(|(_, o)| *o == RestoreOutcome::Queued) {
             Self::sent("intake");
         }

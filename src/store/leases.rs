@@ -6,8 +6,8 @@
 
 use super::decode::{num, num_or, string_list, BatchHolder, Row, TaskFields};
 use super::keys;
-use super::outcomes::{expand_positions, AssignStatus, FinishedState, Refusal};
-use super::{Result, Store, StoreError};
+use super::outcomes::{expand_positions, AssignStatus, FinishedState, Refusal, RenewStatus};
+use super::{Result, Store};
 use crate::messages::{self, Assignment, EventBody, IntakeTask, PerTaskIntakeBody};
 use crate::task::{FenceToken, TaskState, UNSTORED_MAX_ATTEMPTS, UNSTORED_TIMEOUT_MS};
 use redis::Value;
@@ -38,13 +38,6 @@ pub struct StartedTask {
     pub ready_ms: u64,
     /// When the lease was taken (at assignment), Redis ms.
     pub leased_ms: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RenewStatus {
-    Ok,
-    CancelRequested,
-    Lost,
 }
 
 /// How an attempt ended, as the worker reports it.
@@ -193,16 +186,15 @@ impl Store {
         drop(con);
         let hashes = replies.split_off(1.min(replies.len()));
         let holder = BatchHolder::decode("claim", replies.pop().unwrap_or(Value::Nil))?;
-        let token = FenceToken::parse(batch);
         // No token, or one that is not a token: not an entry assign.lua
         // wrote. No record: the lease already ended (its tasks finished or
         // were reaped before this read), or never was.
-        let refusal = match (&holder.worker, token) {
-            (_, None) => Some(Refusal::Replayed),
-            (None, _) => Some(Refusal::LeaseEnded),
-            (Some(w), _) if w != worker_id => Some(Refusal::OtherWorker),
-            _ if holder.entry.as_deref() != Some(entry_id) => Some(Refusal::Replayed),
-            _ => None,
+        let lease = match (FenceToken::parse(batch), &holder.worker) {
+            (None, _) => Err(Refusal::Replayed),
+            (_, None) => Err(Refusal::LeaseEnded),
+            (_, Some(w)) if w != worker_id => Err(Refusal::OtherWorker),
+            _ if holder.entry.as_deref() != Some(entry_id) => Err(Refusal::Replayed),
+            (Some(token), _) => Ok(token),
         };
         let mut out = Vec::with_capacity(tasks.len());
         // An envelope that names a task twice (assign.lua took it once)
@@ -211,14 +203,13 @@ impl Store {
         for (t, raw) in tasks.iter().zip(hashes) {
             let fields =
                 <TaskFields as redis::FromRedisValue>::from_redis_value(raw).map_err(redis::RedisError::from)?;
-            let reply = match (refusal, token) {
-                (Some(why), _) => StartReply::Refused(why),
-                _ if !seen.insert(t.id.as_str()) => StartReply::Refused(Refusal::Conflict),
-                (None, Some(token)) => match started(t, batch, token, fields) {
+            let reply = match lease {
+                Err(why) => StartReply::Refused(why),
+                Ok(_) if !seen.insert(t.id.as_str()) => StartReply::Refused(Refusal::Conflict),
+                Ok(token) => match started(t, batch, token, fields) {
                     Ok(task) => StartReply::Started(Box::new(task)),
                     Err(why) => StartReply::Refused(why),
                 },
-                (None, None) => unreachable!("no token is refused as replayed"),
             };
             out.push(reply);
         }
@@ -250,20 +241,11 @@ impl Store {
                 inv.arg(&held[i].0);
             }
         }
-        let v = self.call("renew", &inv).await?;
-        if v.len() != held.len() {
-            return Err(StoreError::Reply {
-                script: "renew",
-                detail: format!("{} statuses for {} tasks", v.len(), held.len()),
-            });
-        }
+        // The reply follows the runs' order; put it back in `held`'s.
+        let in_runs = self.call_each("renew", &inv, held.len(), RenewStatus::parse).await?;
         let mut statuses = vec![RenewStatus::Lost; held.len()];
-        for (&i, s) in order.iter().zip(&v) {
-            statuses[i] = match s.as_str() {
-                "ok" => RenewStatus::Ok,
-                "cancel" => RenewStatus::CancelRequested,
-                _ => RenewStatus::Lost,
-            };
+        for (&i, status) in order.iter().zip(in_runs) {
+            statuses[i] = status;
         }
         Ok(statuses)
     }

@@ -33,8 +33,10 @@ mod workers;
 
 pub use cancel::CancelOutcome;
 pub(crate) use decode::submitted_intake;
-pub use leases::{Completion, Outcome, RenewStatus, StartReply, StartedTask};
-pub use outcomes::{AssignStatus, FinishedState, ReapOutcome, Refusal, RestoreOutcome, SubmitReply, SubmitStatus};
+pub use leases::{Completion, Outcome, StartReply, StartedTask};
+pub use outcomes::{
+    AssignStatus, FinishedState, ReapOutcome, Refusal, RenewStatus, RestoreOutcome, SubmitReply, SubmitStatus,
+};
 pub use reap::ReapStats;
 pub use redis_info::TASK_HASH_LISTPACK_VALUE;
 pub use workers::{Heartbeat, WorkerView};

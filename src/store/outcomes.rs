@@ -140,6 +140,36 @@ impl std::fmt::Display for Refusal {
     }
 }
 
+/// What `renew` said of one running task (lua/renew.lua).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenewStatus {
+    /// The lease runs on.
+    Ok,
+    /// Renewed, but a cancel was requested: stop the handler.
+    CancelRequested,
+    /// The lease is no longer this worker's: stop, and report nothing.
+    Lost,
+}
+
+impl RenewStatus {
+    pub(crate) fn parse(script: &'static str, w: &str) -> Result<Self> {
+        word(script, w, |w| match w {
+            "ok" => Some(RenewStatus::Ok),
+            "cancel" => Some(RenewStatus::CancelRequested),
+            "lost" => Some(RenewStatus::Lost),
+            _ => None,
+        })
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RenewStatus::Ok => "ok",
+            RenewStatus::CancelRequested => "cancel",
+            RenewStatus::Lost => "lost",
+        }
+    }
+}
+
 /// The state a task was left in by `complete` (lua/complete.lua), or
 /// `Stale` when the worker no longer held its lease and nothing changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,6 +343,24 @@ pub(crate) fn expand_positions<T: Clone>(
     Ok(statuses)
 }
 
+/// A script's reply of (id, status word) pairs, one per task, parsed.
+pub(crate) fn id_pairs<T>(
+    script: &'static str,
+    reply: &[String],
+    parse: impl Fn(&'static str, &str) -> Result<T>,
+) -> Result<Vec<(String, T)>> {
+    reply
+        .chunks(2)
+        .map(|pair| match pair {
+            [id, w] => Ok((id.clone(), parse(script, w)?)),
+            _ => Err(StoreError::Reply {
+                script,
+                detail: format!("an id without a status: {pair:?}"),
+            }),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,6 +423,9 @@ mod tests {
         }
         for w in ["queued", "scheduled", "dead", "cancelled", "renewed", "conflict"] {
             assert_eq!(ReapOutcome::parse("reap", w).unwrap().label(), w);
+        }
+        for w in ["ok", "cancel", "lost"] {
+            assert_eq!(RenewStatus::parse("renew", w).unwrap().label(), w);
         }
         for w in ["queued", "scheduled", "terminal", "exists"] {
             assert_eq!(RestoreOutcome::parse("restore", w).unwrap().label(), w);

@@ -4,9 +4,9 @@
 
 use super::decode::{DueBatch, TaskRow};
 use super::keys;
-use super::outcomes::ReapOutcome;
+use super::outcomes::{id_pairs, ReapOutcome};
 use super::pool::Con;
-use super::{Result, Store, StoreError};
+use super::{Result, Store};
 use crate::messages::{self, EventBody, IntakeTask};
 use crate::task::TaskState;
 use crate::telemetry::catalog;
@@ -180,16 +180,7 @@ impl Store {
             }
         }
         let reply = self.call("reap", &inv).await?;
-        let outcomes = reply
-            .chunks(2)
-            .map(|pair| match pair {
-                [id, outcome] => Ok((id.clone(), ReapOutcome::parse("reap", outcome)?)),
-                _ => Err(StoreError::Reply {
-                    script: "reap",
-                    detail: format!("a task without an outcome: {pair:?}"),
-                }),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let outcomes = id_pairs("reap", &reply, ReapOutcome::parse)?;
         let moved = |o: &ReapOutcome| !matches!(o, ReapOutcome::Renewed | ReapOutcome::Conflict);
         if outcomes.iter().any(|(_, o)| moved(o)) {
             Self::sent("events");

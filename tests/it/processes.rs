@@ -226,14 +226,7 @@ async fn a_role_waits_for_redis_and_becomes_ready_without_a_restart() {
     })
     .await;
     assert_eq!(body["ready"], false);
-    let health: serde_json::Value = http
-        .get(format!("http://127.0.0.1:{admin}/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = admin_json(&http, admin, "/health").await;
     assert_eq!(health["redis_connected"], false);
     assert_eq!(health["role"], "worker");
     redis.restart().unwrap();

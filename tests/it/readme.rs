@@ -228,14 +228,7 @@ async fn the_readme_roles_run_side_by_side_as_written() {
     let http = reqwest::Client::new();
     for (line, proc) in parsed.roles.iter().zip(procs.iter_mut()) {
         wait_ready(&http, proc, line).await;
-        let health: serde_json::Value = http
-            .get(format!("http://127.0.0.1:{}/health", line.admin))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let health = admin_json(&http, line.admin, "/health").await;
         assert_eq!(health["role"], line.role(), "admin port {}: {health}", line.admin);
     }
 

@@ -470,6 +470,17 @@ async fn pump(
     }
 }
 
+/// The JSON an admin port `port` on this host answers at `path` (`/health`).
+pub async fn admin_json(http: &reqwest::Client, port: u16, path: &str) -> serde_json::Value {
+    http.get(format!("http://127.0.0.1:{port}{path}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// The `/metrics` page of the admin port `port` on this host.
 pub async fn metrics_page(http: &reqwest::Client, port: u16) -> String {
     http.get(format!("http://127.0.0.1:{port}/metrics"))
