@@ -46,11 +46,13 @@
 //! - [`snapshot`]: export and import of task state.
 //! - [`bench`]: `drover bench`, workloads on a cluster of its own.
 //! - [`redis_server`]: a `redis-server` child, for `drover dev` and tests.
+//! - `child_process`: children (redis-server, exec programs) that die with drover.
 
 pub mod acl;
 pub mod admin;
 pub mod api;
 pub mod bench;
+mod child_process;
 pub mod cli;
 pub mod client;
 pub mod clock;

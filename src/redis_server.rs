@@ -5,7 +5,7 @@
 //!
 //! The child never outlives the process that started it, even one killed
 //! with SIGKILL that runs no destructor: the kernel sends it SIGKILL when
-//! its parent dies (`PR_SET_PDEATHSIG`), as for exec handlers.
+//! its parent dies (`crate::child_process`), as for exec handlers.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -71,20 +71,9 @@ pub fn answers_ping(port: u16) -> bool {
 fn spawn_tied_to_process(mut cmd: Command) -> std::io::Result<Child> {
     type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
     static SPAWNER: OnceLock<mpsc::Sender<Request>> = OnceLock::new();
-    let parent = std::process::id();
-    // SAFETY: prctl and getppid are async-signal-safe, and the error values
-    // are built without allocating (the child of a threaded parent must not).
+    // SAFETY: the hook only makes async-signal-safe calls (child_process).
     unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // A parent that died before prctl sends no signal: stop here.
-            if libc::getppid() as u32 != parent {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
+        cmd.pre_exec(crate::child_process::die_with_parent());
     }
     let spawner = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Request>();

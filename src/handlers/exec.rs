@@ -164,14 +164,9 @@ impl Inner {
         // A worker killed with -9 cannot kill its handlers: ask the kernel to
         // (PR_SET_PDEATHSIG), so a task whose lease will be retried elsewhere
         // is not also still running here, writing with an old fence.
-        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        // SAFETY: the hook only makes async-signal-safe calls (child_process).
         unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            command.pre_exec(crate::child_process::die_with_parent());
         }
         command
     }
