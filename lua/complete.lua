@@ -2,11 +2,11 @@
 -- scheduled (retry) | dead | cancelled | queued (handed back)).
 -- KEYS[1] leases zset        KEYS[2] scheduled zset     KEYS[3] counts hash
 -- KEYS[4] worker hash        KEYS[5] events stream      KEYS[6] intake stream
--- ARGV[1] key prefix         ARGV[2] worker id          ARGV[3] result TTL ms
--- ARGV[4] signed events envelope naming the tasks      ARGV[5] events MAXLEN
--- ARGV[6] signed intake envelope for handed-back tasks, with the versions they
+-- ARGV[1] key prefix         ARGV[2] worker id
+-- ARGV[3] signed events envelope naming the tasks      ARGV[4] events MAXLEN
+-- ARGV[5] signed intake envelope for handed-back tasks, with the versions they
 --         will have once queued ('' if none)
--- ARGV[7..] runs of attempts that ended the same way under one lease: a
+-- ARGV[6..] runs of attempts that ended the same way under one lease: a
 --           header of 3 — outcome ('ok' | 'fail' | 'cancelled' | 'release'),
 --           the batch's fencing token, number of tasks n — then per task:
 --           id, result JSON or error text, and for 'fail' a 3rd, the retry
@@ -24,10 +24,10 @@
 -- 'release' hands a task back without charging an attempt (graceful
 -- shutdown); it is queued again and announced on the intake stream, unless
 -- a cancel was requested meanwhile: then it is cancelled.
-local prefix, wid, ttl = ARGV[1], ARGV[2], ARGV[3]
+local prefix, wid = ARGV[1], ARGV[2]
 local now = int(now_ms())
 local reply, deltas, changed, released = {}, {}, 0, {}
-local i, position = 7, 0
+local i, position = 6, 0
 while i <= #ARGV do
   local outcome, token, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local per_task = outcome == 'fail' and 3 or 2
@@ -42,7 +42,7 @@ while i <= #ARGV do
     local key = task_key(prefix, id)
     -- Only the fields every outcome needs: a field the hash does not hold
     -- (`cr`, usually) costs a scan of the whole hash.
-    local t = ours and redis.call('HMGET', key, 'state', 'b', 'v')
+    local t = ours and redis.call('HMGET', key, 'state', 'b', 'v', 'q')
     local state
     if not t or t[1] ~= 'running' or t[2] ~= token then
       state = 'stale'
@@ -51,10 +51,10 @@ while i <= #ARGV do
       ended = ended + 1
       local back = outcome == 'release' and redis.call('HMGET', key, 'cr', 'att')
       if outcome == 'ok' then
-        finish(key, id, 'succeeded', now, ttl, v, 'res', payload)
+        finish(key, id, t[4], 'succeeded', now, v, 'res', payload)
         state = 'succeeded'
       elseif outcome == 'cancelled' or (back and back[1] == '1') then
-        finish(key, id, 'cancelled', now, ttl, v)
+        finish(key, id, t[4], 'cancelled', now, v)
         state = 'cancelled'
       elseif back then
         redis.call('HSET', key, 'state', 'queued', 'v', v, 'att', int(back[2] - 1), 'ut', now)
@@ -62,7 +62,7 @@ while i <= #ARGV do
         released[#released + 1] = id
         state = 'queued'
       else
-        state = settle_failure(key, id, now, delay, ttl, v, payload, deltas, KEYS[2])
+        state = settle_failure(key, id, now, delay, v, payload, deltas, KEYS[2])
       end
     end
     if state ~= 'succeeded' then reply[#reply + 1], reply[#reply + 2] = int(position), state end
@@ -74,8 +74,8 @@ end
 if changed > 0 then
   release_slots(prefix, wid, changed)
   flush_counts(KEYS[3], deltas)
-  append(KEYS[5], ARGV[4], ARGV[5])
-  announce(prefix, KEYS[6], ARGV[6], released)
-  file_expiring(prefix)
+  append(KEYS[5], ARGV[3], ARGV[4])
+  announce(prefix, KEYS[6], ARGV[5], released)
+  file_finished(prefix, now)
 end
 return reply

@@ -92,53 +92,71 @@ local function zrem_many(key, members)
   end
 end
 
+-- Queues. A task names its queue in `q`, stored only when it is not
+-- `default` (memory per queued task); every reader takes a missing `q` as
+-- 'default'. A queue's own keys share the sub-prefix `P q:<queue>:`, so a
+-- later layout can give each queue partition a hash tag of its own.
+local DEFAULT_QUEUE = 'default'
+local function queue_of(q) return (q and q ~= '') and q or DEFAULT_QUEUE end
+local function queue_key(prefix, q, name) return prefix .. 'q:' .. queue_of(q) .. ':' .. name end
+-- A queue's finished tasks of one state, id -> finish ms (docs/QUEUES.md).
+local function index_key(prefix, q, state) return queue_key(prefix, q, 'idx:' .. state) end
+-- The names of every queue that has had a task (`P queues`).
+local function queues_key(prefix) return prefix .. 'queues' end
+
 -- Finished tasks get no TTL of their own: a PEXPIRE per task cost about
--- 1.8 µs of Redis per task (BENCHMARKS.md). `finish` files the task's id
--- under the second its result expires; the script ends with
--- `file_expiring`, which appends the ids of the call in one RPUSH per
--- second to `P expiring:<second>` and notes the second in the sorted set
--- `P expiring`; the leader's expire.lua deletes them once it has passed.
-local expiring = {}
-local function expiry_list(prefix, second) return prefix .. 'expiring:' .. second end
--- A call finishes its tasks with one `now` and one TTL: the list they go
--- to is found once (the arithmetic per task showed in --scenario scripts).
-local last_now, last_ttl, last_ids
-local function expire_later(id, now, ttl_ms)
-  if now ~= last_now or ttl_ms ~= last_ttl then
-    -- Rounded up: expire.lua deletes a second's tasks once it has begun.
-    local second = int(math.ceil((tonumber(now) + tonumber(ttl_ms)) / 1000))
-    last_now, last_ttl, last_ids = now, ttl_ms, expiring[second]
+-- 1.8 µs of Redis per task (BENCHMARKS.md). `finish` notes the task's id
+-- under its queue and state; the script ends with `file_finished`, which
+-- adds the ids of the call to `P q:<queue>:idx:<state>` in one ZADD per
+-- queue and state, scored by the finish time. That index serves listing,
+-- counting and purging a queue's finished tasks, and the leader's
+-- expire.lua deletes from its low end the tasks whose result TTL has
+-- passed.
+local finished = {}
+-- A call finishes its tasks with one `now`: consecutive tasks of one queue
+-- and state go to the same list without a table lookup each.
+local last_group, last_ids
+local function index_later(id, q, state)
+  local group = queue_of(q) .. ' ' .. state
+  if group ~= last_group then
+    last_group, last_ids = group, finished[group]
     if not last_ids then
       last_ids = {}
-      expiring[second] = last_ids
+      finished[group] = last_ids
     end
   end
   last_ids[#last_ids + 1] = id
 end
-local function file_expiring(prefix)
-  for second, ids in pairs(expiring) do
+local function file_finished(prefix, now)
+  local score = int(now)
+  for group, ids in pairs(finished) do
+    local q, state = string.match(group, '^(%S+) (%S+)$')
+    local key = index_key(prefix, q, state)
     for i = 1, #ids, CHUNK do
-      redis.call('RPUSH', expiry_list(prefix, second), unpack(ids, i, math.min(i + CHUNK - 1, #ids)))
+      local args = {}
+      for j = i, math.min(i + CHUNK - 1, #ids) do
+        args[#args + 1], args[#args + 2] = score, ids[j]
+      end
+      redis.call('ZADD', key, unpack(args))
     end
-    redis.call('ZADD', prefix .. 'expiring', second, second)
   end
 end
 
--- Ends a task: terminal state, finish time, result kept for a TTL (filed
--- for the leader to delete, above: the caller must end with
--- `file_expiring`). `field`/`value` (optional) is one more field written
--- in the same HSET: the result or the error. `now` and `v` may be numbers
--- or strings.
+-- Ends a task: terminal state, finish time, the id filed in its queue's
+-- index of that state (above: the caller must end with `file_finished`).
+-- `field`/`value` (optional) is one more field written in the same HSET:
+-- the result or the error. `now` and `v` may be numbers or strings; `q`
+-- is the task's `q` field (nil for the default queue).
 -- `b` (the batch token of the last lease) and `st` stay, for the API.
 -- `ut` is not written: `fin` is the time of this last change, and readers
 -- take the latest of `ut`, `st` and `fin`.
-local function finish(key, id, state, now, ttl_ms, v, field, value)
+local function finish(key, id, q, state, now, v, field, value)
   if field then
     redis.call('HSET', key, 'state', state, 'v', v, 'fin', now, field, value)
   else
     redis.call('HSET', key, 'state', state, 'v', v, 'fin', now)
   end
-  expire_later(id, now, ttl_ms)
+  index_later(id, q, state)
 end
 
 -- Appends one signed envelope (bytes made in Rust) to a stream; returns
@@ -167,10 +185,10 @@ end
 -- else dead. `err` is written with the new state. Returns the new state.
 -- The caller has already checked state, version and token, and retires
 -- the task from its batch's lease.
-local function settle_failure(key, id, now, delay_ms, ttl_ms, v, err, deltas, scheduled_key)
-  local f = redis.call('HMGET', key, 'cr', 'att', 'max')
+local function settle_failure(key, id, now, delay_ms, v, err, deltas, scheduled_key)
+  local f = redis.call('HMGET', key, 'cr', 'att', 'max', 'q')
   if f[1] == '1' then
-    finish(key, id, 'cancelled', now, ttl_ms, v, 'err', err)
+    finish(key, id, f[4], 'cancelled', now, v, 'err', err)
     return 'cancelled'
   end
   if tonumber(f[2] or '0') < tonumber(f[3] or UNSTORED_MAX) then
@@ -180,6 +198,6 @@ local function settle_failure(key, id, now, delay_ms, ttl_ms, v, err, deltas, sc
     bump(deltas, 'scheduled', 1)
     return 'scheduled'
   end
-  finish(key, id, 'dead', now, ttl_ms, v, 'err', err)
+  finish(key, id, f[4], 'dead', now, v, 'err', err)
   return 'dead'
 end

@@ -3,11 +3,11 @@
 -- assignment the worker never accepted → queued without using an attempt).
 -- KEYS[1] leases zset        KEYS[2] scheduled zset     KEYS[3] counts hash
 -- KEYS[4] intake stream      KEYS[5] events stream
--- ARGV[1] key prefix         ARGV[2] result TTL ms
--- ARGV[3] signed intake envelope for the tasks expected to be queued again,
+-- ARGV[1] key prefix
+-- ARGV[2] signed intake envelope for the tasks expected to be queued again,
 --         with the versions they will have ('' if none)
--- ARGV[4] signed events envelope naming the tasks   ARGV[5] events MAXLEN
--- ARGV[6..] runs, one per due batch: a header of 3 — the batch's fencing
+-- ARGV[3] signed events envelope naming the tasks   ARGV[4] events MAXLEN
+-- ARGV[5..] runs, one per due batch: a header of 3 — the batch's fencing
 --           token, '1' if the caller listed its tasks in the intake
 --           envelope as never run ('0' if not), the number of tasks n —
 --           then n × 3: id, expected version, retry delay ms. The caller
@@ -27,10 +27,10 @@
 -- A batch that is due is over once this script has run: its still-running
 -- tasks were all listed (a task leaves a token for good once it stops
 -- running under it), so its record and deadline go.
-local prefix, ttl = ARGV[1], tonumber(ARGV[2])
+local prefix = ARGV[1]
 local now = now_ms()
 local reply, deltas, requeued, changed = {}, {}, {}, 0
-local i = 6
+local i = 5
 while i <= #ARGV do
   local token, listed, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   i = i + 3
@@ -42,7 +42,7 @@ while i <= #ARGV do
     local id, expected, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     i = i + 3
     local key = task_key(prefix, id)
-    local t = expired and redis.call('HMGET', key, 'state', 'v', 'b', 'att', 'cr')
+    local t = expired and redis.call('HMGET', key, 'state', 'v', 'b', 'att', 'cr', 'q')
     local outcome
     if not t then
       outcome = 'renewed'
@@ -58,7 +58,7 @@ while i <= #ARGV do
         local att = int(math.max(tonumber(t[4] or '1') - 1, 0))
         if t[5] == '1' then
           -- A cancel was requested while it waited for the worker.
-          finish(key, id, 'cancelled', now, ttl, v, 'att', att)
+          finish(key, id, t[6], 'cancelled', now, v, 'att', att)
           outcome = 'cancelled'
         else
           redis.call('HSET', key, 'state', 'queued', 'v', v, 'att', att, 'ut', now)
@@ -67,7 +67,7 @@ while i <= #ARGV do
           outcome = 'queued'
         end
       else
-        outcome = settle_failure(key, id, now, delay, ttl, v, 'lease expired', deltas, KEYS[2])
+        outcome = settle_failure(key, id, now, delay, v, 'lease expired', deltas, KEYS[2])
       end
     end
     reply[#reply + 1] = id
@@ -82,7 +82,7 @@ while i <= #ARGV do
   changed = changed + ended
 end
 flush_counts(KEYS[3], deltas)
-announce(prefix, KEYS[4], ARGV[3], requeued)
-if changed > 0 then append(KEYS[5], ARGV[4], ARGV[5]) end
-file_expiring(prefix)
+announce(prefix, KEYS[4], ARGV[2], requeued)
+if changed > 0 then append(KEYS[5], ARGV[3], ARGV[4]) end
+file_finished(prefix, now)
 return reply

@@ -5,19 +5,20 @@
 -- worker and entry fields are dropped, since no worker holds anything in
 -- the new Redis and its streams are new. A live task leaves `running`
 -- here, so nothing reads its old `b` as a lease.
--- Terminal tasks keep their result for the result TTL.
+-- Terminal tasks keep their result for the result TTL from now: they are
+-- filed in their queue's index as if they finished at the import.
 -- KEYS[1] intake stream      KEYS[2] scheduled zset     KEYS[3] counts hash
--- ARGV[1] key prefix         ARGV[2] result TTL ms
--- ARGV[3] signed intake envelope naming the tasks expected to be queued, with
+-- ARGV[1] key prefix
+-- ARGV[2] signed intake envelope naming the tasks expected to be queued, with
 --         the versions they will have ('' if none)
--- ARGV[4..] 2 per task: id, the task's fields as a JSON object (strings)
+-- ARGV[3..] 2 per task: id, the task's fields as a JSON object (strings)
 -- Reply: flat array, 2 per task: id, 'queued' | 'scheduled' | 'terminal' |
 --        'exists' (a task with this id is already here: left alone)
-local prefix, ttl = ARGV[1], tonumber(ARGV[2])
+local prefix = ARGV[1]
 local now = now_ms()
 local reply, deltas, queued = {}, {}, {}
 local drop = { w = true, ent = true, cr = true }
-for i = 4, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   local id, fields = ARGV[i], cjson.decode(ARGV[i + 1])
   local key = task_key(prefix, id)
   local outcome
@@ -35,7 +36,7 @@ for i = 4, #ARGV, 2 do
     redis.call('HSET', key, unpack(args))
     local v = tonumber(fields['v'] or '0') + 1
     if state == 'succeeded' or state == 'dead' or state == 'cancelled' then
-      expire_later(id, now, ttl)
+      index_later(id, fields['q'], state)
       outcome = 'terminal'
     elseif state == 'scheduled' then
       redis.call('HSET', key, 'v', v, 'ut', now)
@@ -58,6 +59,6 @@ for i = 4, #ARGV, 2 do
   reply[#reply + 1] = outcome
 end
 flush_counts(KEYS[3], deltas)
-announce(prefix, KEYS[1], ARGV[3], queued)
-file_expiring(prefix)
+announce(prefix, KEYS[1], ARGV[2], queued)
+file_finished(prefix, now)
 return reply

@@ -3,10 +3,10 @@
 -- ARGV[1] key prefix         ARGV[2] signed intake envelope listing the tasks
 --                                    the caller expects to be queued now ('' if none)
 -- ARGV[3] idempotency TTL ms
--- ARGV[4..] runs of tasks that share every setting: a header of 8 — number
+-- ARGV[4..] runs of tasks that share every setting: a header of 9 — number
 --           of tasks n, handler, tags JSON, priority, max attempts, timeout
 --           ms, run_at ms (0 = now: the tasks are in the envelope),
---           idempotency key ('' = none) — then n × 2: id, input JSON.
+--           idempotency key ('' = none), queue — then n × 2: id, input JSON.
 --           (Runs keep the call small: per task only what differs, which
 --           is most of what Redis spends on a call's arguments and reply.)
 -- Reply: flat array, 2 per duplicate only: the task's position in the call
@@ -19,19 +19,27 @@
 -- task), so each queued task's entry id (`ent`, for the reconciler) goes
 -- into the task's own HSET. A task the envelope lists that turns out to be
 -- a duplicate has no hash; distributors skip such ids as missing.
+-- Each queue named is noted in `P queues` (once per call), for listing and
+-- for expire.lua, which walks every queue's indexes.
 local prefix, envelope, idem_ttl = ARGV[1], ARGV[2], ARGV[3]
 local now = int(now_ms())
-local reply, deltas = {}, {}
+local reply, deltas, noted = {}, {}, {}
 local ent = append(KEYS[1], envelope)
 local i, position = 4, 0
 while i <= #ARGV do
   local n, handler, tags, prio = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local max, timeout, run_at, idem = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
-  i = i + 8
+  local queue = ARGV[i + 8]
+  i = i + 9
+  if not noted[queue] then
+    redis.call('SADD', queues_key(prefix), queue)
+    noted[queue] = true
+  end
   local state = run_at ~= '0' and 'scheduled' or 'queued'
   assert(state == 'scheduled' or ent, 'submit: a task to queue now is not in the intake envelope')
   -- Fields at their defaults are not stored (memory per queued task):
-  -- att and f (0), ut (= ct), run_at (0), tags ([]), prio (0), and max and
+  -- att and f (0), ut (= ct), run_at (0), tags ([]), prio (0), q
+  -- ('default'), and max and
   -- to when both are at UNSTORED_MAX / UNSTORED_TIMEOUT_MS (otherwise both
   -- go in the task's one HSET). Readers treat a missing field as its
   -- default. A scheduled task keeps its run_at, a queued one its intake
@@ -41,8 +49,9 @@ while i <= #ARGV do
   local last, last_value = 'ent', ent
   if state == 'scheduled' then last, last_value = 'run_at', run_at end
   local extra
-  if tags ~= '[]' or prio ~= '0' or idem ~= '' then
+  if tags ~= '[]' or prio ~= '0' or idem ~= '' or queue ~= DEFAULT_QUEUE then
     extra = {}
+    if queue ~= DEFAULT_QUEUE then extra[#extra + 1], extra[#extra + 2] = 'q', queue end
     if tags ~= '[]' then extra[#extra + 1], extra[#extra + 2] = 'tags', tags end
     if prio ~= '0' then extra[#extra + 1], extra[#extra + 2] = 'prio', prio end
     if idem ~= '' then extra[#extra + 1], extra[#extra + 2] = 'idem', idem end

@@ -4,7 +4,10 @@
 //! with their code and message and make the command exit non-zero.
 
 use crate::api::TaskBody;
-use crate::api::{BatchRequest, BatchResponse, CancelResponse, SubmitRequest, Submitted, TaskList, WorkerList};
+use crate::api::{
+    BatchRequest, BatchResponse, CancelResponse, Discarded, Purged, QueueList, Retried, RetriedDead, SubmitRequest,
+    Submitted, TaskList, WorkerList,
+};
 use crate::task::TaskState;
 use anyhow::{bail, Context as _};
 use serde::de::DeserializeOwned;
@@ -100,10 +103,19 @@ impl Client {
             .await
     }
 
-    pub async fn list(&self, state: Option<&str>, limit: usize, cursor: Option<&str>) -> anyhow::Result<TaskList> {
+    pub async fn list(
+        &self,
+        state: Option<&str>,
+        queue: Option<&str>,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> anyhow::Result<TaskList> {
         let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
         if let Some(s) = state {
             q.push(("state", s.to_string()));
+        }
+        if let Some(name) = queue {
+            q.push(("queue", name.to_string()));
         }
         if let Some(c) = cursor {
             q.push(("cursor", c.to_string()));
@@ -114,9 +126,33 @@ impl Client {
     pub async fn workers(&self) -> anyhow::Result<WorkerList> {
         self.send(self.req(reqwest::Method::GET, "/v1/workers")).await
     }
+
+    pub async fn queues(&self) -> anyhow::Result<QueueList> {
+        self.send(self.req(reqwest::Method::GET, "/v1/queues")).await
+    }
+
+    pub async fn retry(&self, id: &str) -> anyhow::Result<Retried> {
+        self.send(self.req(reqwest::Method::POST, &format!("/v1/tasks/{id}/retry")))
+            .await
+    }
+
+    pub async fn discard(&self, id: &str) -> anyhow::Result<Discarded> {
+        self.send(self.req(reqwest::Method::DELETE, &format!("/v1/tasks/{id}")))
+            .await
+    }
+
+    pub async fn retry_dead(&self, queue: &str) -> anyhow::Result<RetriedDead> {
+        self.send(self.req(reqwest::Method::POST, &format!("/v1/queues/{queue}/retry-dead")))
+            .await
+    }
+
+    pub async fn purge(&self, queue: &str, state: &str) -> anyhow::Result<Purged> {
+        let rb = self.req(reqwest::Method::POST, &format!("/v1/queues/{queue}/purge"));
+        self.send(rb.query(&[("state", state)])).await
+    }
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
@@ -267,19 +303,21 @@ pub async fn cancel(client: &Client, id: &str, json: bool) -> anyhow::Result<()>
 pub async fn tasks(
     client: &Client,
     state: Option<&str>,
+    queue: Option<&str>,
     limit: usize,
     cursor: Option<&str>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let page = client.list(state, limit, cursor).await?;
+    let page = client.list(state, queue, limit, cursor).await?;
     if json {
         return print_json(&page);
     }
     for t in &page.tasks {
         println!(
-            "{}  {:<9}  {}  attempts={}/{}",
+            "{}  {:<9}  {}  {}  attempts={}/{}",
             t.id,
             t.state.as_str(),
+            t.queue,
             t.handler,
             t.attempts,
             t.max_attempts
@@ -288,6 +326,15 @@ pub async fn tasks(
     if let Some(c) = page.next_cursor {
         println!("# more: --cursor {c}");
     }
+    Ok(())
+}
+
+/// Prints `v` as JSON, or as the line `text` makes of it.
+pub fn print_either<T: serde::Serialize>(v: &T, json: bool, text: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
+    if json {
+        return print_json(v);
+    }
+    println!("{}", text(v));
     Ok(())
 }
 

@@ -2,7 +2,9 @@
 //! handler names and tags. Each has one `parse` that encodes its rule, so the
 //! rule lives here and nowhere else. The rules are narrow on purpose: names
 //! go into Redis keys and ACL key patterns (no glob characters), metric
-//! labels and log lines, and tags are matched as they are written.
+//! labels and log lines, and tags are matched as they are written. Queue
+//! names are narrower still (lower case, no dot), as they name a queue's
+//! keys, URL path segments and metric label values.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -19,6 +21,8 @@ pub enum NameKind {
     /// A signing key's id (`DROVER_SIGNING_KEYS`): it travels in every
     /// envelope as a label of at most 32 bytes (`envelope::wire`).
     KeyId,
+    /// A queue's name (`default` unless a task names one).
+    Queue,
 }
 
 impl NameKind {
@@ -30,6 +34,7 @@ impl NameKind {
             NameKind::HandlerName => "handler name",
             NameKind::Tag => "tag",
             NameKind::KeyId => "key id",
+            NameKind::Queue => "queue name",
         }
     }
 
@@ -38,28 +43,43 @@ impl NameKind {
         match self {
             // Worker ids default to hostname-pid, and hostnames reach 64.
             NameKind::WorkerId => 128,
-            NameKind::Namespace | NameKind::HandlerName | NameKind::Tag => 64,
+            NameKind::Namespace | NameKind::HandlerName | NameKind::Tag | NameKind::Queue => 64,
             NameKind::KeyId => 32,
         }
     }
 
-    /// The characters allowed besides A-Z a-z 0-9. Tags also take `:` and
-    /// `/`, for values like `zone:eu-1` or `team/ml`; they never become keys.
+    /// The characters allowed besides the letters and digits. Tags also
+    /// take `:` and `/`, for values like `zone:eu-1` or `team/ml`; they
+    /// never become keys.
     fn punctuation(self) -> &'static str {
         match self {
             NameKind::Tag => "-_.:/",
+            NameKind::Queue => "-_",
             NameKind::Namespace | NameKind::WorkerId | NameKind::HandlerName | NameKind::KeyId => "-_.",
         }
     }
 
+    /// Queue names take lower-case letters only, so two spellings never
+    /// name one queue's metrics and URLs differently.
+    fn upper_case_allowed(self) -> bool {
+        self != NameKind::Queue
+    }
+
     /// Whether `c` may appear in a name of this kind.
     pub fn allows(self, c: char) -> bool {
-        c.is_ascii_alphanumeric() || self.punctuation().contains(c)
+        c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || (c.is_ascii_uppercase() && self.upper_case_allowed())
+            || self.punctuation().contains(c)
     }
 
     /// The allowed characters as messages list them: `A-Z a-z 0-9 - _ .`.
     pub fn charset(self) -> String {
-        let mut out = String::from("A-Z a-z 0-9");
+        let mut out = String::from(if self.upper_case_allowed() {
+            "A-Z a-z 0-9"
+        } else {
+            "a-z 0-9"
+        });
         for c in self.punctuation().chars() {
             out.push(' ');
             out.push(c);
@@ -210,6 +230,21 @@ name_type!(
     NameKind::Tag
 );
 
+name_type!(
+    /// A queue's name: `default`, or one a task or the configuration names.
+    QueueName,
+    NameKind::Queue
+);
+
+impl QueueName {
+    /// The queue of a task that names none.
+    pub const DEFAULT: &'static str = "default";
+
+    pub fn default_queue() -> Self {
+        QueueName(Self::DEFAULT.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,6 +344,28 @@ mod tests {
                 ("ü", char_err(kind, 'ü')),
             ],
         );
+    }
+
+    #[test]
+    fn queue_names_are_lower_case_letters_digits_dash_and_underscore() {
+        let kind = NameKind::Queue;
+        let longest = "q".repeat(64);
+        let too_long = "q".repeat(65);
+        check_table(
+            QueueName::parse,
+            &["default", "media", "q-1", "a_b", "0", longest.as_str()],
+            &[
+                ("", NameError::Empty { kind }),
+                ("Media", char_err(kind, 'M')),
+                ("a.b", char_err(kind, '.')),
+                ("a:b", char_err(kind, ':')),
+                ("a b", char_err(kind, ' ')),
+                ("{q}", char_err(kind, '{')),
+                (too_long.as_str(), NameError::TooLong { kind, len: 65 }),
+            ],
+        );
+        assert_eq!(kind.rule(), "1-64 characters of a-z 0-9 - _");
+        assert_eq!(QueueName::default_queue().as_str(), "default");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! client submits and what it reads back. Redis field names stay in
 //! `store`; this module only speaks in domain types.
 
+use crate::names::QueueName;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use utoipa::ToSchema;
@@ -163,6 +164,7 @@ pub struct NewTask {
     /// Unix ms; `None` runs as soon as a worker is free.
     pub run_at_ms: Option<u64>,
     pub idempotency_key: Option<String>,
+    pub queue: QueueName,
 }
 
 /// What a stored task without `max` means (`lua/prelude.lua` mirrors it),
@@ -180,6 +182,8 @@ pub const UNSTORED_TIMEOUT_MS: u64 = 300_000;
 pub struct TaskView {
     pub id: String,
     pub state: TaskState,
+    /// The queue's name (`default` when the task named none).
+    pub queue: String,
     pub handler: String,
     /// Any JSON value.
     pub input: serde_json::Value,
@@ -202,6 +206,24 @@ pub struct TaskView {
     pub result: Option<serde_json::Value>,
     pub error: Option<String>,
     pub cancel_requested: bool,
+    /// How earlier runs ended, oldest first: one entry per time an
+    /// operator retried the task after it was dead or cancelled.
+    pub history: Vec<PriorEnd>,
+}
+
+/// How a run of a task ended before an operator retried it: kept in the
+/// task (`hist`), since the retry clears the state, error and attempts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PriorEnd {
+    /// `dead` or `cancelled`.
+    pub state: TaskState,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+    /// Attempts that run used.
+    pub attempts: u32,
+    pub finished_ms: u64,
+    /// When it was retried.
+    pub retried_ms: u64,
 }
 
 /// The fencing token of one attempt: `lua/assign.lua` issues one per

@@ -38,6 +38,10 @@ impl Role {
                 "leader.lua",
                 "forget_workers.lua",
                 "restore.lua",
+                "page.lua",
+                "retry.lua",
+                "discard.lua",
+                "purge.lua",
             ],
             Role::Distributor => &["assign.lua", "reannounce.lua", "trim.lua"],
             Role::Worker => &["heartbeat.lua", "renew.lua", "complete.lua", "trim.lua"],
@@ -126,16 +130,40 @@ const COORDINATOR: Profile = Profile {
         "leader",
         "workers",
         "handlers",
+        "queues",
+        "q:*",
     ],
     grants: &[
-        // submit, cancel, reap, promote, reannounce, restore, and the reads
-        // of the API, `cancel`, the reaper, the scheduler and the reconciler;
-        // expire.lua deletes finished tasks (UNLINK).
-        rw(&["t:*"], &["+hmget", "+hgetall", "+hset", "+exists", "+unlink"]),
-        // Finished tasks filed to expire (cancel, reap, restore) and
-        // deleted (expire.lua).
-        rw(&["expiring"], &["+zadd", "+zrangebyscore", "+zrem"]),
-        rw(&["expiring:*"], &["+rpush", "+lpop", "+exists"]),
+        // submit, cancel, reap, promote, reannounce, restore, retry, and
+        // the reads of the API, `cancel`, the reaper, the scheduler and the
+        // reconciler; expire.lua, discard.lua and purge.lua delete finished
+        // tasks (UNLINK), expire.lua checks a legacy entry's state (HGET).
+        rw(
+            &["t:*"],
+            &["+hmget", "+hget", "+hgetall", "+hset", "+hdel", "+exists", "+unlink"],
+        ),
+        // The lists of finished tasks that builds before the queue indexes
+        // filed to expire, emptied by expire.lua.
+        rw(&["expiring"], &["+zrangebyscore", "+zrem"]),
+        rw(&["expiring:*"], &["+lpop", "+exists"]),
+        // The queue names (submit adds, the API and expire.lua read).
+        rw(&["queues"], &["+sadd", "+smembers", "+sismember"]),
+        // The queues' indexes of finished tasks: filed by cancel, reap and
+        // restore, paged by page.lua, counted by the API, left by retry
+        // and discard, cut from the low end by expire and purge.
+        rw(
+            &["q:*"],
+            &[
+                "+zadd",
+                "+zrem",
+                "+zrange",
+                "+zrangebyscore",
+                "+zremrangebyrank",
+                "+zrank",
+                "+zcount",
+                "+zcard",
+            ],
+        ),
         // Batch records: the reaper reads and ends them (HMGET, DEL), the API
         // and cancel read a running task's worker (HGET).
         rw(&["b:*"], &["+hmget", "+hget", "+del"]),
@@ -235,9 +263,8 @@ const WORKER: Profile = Profile {
         // claim (HGETALL, no script), renew, complete (finish,
         // settle_failure, announce).
         rw(&["t:*"], &["+hmget", "+hgetall", "+hset"]),
-        // complete files the tasks it finished to expire.
-        rw(&["expiring"], &["+zadd"]),
-        rw(&["expiring:*"], &["+rpush"]),
+        // complete files the tasks it finished in their queue's index.
+        rw(&["q:*"], &["+zadd"]),
         // Batch records: claim reads its batch's (HMGET), renew and
         // complete check theirs (HGET), and complete retires it (HINCRBY,
         // DEL). Tokens are not per worker, so neither is this pattern.
@@ -406,9 +433,9 @@ mod tests {
         }
         let trim = script_commands("trim.lua");
         assert!(trim.contains("xinfo|groups"), "{trim:?}");
-        // complete → file_expiring → RPUSH, ZADD
+        // complete → file_finished → ZADD; announce → XADD
         let complete = script_commands("complete.lua");
-        assert!(complete.contains("rpush") && complete.contains("zadd"), "{complete:?}");
+        assert!(complete.contains("xadd") && complete.contains("zadd"), "{complete:?}");
     }
 
     #[test]

@@ -3,13 +3,19 @@
 
 use super::error::{self, ErrorBody};
 use super::requests::{BatchRequest, SubmitRequest};
-use super::responses::{BatchResponse, CancelResponse, Submitted, TaskBody, TaskList, WorkerBody, WorkerList};
+use super::responses::{
+    BatchResponse, CancelResponse, Discarded, Purged, QueueBody, QueueList, Retried, RetriedDead, Submitted, TaskBody,
+    TaskList, WorkerBody, WorkerList,
+};
 // Globs, because `paths(...)` finds each operation as `__path_<handler>`
 // in scope: a handler named through its module (`tasks::submit`) would be
 // tagged with the module's name, and the document would change.
+use super::dead_letter::*;
+use super::listing::*;
+use super::queues::*;
 use super::tasks::*;
 use super::workers::*;
-use crate::task::TaskState;
+use crate::task::{PriorEnd, TaskState};
 use axum::response::IntoResponse;
 use axum::Json;
 use utoipa::OpenApi;
@@ -30,8 +36,10 @@ impl utoipa::Modify for BearerScheme {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "drover", description = "Distributed task system: coordinator API"),
-    paths(submit, submit_batch, get_task, wait_task, cancel_task, list_tasks, list_workers),
+    paths(submit, submit_batch, get_task, wait_task, cancel_task, list_tasks, retry_task, discard_task,
+        list_queues, get_queue, retry_dead, purge, list_workers),
     components(schemas(SubmitRequest, BatchRequest, Submitted, BatchResponse, TaskBody, TaskState, TaskList,
+        PriorEnd, QueueBody, QueueList, Retried, Discarded, RetriedDead, Purged,
         WorkerList, WorkerBody, CancelResponse, ErrorBody, error::ErrorDetail)),
     modifiers(&BearerScheme)
 )]

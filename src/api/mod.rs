@@ -1,5 +1,6 @@
 //! The coordinator's HTTP API (docs/ARCHITECTURE.md, "The flow of one task"): submit (single and batch, with
-//! `Idempotency-Key`), get, wait, cancel, list, workers, and the OpenAPI
+//! `Idempotency-Key`), get, wait, cancel, list, queues, an operator's
+//! retry, discard and purge, workers, and the OpenAPI
 //! document generated from these handlers, so it cannot drift. Requests are
 //! authenticated by bearer token and scope, bodies are size-limited, and
 //! every error is JSON with a stable code; nothing is written for a request
@@ -7,12 +8,16 @@
 //!
 //! Files by concern: `state` (what handlers share, auth and admission),
 //! `requests` and `validate` (what clients send and its checks),
-//! `responses` (what they get back), `tasks` and `workers` (the routes),
+//! `responses` (what they get back), `tasks`, `listing`, `queues`,
+//! `dead_letter` and `workers` (the routes),
 //! `doc` (the OpenAPI document); this file joins them into the router.
 
 pub mod auth;
+mod dead_letter;
 mod doc;
 pub mod error;
+mod listing;
+mod queues;
 mod requests;
 mod responses;
 mod state;
@@ -22,8 +27,11 @@ pub mod waiters;
 mod workers;
 
 pub use doc::ApiDoc;
-pub use requests::{BatchRequest, ListQuery, SubmitRequest, WaitQuery};
-pub use responses::{BatchResponse, CancelResponse, Submitted, TaskBody, TaskList, WorkerBody, WorkerList};
+pub use requests::{BatchRequest, ListQuery, PurgeQuery, SubmitRequest, WaitQuery};
+pub use responses::{
+    BatchResponse, CancelResponse, Discarded, Purged, QueueBody, QueueList, Retried, RetriedDead, Submitted, TaskBody,
+    TaskList, WorkerBody, WorkerList,
+};
 pub use state::ApiState;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
@@ -34,7 +42,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use error::ApiError;
 use std::sync::Arc;
-use tasks::{cancel_task, get_task, list_tasks, submit, submit_batch, wait_task};
+use tasks::{cancel_task, get_task, submit, submit_batch, wait_task};
 
 async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
@@ -56,9 +64,14 @@ async fn count_requests(req: Request, next: Next) -> Response {
 pub fn router(state: Arc<ApiState>) -> Router {
     let limit = state.ctx.settings.coordinator.max_body;
     Router::new()
-        .route("/v1/tasks", post(submit).get(list_tasks))
+        .route("/v1/tasks", post(submit).get(listing::list_tasks))
         .route("/v1/tasks/batch", post(submit_batch))
-        .route("/v1/tasks/{id}", get(get_task))
+        .route("/v1/tasks/{id}", get(get_task).delete(dead_letter::discard_task))
+        .route("/v1/tasks/{id}/retry", post(dead_letter::retry_task))
+        .route("/v1/queues", get(queues::list_queues))
+        .route("/v1/queues/{queue}", get(queues::get_queue))
+        .route("/v1/queues/{queue}/retry-dead", post(dead_letter::retry_dead))
+        .route("/v1/queues/{queue}/purge", post(dead_letter::purge))
         .route("/v1/tasks/{id}/wait", get(wait_task))
         .route("/v1/tasks/{id}/cancel", post(cancel_task))
         .route("/v1/workers", get(workers::list_workers))

@@ -22,6 +22,11 @@ pub struct SubmitRequest {
     #[serde(default)]
     #[schema(schema_with = tags_schema)]
     pub tags: Vec<String>,
+    /// The queue to put the task in (default `default`): 1-64 characters
+    /// of a-z 0-9 - _.
+    #[serde(default)]
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
+    pub queue: Option<String>,
     /// Higher runs first among tasks waiting for the same workers.
     #[serde(default, deserialize_with = "whole::i32")]
     pub priority: i32,
@@ -127,14 +132,27 @@ pub struct BatchRequest {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only tasks in this state.
+    /// Only tasks in this state. Finished states (succeeded, dead,
+    /// cancelled) and scheduled are read from indexes: oldest (soonest)
+    /// first, pages of exactly `limit` tasks; the others from a scan.
     pub state: Option<TaskState>,
+    /// Only tasks of this queue.
+    #[param(pattern = "^[a-z0-9_-]{1,64}$")]
+    pub queue: Option<String>,
     /// From the previous page's `next_cursor`.
-    #[param(pattern = "^[0-9]{1,19}$")]
+    #[param(pattern = "^([0-9]{1,19}|[0-9]{1,16}-[0-9A-Za-z-]{22,36})$")]
     pub cursor: Option<String>,
     /// Page size, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PurgeQuery {
+    /// The finished state whose tasks to delete: succeeded, dead or cancelled.
+    pub state: TaskState,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

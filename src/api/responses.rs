@@ -6,8 +6,9 @@
 //! (`TaskView`, `WorkerView`) are kept from when the store's types were
 //! served as they are. Errors have their own module, `error.rs`.
 
+use crate::names::QueueName;
 use crate::store::WorkerView;
-use crate::task::{TaskState, TaskView};
+use crate::task::{PriorEnd, TaskState, TaskView};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -32,6 +33,51 @@ pub struct TaskList {
     pub next_cursor: Option<String>,
 }
 
+/// A queue and how many tasks it holds. Live states are counted for all
+/// queues together (`drover_backlog`) until the queues' own backlogs exist
+/// (docs/QUEUES.md).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct QueueBody {
+    pub name: String,
+    /// Finished tasks whose result is still kept, by state.
+    pub succeeded: u64,
+    pub dead: u64,
+    pub cancelled: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct QueueList {
+    pub queues: Vec<QueueBody>,
+}
+
+/// A task an operator queued again.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Retried {
+    pub id: String,
+    pub state: TaskState,
+}
+
+/// A finished task an operator deleted.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Discarded {
+    pub id: String,
+}
+
+/// How many dead tasks of a queue an operator queued again.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RetriedDead {
+    pub queue: String,
+    pub queued: u64,
+}
+
+/// How many finished tasks of a queue an operator deleted.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Purged {
+    pub queue: String,
+    pub state: TaskState,
+    pub purged: u64,
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct WorkerList {
     pub workers: Vec<WorkerBody>,
@@ -51,6 +97,9 @@ pub struct CancelResponse {
 pub struct TaskBody {
     pub id: String,
     pub state: TaskState,
+    /// The queue the task is in.
+    #[serde(default = "default_queue")]
+    pub queue: String,
     pub handler: String,
     /// Any JSON value.
     pub input: serde_json::Value,
@@ -81,6 +130,15 @@ pub struct TaskBody {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub cancel_requested: bool,
+    /// How earlier runs ended, oldest first, when an operator retried the
+    /// task after it was dead or cancelled.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub history: Vec<PriorEnd>,
+}
+
+/// What a server that does not name queues means (before queues existed).
+fn default_queue() -> String {
+    QueueName::DEFAULT.to_string()
 }
 
 impl From<TaskView> for TaskBody {
@@ -90,6 +148,7 @@ impl From<TaskView> for TaskBody {
         let TaskView {
             id,
             state,
+            queue,
             handler,
             input,
             tags,
@@ -108,10 +167,12 @@ impl From<TaskView> for TaskBody {
             result,
             error,
             cancel_requested,
+            history,
         } = t;
         TaskBody {
             id,
             state,
+            queue,
             handler,
             input,
             tags,
@@ -130,6 +191,7 @@ impl From<TaskView> for TaskBody {
             result,
             error,
             cancel_requested,
+            history,
         }
     }
 }
@@ -188,6 +250,7 @@ mod tests {
         TaskView {
             id: "0000000000000000000001".into(),
             state: if all { TaskState::Running } else { TaskState::Queued },
+            queue: "default".into(),
             handler: "noop".into(),
             input: json!({"n": 1}),
             tags: vec!["gpu".into()],
@@ -206,6 +269,17 @@ mod tests {
             result: all.then(|| json!([1, 2])),
             error: all.then(|| "boom".into()),
             cancel_requested: all,
+            history: if all {
+                vec![PriorEnd {
+                    state: TaskState::Dead,
+                    error: Some("first".into()),
+                    attempts: 3,
+                    finished_ms: 1,
+                    retried_ms: 2,
+                }]
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -217,19 +291,20 @@ mod tests {
         assert_eq!(
             full,
             json!({
-                "id": "0000000000000000000001", "state": "running", "handler": "noop",
+                "id": "0000000000000000000001", "state": "running", "queue": "default", "handler": "noop",
                 "input": {"n": 1}, "tags": ["gpu"], "priority": -2, "attempts": 1,
                 "max_attempts": 3, "timeout_ms": 300000, "version": 7, "run_at_ms": 10,
                 "created_ms": 1, "updated_ms": 2, "started_ms": 3, "finished_ms": 4,
                 "worker": "w1", "fence": "5.6", "result": [1, 2], "error": "boom",
-                "cancel_requested": true
+                "cancel_requested": true,
+                "history": [{"state": "dead", "error": "first", "attempts": 3, "finished_ms": 1, "retried_ms": 2}]
             })
         );
         let bare = serde_json::to_value(TaskBody::from(stored_task(false))).unwrap();
         assert_eq!(
             bare,
             json!({
-                "id": "0000000000000000000001", "state": "queued", "handler": "noop",
+                "id": "0000000000000000000001", "state": "queued", "queue": "default", "handler": "noop",
                 "input": {"n": 1}, "tags": ["gpu"], "priority": -2, "attempts": 1,
                 "max_attempts": 3, "timeout_ms": 300000, "version": 7,
                 "created_ms": 1, "updated_ms": 2

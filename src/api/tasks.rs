@@ -1,10 +1,11 @@
 //! The task routes: submit (one, or a batch all validated before any is
-//! written), get, wait (long-poll until terminal), cancel and list.
+//! written), get, wait (long-poll until terminal) and cancel. Listing is
+//! `listing.rs`; an operator's retry and discard are `dead_letter.rs`.
 
 use super::auth::Scope;
 use super::error::{ApiError, ErrorBody};
-use super::requests::{BatchRequest, ListQuery, SubmitRequest, WaitQuery};
-use super::responses::{BatchResponse, CancelResponse, Submitted, TaskBody, TaskList};
+use super::requests::{BatchRequest, SubmitRequest, WaitQuery};
+use super::responses::{BatchResponse, CancelResponse, Submitted, TaskBody};
 use super::state::ApiState;
 use super::validate::{api_duration, body_json, parse_id, task_id};
 use crate::store::{CancelOutcome, SubmitReply, SubmitStatus};
@@ -66,14 +67,7 @@ pub(super) async fn submit(
     s.authorize(&headers, Scope::Submit)?;
     s.check_accepting()?;
     let req: SubmitRequest = body_json(body, s.ctx.settings.coordinator.max_body)?;
-    let key = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| ApiError::Invalid("Idempotency-Key: printable ASCII only".into()))?
-                .to_string(),
-        ),
-    };
+    let key = idempotency_header(&headers)?;
     let task = s.validate(req, key, s.ctx.store.clock().now_ms()).await?;
     let mut out = s.submit_all(vec![task]).await?;
     let one = out
@@ -87,8 +81,24 @@ pub(super) async fn submit(
     Ok((status, Json(one)).into_response())
 }
 
+/// The `Idempotency-Key` header, if given.
+fn idempotency_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map(str::to_string)
+                .map_err(|_| ApiError::Invalid("Idempotency-Key: printable ASCII only".into()))
+        })
+        .transpose()
+}
+
 /// Submit many tasks at once; all are validated before any is written.
+/// With an `Idempotency-Key`, task `i` of the batch that names no key of
+/// its own takes the key `<key>#<i>`, so a retried batch returns the tasks
+/// the first one made instead of making them again.
 #[utoipa::path(post, path = "/v1/tasks/batch", request_body = BatchRequest,
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,190}$", description = "Repeat-safe batch: the same key returns the first batch's tasks")),
     responses((status = 202, body = BatchResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
@@ -105,10 +115,21 @@ pub(super) async fn submit_batch(
     if req.tasks.is_empty() || req.tasks.len() > max {
         return Err(ApiError::Invalid(format!("tasks: 1 to {max} per batch")));
     }
+    let batch_key = idempotency_header(&headers)?;
+    // Room for the `#<index>` each task's key gets.
+    if batch_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 190) {
+        return Err(ApiError::Invalid(
+            "Idempotency-Key: 1-190 printable ASCII characters for a batch".into(),
+        ));
+    }
     let now = s.ctx.store.clock().now_ms();
     let mut tasks = Vec::with_capacity(req.tasks.len());
     for (i, t) in req.tasks.into_iter().enumerate() {
-        tasks.push(s.validate(t, None, now).await.map_err(|e| match e {
+        let key = match (&batch_key, &t.idempotency_key) {
+            (Some(k), None) => Some(format!("{k}#{i}")),
+            _ => None,
+        };
+        tasks.push(s.validate(t, key, now).await.map_err(|e| match e {
             ApiError::Invalid(m) => ApiError::Invalid(format!("tasks[{i}]: {m}")),
             ApiError::UnknownHandler(m) => ApiError::UnknownHandler(format!("tasks[{i}]: {m}")),
             other => other,
@@ -215,40 +236,5 @@ pub(super) async fn cancel_task(
         id: id.to_string(),
         state,
         cancel_requested,
-    }))
-}
-
-/// Lists tasks, optionally in one state, a page at a time.
-#[utoipa::path(get, path = "/v1/tasks", params(ListQuery),
-    responses((status = 200, body = TaskList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub(super) async fn list_tasks(
-    State(s): State<Arc<ApiState>>,
-    headers: HeaderMap,
-    query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<TaskList>, ApiError> {
-    s.authorize(&headers, Scope::Read)?;
-    let Query(q) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
-    let state = q.state;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::Malformed("limit: from 1 to 1000".into()));
-    }
-    let cursor = q.cursor.unwrap_or_else(|| "0".into());
-    // Exactly what next_cursor looks like: digits, nothing else.
-    if cursor.is_empty()
-        || cursor.len() > 19
-        || !cursor.bytes().all(|b| b.is_ascii_digit())
-        || cursor.parse::<u64>().is_err()
-    {
-        return Err(ApiError::Malformed(
-            "cursor: use the next_cursor of the previous page".into(),
-        ));
-    }
-    let (tasks, next) = s.ctx.store.list_tasks(state, &cursor, limit).await?;
-    Ok(Json(TaskList {
-        tasks: tasks.into_iter().map(TaskBody::from).collect(),
-        next_cursor: (next != "0").then_some(next),
     }))
 }

@@ -7,7 +7,7 @@
 use super::error::ApiError;
 use super::requests::SubmitRequest;
 use super::state::ApiState;
-use crate::names::{HandlerName, NameKind, Tag};
+use crate::names::{HandlerName, NameKind, QueueName, Tag};
 use crate::task::{NewTask, TaskId};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -52,6 +52,15 @@ pub(super) fn task_id(id: Result<Path<String>, PathRejection>) -> Result<TaskId,
     }
 }
 
+/// The queue named in the path: a name that breaks the rule names no
+/// queue, so it is a 404 like an unknown one.
+pub(super) fn queue_path(queue: Result<Path<String>, PathRejection>) -> Result<QueueName, ApiError> {
+    let Ok(Path(queue)) = queue else {
+        return Err(ApiError::NotFound("no such queue".into()));
+    };
+    QueueName::parse(&queue).map_err(|_| ApiError::NotFound(format!("no queue {queue:?}")))
+}
+
 pub(super) fn parse_id(id: &str) -> Result<TaskId, ApiError> {
     TaskId::parse(id).ok_or_else(|| ApiError::NotFound(format!("no task {id:?}")))
 }
@@ -73,6 +82,7 @@ impl ApiState {
         }
         let timeout = attempt_timeout(req.timeout.as_deref(), c.timeout)?;
         let run_at_ms = run_at(req.run_at_ms, req.delay.as_deref(), now_ms)?;
+        let queue = queue_name(req.queue.as_deref())?;
         // The header wins over the body's field.
         let idempotency_key = header_key.or(req.idempotency_key);
         if let Some(k) = &idempotency_key {
@@ -88,6 +98,7 @@ impl ApiState {
             timeout_ms: timeout.as_millis() as u64,
             run_at_ms,
             idempotency_key,
+            queue,
         })
     }
 
@@ -105,6 +116,16 @@ impl ApiState {
             )));
         }
         Ok(())
+    }
+}
+
+/// The queue a request names (`default` when it names none), checked by
+/// the name rule.
+pub(super) fn queue_name(given: Option<&str>) -> Result<QueueName, ApiError> {
+    match given {
+        None => Ok(QueueName::default_queue()),
+        Some(q) => QueueName::parse(q)
+            .map_err(|_| ApiError::Invalid(format!("queue: {q:?} must be {}", NameKind::Queue.rule()))),
     }
 }
 

@@ -11,6 +11,7 @@ use crate::context::Context;
 use crate::envelope::Keyring;
 use crate::handlers::{HandlerError, Registry, TaskContext};
 use crate::messages::{EventBody, EVENT};
+use crate::names::QueueName;
 use crate::redis_server::{Persistence, RedisServer};
 use crate::roles::worker::WorkerSpec;
 use crate::roles::{coordinator, distributor, worker};
@@ -249,6 +250,7 @@ pub(super) fn new_task(input: &str) -> NewTask {
         timeout_ms: crate::task::UNSTORED_TIMEOUT_MS,
         run_at_ms: None,
         idempotency_key: None,
+        queue: QueueName::default_queue(),
     }
 }
 

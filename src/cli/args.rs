@@ -38,6 +38,17 @@ pub enum Command {
     Tasks(TasksArgs),
     /// List live workers.
     Workers(WorkersArgs),
+    /// List queues with their counts.
+    Queues(QueuesArgs),
+    /// Act on one queue's finished tasks.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+    /// Run a dead or cancelled task again (attempts reset).
+    Retry(TaskActionArgs),
+    /// Delete a finished task before its result TTL.
+    Discard(TaskActionArgs),
     /// Print a new signing key entry (KID:HEXSECRET) or, with --token, an API token.
     Keygen(KeygenArgs),
     /// Start a cluster of its own, run workloads, print one JSON line of measurements.
@@ -124,6 +135,9 @@ pub struct SubmitArgs {
     /// Required worker tags, comma-separated.
     #[arg(long)]
     pub tags: Option<String>,
+    /// Queue to put the tasks in (default: default).
+    #[arg(long)]
+    pub queue: Option<String>,
     #[arg(long)]
     pub priority: Option<i32>,
     #[arg(long)]
@@ -171,10 +185,56 @@ pub struct TasksArgs {
     pub api: ApiArgs,
     #[arg(long)]
     pub state: Option<String>,
+    /// Only tasks of this queue.
+    #[arg(long)]
+    pub queue: Option<String>,
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
     #[arg(long)]
     pub cursor: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The flags of `drover queues`.
+#[derive(Args, Debug)]
+pub struct QueuesArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The flags of `drover retry` and `drover discard`: one task.
+#[derive(Args, Debug)]
+pub struct TaskActionArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    pub id: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QueueCommand {
+    /// Run every dead task of the queue again.
+    RetryDead(QueueArgs),
+    /// Delete the queue's tasks finished in one state.
+    Purge {
+        #[command(flatten)]
+        queue: QueueArgs,
+        /// succeeded, dead or cancelled.
+        #[arg(long)]
+        state: String,
+    },
+}
+
+/// One queue, named.
+#[derive(Args, Debug)]
+pub struct QueueArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    pub queue: String,
     #[arg(long)]
     pub json: bool,
 }

@@ -17,6 +17,7 @@ pub(super) async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         handler: args.handler,
         input,
         tags: args.tags.as_deref().map(crate::config::split_list).unwrap_or_default(),
+        queue: args.queue,
         priority: args.priority.unwrap_or(0),
         max_attempts: args.max_attempts,
         timeout: args.timeout,
@@ -42,6 +43,7 @@ pub(super) async fn tasks(args: TasksArgs) -> anyhow::Result<()> {
     client::tasks(
         &client,
         args.state.as_deref(),
+        args.queue.as_deref(),
         args.limit,
         args.cursor.as_deref(),
         args.json,

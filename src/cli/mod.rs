@@ -6,16 +6,20 @@
 //! - `args`: the clap types, apart from what acts on them.
 //! - `role`: starting a role process, the one way all four roles start.
 //! - `client`: the client subcommands, one function each.
+//! - `queues`: the operator's client subcommands (queues, retry, discard,
+//!   purge), one function each.
 //! - `tools`: the admin tools, one function each.
 
 mod args;
 mod client;
+mod queues;
 mod role;
 mod tools;
 
 pub use args::{
     ApiArgs, BenchArgs, CancelArgs, Cli, Command, ConfigCommand, CoordinatorArgs, DevArgs, DistributorArgs, KeygenArgs,
-    RedisAclArgs, ServerArgs, SnapshotCommand, StatusArgs, SubmitArgs, TasksArgs, WorkerArgs, WorkersArgs,
+    QueueArgs, QueueCommand, QueuesArgs, RedisAclArgs, ServerArgs, SnapshotCommand, StatusArgs, SubmitArgs,
+    TaskActionArgs, TasksArgs, WorkerArgs, WorkersArgs,
 };
 pub use role::on_signals;
 
@@ -34,6 +38,13 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Cancel(args) => client::cancel(args).await,
         Command::Tasks(args) => client::tasks(args).await,
         Command::Workers(args) => client::workers(args).await,
+        Command::Queues(args) => queues::queues(args).await,
+        Command::Queue { command } => match command {
+            QueueCommand::RetryDead(args) => queues::retry_dead(args).await,
+            QueueCommand::Purge { queue, state } => queues::purge(queue, &state).await,
+        },
+        Command::Retry(args) => queues::retry(args).await,
+        Command::Discard(args) => queues::discard(args).await,
         Command::Keygen(args) => tools::keygen(args),
         Command::Bench(args) => tools::bench(args).await,
         Command::RedisAcl(args) => tools::redis_acl(args),
@@ -57,6 +68,10 @@ fn prints_for_a_reader(command: &Command) -> bool {
             | Command::Cancel(_)
             | Command::Tasks(_)
             | Command::Workers(_)
+            | Command::Queues(_)
+            | Command::Queue { .. }
+            | Command::Retry(_)
+            | Command::Discard(_)
             | Command::Keygen(_)
             | Command::RedisAcl(_)
             | Command::Config { .. }

@@ -82,7 +82,6 @@ impl Store {
             .arg(self.keys.prefix())
             .arg(id.as_str())
             .arg(task.version)
-            .arg(self.opts.result_ttl.as_millis() as u64)
             .arg(self.seal(&events, messages::EVENT, &event))
             .arg(self.opts.events_maxlen)
             .arg(&worker)

@@ -5,6 +5,7 @@
 
 use super::{Result, StoreError};
 use crate::messages::IntakeTask;
+use crate::names::QueueName;
 use crate::task::{NewTask, TaskState, TaskView, UNSTORED_MAX_ATTEMPTS, UNSTORED_TIMEOUT_MS};
 use redis::Value;
 use std::collections::HashMap;
@@ -215,6 +216,7 @@ pub(crate) fn task_view(id: &str, m: &HashMap<String, String>, holder: Option<St
     Some(TaskView {
         id: id.to_string(),
         state,
+        queue: m.get("q").cloned().unwrap_or_else(|| QueueName::DEFAULT.to_string()),
         handler: m.get("h").cloned().unwrap_or_default(),
         input: m
             .get("in")
@@ -249,6 +251,10 @@ pub(crate) fn task_view(id: &str, m: &HashMap<String, String>, holder: Option<St
             .map(|s| serde_json::from_str(s).unwrap_or(serde_json::Value::String(s.clone()))),
         error: m.get("err").cloned(),
         cancel_requested: m.get("cr").is_some_and(|c| c == "1"),
+        history: m
+            .get("hist")
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default(),
     })
 }
 

@@ -50,6 +50,7 @@ impl Store {
                 t.timeout_ms,
                 at,
                 &t.idempotency_key,
+                &t.queue,
             )
         }
         for run in timed.chunk_by(|a, b| settings(a) == settings(b)) {
@@ -61,7 +62,8 @@ impl Store {
                 .arg(t.max_attempts)
                 .arg(t.timeout_ms)
                 .arg(at)
-                .arg(t.idempotency_key.as_deref().unwrap_or(""));
+                .arg(t.idempotency_key.as_deref().unwrap_or(""))
+                .arg(t.queue.as_str());
             for (t, _) in run {
                 inv.arg(t.id.as_str()).arg(&t.input);
             }
@@ -157,7 +159,6 @@ impl Store {
             .key(self.keys.scheduled())
             .key(self.keys.counts())
             .arg(self.keys.prefix())
-            .arg(self.opts.result_ttl.as_millis() as u64)
             .arg(envelope);
         for (id, fields) in tasks {
             inv.arg(id)

@@ -37,8 +37,9 @@ impl Keys {
     pub fn leases(&self) -> String {
         format!("{}leases", self.prefix)
     }
-    /// Seconds (Redis time) at which finished tasks' results expire; each
-    /// has a list `expiring:<second>` of those tasks' ids (lua/expire.lua).
+    /// Seconds (Redis time) at which finished tasks' results expire, each
+    /// with a list `expiring:<second>` of those tasks' ids: written by
+    /// builds before the queue indexes, still emptied by lua/expire.lua.
     pub fn expiring(&self) -> String {
         format!("{}expiring", self.prefix)
     }
@@ -49,6 +50,14 @@ impl Keys {
     /// The lease record of one assign batch, named by its fencing token.
     pub fn batch(&self, token: &str) -> String {
         format!("{}b:{token}", self.prefix)
+    }
+    /// The names of every queue that has had a task.
+    pub fn queues(&self) -> String {
+        format!("{}queues", self.prefix)
+    }
+    /// A queue's finished tasks in one terminal state, id → finish ms.
+    pub fn index(&self, queue: &str, state: &str) -> String {
+        format!("{}q:{queue}:idx:{state}", self.prefix)
     }
     pub fn scheduled(&self) -> String {
         format!("{}scheduled", self.prefix)

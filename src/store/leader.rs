@@ -58,7 +58,11 @@ impl Store {
     /// (lua/expire.lua); returns how many.
     pub async fn expire_finished(&self, limit: usize) -> Result<u64> {
         let mut inv = self.scripts.expire.prepare_invoke();
-        inv.key(self.keys.expiring()).arg(self.keys.prefix()).arg(limit);
+        inv.key(self.keys.queues())
+            .key(self.keys.expiring())
+            .arg(self.keys.prefix())
+            .arg(limit)
+            .arg(self.opts.result_ttl.as_millis() as u64);
         let v = self.call_raw("expire", &inv).await?;
         Self::int("expire", v).map(|n| n.max(0) as u64)
     }

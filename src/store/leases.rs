@@ -284,7 +284,6 @@ impl Store {
             .key(&intake)
             .arg(self.keys.prefix())
             .arg(worker_id)
-            .arg(self.opts.result_ttl.as_millis() as u64)
             .arg(self.seal(&events, messages::EVENT, &event))
             .arg(self.opts.events_maxlen)
             .arg(intake_env);

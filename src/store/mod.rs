@@ -22,6 +22,7 @@ mod intake;
 pub mod keys;
 mod leader;
 mod leases;
+mod operator;
 mod outcomes;
 pub mod pool;
 mod reads;
@@ -35,8 +36,10 @@ pub use cancel::CancelOutcome;
 pub(crate) use decode::submitted_intake;
 pub use leases::{Completion, Outcome, StartReply, StartedTask};
 pub use outcomes::{
-    AssignStatus, FinishedState, ReapOutcome, Refusal, RenewStatus, RestoreOutcome, SubmitReply, SubmitStatus,
+    AssignStatus, DiscardOutcome, FinishedState, ReapOutcome, Refusal, RenewStatus, RestoreOutcome, RetryOutcome,
+    SubmitReply, SubmitStatus,
 };
+pub use reads::{Page, PageCursor};
 pub use reap::ReapStats;
 pub use redis_info::TASK_HASH_LISTPACK_VALUE;
 pub use workers::{Heartbeat, WorkerView};

@@ -296,6 +296,57 @@ impl RestoreOutcome {
     }
 }
 
+/// What `retry` did with one task (lua/retry.lua).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOutcome {
+    /// Queued again, attempts reset, the run that ended kept in its history.
+    Queued,
+    Missing,
+    /// The task changed between the read and the script: read it again.
+    Conflict,
+    /// Not dead or cancelled: only those are retried.
+    WrongState(TaskState),
+}
+
+impl RetryOutcome {
+    pub(crate) fn parse(script: &'static str, w: &str) -> Result<Self> {
+        word(script, w, |w| match w {
+            "queued" => Some(RetryOutcome::Queued),
+            "missing" => Some(RetryOutcome::Missing),
+            "conflict" => Some(RetryOutcome::Conflict),
+            _ => wrong_state(w).map(RetryOutcome::WrongState),
+        })
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RetryOutcome::Queued => "queued",
+            RetryOutcome::Missing => "missing",
+            RetryOutcome::Conflict => "conflict",
+            RetryOutcome::WrongState(_) => "wrong-state",
+        }
+    }
+}
+
+/// What `discard` did with one task (lua/discard.lua).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscardOutcome {
+    Discarded,
+    Missing,
+    /// Still live: only finished tasks are discarded.
+    WrongState(TaskState),
+}
+
+impl DiscardOutcome {
+    pub(crate) fn parse(script: &'static str, w: &str) -> Result<Self> {
+        word(script, w, |w| match w {
+            "discarded" => Some(DiscardOutcome::Discarded),
+            "missing" => Some(DiscardOutcome::Missing),
+            _ => wrong_state(w).map(DiscardOutcome::WrongState),
+        })
+    }
+}
+
 /// What `promote` or `reannounce` did with one task: announced on the
 /// intake stream, or left as it was (the scripts name why: 'early',
 /// 'conflict', 'gone', 'missing', 'state:<s>'; the leader only counts).
@@ -421,6 +472,18 @@ mod tests {
         for w in ["succeeded", "scheduled", "dead", "cancelled", "queued", "stale"] {
             assert_eq!(FinishedState::parse("complete", w).unwrap().label(), w);
         }
+        assert_eq!(
+            RetryOutcome::parse("retry", "state:running").unwrap(),
+            RetryOutcome::WrongState(TaskState::Running)
+        );
+        for w in ["queued", "missing", "conflict"] {
+            assert_eq!(RetryOutcome::parse("retry", w).unwrap().label(), w);
+        }
+        assert_eq!(
+            DiscardOutcome::parse("discard", "state:queued").unwrap(),
+            DiscardOutcome::WrongState(TaskState::Queued)
+        );
+        assert!(DiscardOutcome::parse("discard", "gone").is_err());
         for w in ["queued", "scheduled", "dead", "cancelled", "renewed", "conflict"] {
             assert_eq!(ReapOutcome::parse("reap", w).unwrap().label(), w);
         }

@@ -1,11 +1,50 @@
-//! Reads of tasks: one task, pages of tasks, the snapshot scan, counts.
+//! Reads of tasks: one task, pages of tasks (from the queues' indexes and
+//! the scheduled set, or a scan), the snapshot scan, counts.
 
 use super::decode::task_view;
 use super::pool::Con;
-use super::{Result, Store};
+use super::{Result, Store, StoreError};
+use crate::names::QueueName;
 use crate::task::{TaskId, TaskState, TaskView};
-use redis::AsyncCommands;
+use redis::{AsyncCommands, Value};
 use std::collections::HashMap;
+use std::fmt;
+
+/// Where a page of an index ended: the last member's score (ms) and id.
+/// Members sort by (score, id), so the next page starts right after it,
+/// wherever members were added or removed meanwhile. Written `<ms>-<id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageCursor {
+    pub score: u64,
+    pub id: TaskId,
+}
+
+impl PageCursor {
+    pub fn parse(s: &str) -> Option<Self> {
+        let (score, id) = s.split_once('-')?;
+        if score.is_empty() || score.len() > 16 || !score.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(PageCursor {
+            score: score.parse().ok()?,
+            id: TaskId::parse(id)?,
+        })
+    }
+}
+
+impl fmt::Display for PageCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.score, self.id)
+    }
+}
+
+/// One page read from indexes: the tasks, and where the next page starts
+/// (None at the end).
+#[derive(Debug)]
+pub struct Page {
+    pub tasks: Vec<TaskView>,
+    pub next: Option<PageCursor>,
+}
 
 impl Store {
     pub async fn get_task(&self, id: &TaskId) -> Result<Option<TaskView>> {
@@ -37,12 +76,71 @@ impl Store {
             .collect())
     }
 
-    /// One page of tasks, optionally in one state. The cursor is Redis'
+    /// One page of the tasks finished in `state` (succeeded, dead or
+    /// cancelled), oldest first, of one queue or of every queue merged
+    /// (see `lua/page.lua`).
+    pub async fn finished_page(
+        &self,
+        queue: Option<&QueueName>,
+        state: TaskState,
+        after: Option<&PageCursor>,
+        limit: usize,
+    ) -> Result<Page> {
+        let queues = match queue {
+            Some(q) => vec![q.clone()],
+            None => self.queue_names().await?,
+        };
+        let keys: Vec<String> = queues
+            .iter()
+            .map(|q| self.keys.index(q.as_str(), state.as_str()))
+            .collect();
+        self.page(&keys, None, after, limit).await
+    }
+
+    /// One page of the scheduled tasks, soonest first, optionally of one
+    /// queue only (see `lua/page.lua`).
+    pub async fn scheduled_page(
+        &self,
+        queue: Option<&QueueName>,
+        after: Option<&PageCursor>,
+        limit: usize,
+    ) -> Result<Page> {
+        self.page(&[self.keys.scheduled()], queue, after, limit).await
+    }
+
+    async fn page(
+        &self,
+        sets: &[String],
+        queue: Option<&QueueName>,
+        after: Option<&PageCursor>,
+        limit: usize,
+    ) -> Result<Page> {
+        if sets.is_empty() {
+            return Ok(Page {
+                tasks: Vec::new(),
+                next: None,
+            });
+        }
+        let mut inv = self.scripts.page.prepare_invoke();
+        for key in sets {
+            inv.key(key);
+        }
+        inv.arg(self.keys.prefix())
+            .arg(after.map(|c| c.score.to_string()).unwrap_or_default())
+            .arg(after.map(|c| c.id.to_string()).unwrap_or_default())
+            .arg(limit)
+            .arg(queue.map(QueueName::as_str).unwrap_or(""));
+        let reply = self.call_raw("page", &inv).await?;
+        decode_page(reply)
+    }
+
+    /// One page of tasks, optionally in one state and queue. The cursor is Redis'
     /// SCAN cursor ("0" starts and ends), so a page may hold fewer than
     /// `limit` tasks while more remain.
     pub async fn list_tasks(
         &self,
         state: Option<TaskState>,
+        queue: Option<&QueueName>,
         cursor: &str,
         limit: usize,
     ) -> Result<(Vec<TaskView>, String)> {
@@ -58,7 +156,7 @@ impl Store {
             let holders = self.holders(&mut con, &maps).await?;
             for ((k, map), holder) in keys.iter().zip(&maps).zip(holders) {
                 if let Some(view) = task_view(&k[prefix_len..], map, holder) {
-                    if state.is_none_or(|s| s == view.state) {
+                    if state.is_none_or(|s| s == view.state) && queue.is_none_or(|q| view.queue == q.as_str()) {
                         out.push(view);
                     }
                 }
@@ -127,5 +225,57 @@ impl Store {
     pub async fn counts(&self) -> Result<HashMap<String, i64>> {
         let mut con = self.con().await?;
         Ok(con.hgetall(self.keys.counts()).await?)
+    }
+}
+
+/// page.lua's reply: the next cursor, then (id, fields) per task.
+fn decode_page(reply: Value) -> Result<Page> {
+    let bad = |detail: String| StoreError::Reply { script: "page", detail };
+    let Value::Array(items) = reply else {
+        return Err(bad(format!("not an array: {reply:?}")));
+    };
+    let mut items = items.into_iter();
+    let mut text = |what: &str| -> Result<String> {
+        let v = items.next().ok_or_else(|| bad(format!("no {what}")))?;
+        redis::from_redis_value::<String>(v).map_err(|e| bad(e.to_string()))
+    };
+    let (score, id) = (text("cursor score")?, text("cursor id")?);
+    let next = if score.is_empty() {
+        None
+    } else {
+        Some(PageCursor::parse(&format!("{score}-{id}")).ok_or_else(|| bad(format!("cursor {score}-{id}")))?)
+    };
+    let rest: Vec<Value> = items.collect();
+    let mut tasks = Vec::with_capacity(rest.len() / 2);
+    for pair in rest.chunks(2) {
+        let [id, fields] = pair else {
+            return Err(bad("an id without its fields".into()));
+        };
+        let id: String = redis::from_redis_value(id.clone()).map_err(|e| bad(e.to_string()))?;
+        let fields: HashMap<String, String> =
+            redis::from_redis_value(fields.clone()).map_err(|e| bad(e.to_string()))?;
+        if let Some(view) = task_view(&id, &fields, None) {
+            tasks.push(view);
+        }
+    }
+    Ok(Page { tasks, next })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_cursors_read_back_as_written_and_refuse_other_text() {
+        let id = TaskId::generate();
+        let c = PageCursor::parse(&format!("1733580000000-{id}")).unwrap();
+        assert_eq!(c.score, 1_733_580_000_000);
+        assert_eq!(PageCursor::parse(&c.to_string()), Some(c));
+        // A canonical UUID (earlier releases' ids) holds dashes of its own.
+        let uuid = "0193a0a0-0000-7000-8000-000000000000";
+        assert_eq!(PageCursor::parse(&format!("5-{uuid}")).unwrap().id.as_str(), uuid);
+        for bad in ["", "5", "-x", "5-", "a-b", "12345678901234567-x", "5-t:*"] {
+            assert_eq!(PageCursor::parse(bad), None, "{bad:?}");
+        }
     }
 }

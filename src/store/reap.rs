@@ -169,7 +169,6 @@ impl Store {
             .key(&intake)
             .key(&events)
             .arg(self.keys.prefix())
-            .arg(self.opts.result_ttl.as_millis() as u64)
             .arg(intake_env)
             .arg(self.seal(&events, messages::EVENT, &EventBody { ids: plan.named }))
             .arg(self.opts.events_maxlen);

@@ -25,6 +25,10 @@ pub struct Scripts {
     pub leader: Script,
     pub trim: Script,
     pub forget_workers: Script,
+    pub page: Script,
+    pub retry: Script,
+    pub discard: Script,
+    pub purge: Script,
 }
 
 impl Scripts {
@@ -44,6 +48,10 @@ impl Scripts {
             leader: load(include_str!("../../lua/leader.lua")),
             trim: load(include_str!("../../lua/trim.lua")),
             forget_workers: load(include_str!("../../lua/forget_workers.lua")),
+            page: load(include_str!("../../lua/page.lua")),
+            retry: load(include_str!("../../lua/retry.lua")),
+            discard: load(include_str!("../../lua/discard.lua")),
+            purge: load(include_str!("../../lua/purge.lua")),
         }
     }
 }

@@ -142,6 +142,14 @@ pub const ASSIGNMENTS_EXPIRED: Metric = counter(
     "Assignments the worker never acknowledged before the lease ran out (and tasks an older distributor left assigned), queued again without using an attempt.",
     &[],
 );
+pub const OPERATOR_ACTIONS: Metric = counter(
+    "drover_operator_actions_total",
+    "Finished tasks an operator changed through the API, by action (retry, retry_dead: queued again; discard, purge: deleted).",
+    &[Label {
+        name: "action",
+        values: &["retry", "retry_dead", "discard", "purge"],
+    }],
+);
 pub const RETRIES: Metric = counter("drover_retries_total", "Attempts scheduled for a retry.", &[]);
 pub const REAPER_RUNS: Metric = counter(
     "drover_reaper_runs_total",
@@ -182,6 +190,7 @@ pub const HTTP_REQUESTS: Metric = counter(
 pub const ALL: &[&Metric] = &[
     &TASKS_SUBMITTED,
     &TASKS_FINISHED,
+    &OPERATOR_ACTIONS,
     &TASK_DURATION,
     &BACKLOG,
     &WORKERS,

@@ -10,6 +10,7 @@ use drover::acl::{self, Format, GeneratedUser, Options};
 use drover::client::Client;
 use drover::context::Context;
 use drover::messages::{AssignBody, IntakeBody, IntakeTask};
+use drover::names::QueueName;
 use drover::redis_server::{Persistence, RedisServer};
 use drover::store::{
     AssignStatus, CancelOutcome, Completion, FinishedState, Heartbeat, Outcome, RenewStatus, RestoreOutcome,
@@ -527,6 +528,7 @@ fn new_task(handler: &str, run_at_ms: Option<u64>, idem: Option<&str>) -> NewTas
         timeout_ms: 10_000,
         run_at_ms,
         idempotency_key: idem.map(String::from),
+        queue: QueueName::default_queue(),
     }
 }
 
@@ -649,7 +651,7 @@ async fn every_store_call_of_each_role_passes_under_its_user() {
     coord.store.counts().await.unwrap();
     coord.store.memory().await.unwrap();
     assert_eq!(coord.store.workers(Duration::from_secs(10)).await.unwrap().len(), 3);
-    coord.store.list_tasks(None, "0", 100).await.unwrap();
+    coord.store.list_tasks(None, None, "0", 100).await.unwrap();
     coord.store.get_task(&ts[0].id).await.unwrap().unwrap();
     let last = coord.store.last_event_id().await.unwrap();
     coord.store.trim_events(Duration::from_secs(600)).await.unwrap();

@@ -9,7 +9,7 @@ use drover::task::TaskState;
 use reqwest::StatusCode;
 use std::time::Duration;
 
-async fn raw(
+pub(crate) async fn raw(
     c: &Cluster,
     method: reqwest::Method,
     path: &str,
@@ -29,7 +29,7 @@ async fn raw(
     (status, json)
 }
 
-fn code(v: &serde_json::Value) -> &str {
+pub(crate) fn code(v: &serde_json::Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("<none>")
 }
 
@@ -264,7 +264,10 @@ async fn list_pages_by_state_and_wait_long_polls() {
     let mut seen = std::collections::HashSet::new();
     let mut cursor: Option<String> = None;
     for _ in 0..100 {
-        let page = client.list(Some("succeeded"), 7, cursor.as_deref()).await.unwrap();
+        let page = client
+            .list(Some("succeeded"), None, 7, cursor.as_deref())
+            .await
+            .unwrap();
         for t in &page.tasks {
             assert_eq!(t.state, TaskState::Succeeded);
             seen.insert(t.id.clone());
@@ -275,7 +278,7 @@ async fn list_pages_by_state_and_wait_long_polls() {
         }
     }
     assert_eq!(seen.len(), 30);
-    let scheduled = client.list(Some("scheduled"), 1000, None).await.unwrap();
+    let scheduled = client.list(Some("scheduled"), None, 1000, None).await.unwrap();
     assert_eq!(scheduled.tasks.len(), 5);
 
     // A wait on an unfinished task returns at its timeout with the state.

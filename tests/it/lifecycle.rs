@@ -20,6 +20,7 @@ pub fn task(handler: &str, input: serde_json::Value) -> SubmitRequest {
         handler: handler.into(),
         input,
         tags: vec![],
+        queue: None,
         priority: 0,
         max_attempts: None,
         timeout: None,
@@ -297,7 +298,7 @@ async fn idempotency_key_returns_the_first_task() {
     assert!(b.duplicate);
     assert_eq!(a.id, b.id);
     client.wait(&a.id, Duration::from_secs(10)).await.unwrap();
-    let page = client.list(None, 100, None).await.unwrap();
+    let page = client.list(None, None, 100, None).await.unwrap();
     assert_eq!(page.tasks.len(), 1, "one task was written, not two");
     c.stop().await;
 }

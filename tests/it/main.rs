@@ -12,6 +12,7 @@ mod network;
 mod poison;
 mod processes;
 mod prometheus;
+mod queues;
 mod readme;
 mod redis_faults;
 mod rotation;

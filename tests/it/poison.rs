@@ -101,6 +101,7 @@ async fn one_entry_delivered_to_two_consumers_starts_once() {
         timeout_ms: 1000,
         run_at_ms: None,
         idempotency_key: None,
+        queue: drover::names::QueueName::default_queue(),
     };
     ctx.store.submit(&[t]).await.unwrap();
     // d1 reads the entry; d2 takes it over as if d1 had died.

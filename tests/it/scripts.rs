@@ -9,6 +9,7 @@ use drover::context::Context;
 use drover::envelope::{Keyring, Rejection};
 use drover::handlers::Registry;
 use drover::messages::{self, AssignBody, Assignment, IntakeBody, IntakeTask};
+use drover::names::QueueName;
 use drover::redis_server::Persistence;
 use drover::store::{
     AssignStatus, Completion, Entry, FinishedState, Heartbeat, Outcome, Refusal, RenewStatus, StartReply, StartedTask,
@@ -28,6 +29,7 @@ fn new_task(handler: &str) -> NewTask {
         timeout_ms: 10_000,
         run_at_ms: None,
         idempotency_key: None,
+        queue: QueueName::default_queue(),
     }
 }
 
@@ -640,9 +642,10 @@ async fn a_cancel_reaches_the_attempt_of_its_batch() {
     assert_eq!(renew, vec![RenewStatus::CancelRequested]);
 }
 
-/// Finished tasks carry no TTL of their own: each is filed under the second
-/// its result expires, and the leader's `expire_finished` deletes them once
-/// that second has passed, whichever way they ended. Live tasks stay.
+/// Finished tasks carry no TTL of their own: each is filed in its queue's
+/// index of the state it ended in, scored by its finish time, and the
+/// leader's `expire_finished` deletes them once the result TTL has passed,
+/// whichever way they ended. Live tasks stay.
 #[tokio::test]
 async fn finished_tasks_are_deleted_once_their_result_ttl_has_passed() {
     let Some(redis) = redis(Persistence::None) else {
@@ -688,28 +691,23 @@ async fn finished_tasks_are_deleted_once_their_result_ttl_has_passed() {
         v
     };
     assert_eq!(ttls, vec![-1, -1, -1], "no TTL of their own");
-    let seconds: Vec<String> = redis::cmd("ZRANGE")
-        .arg(ctx.store.keys.expiring())
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut con)
-        .await
-        .unwrap();
     let mut filed = Vec::new();
-    for s in &seconds {
-        let ids: Vec<String> = redis::cmd("LRANGE")
-            .arg(format!("{}expiring:{s}", ctx.store.keys.prefix()))
+    for (state, t) in [("succeeded", &tasks[0]), ("dead", &tasks[1]), ("cancelled", &tasks[2])] {
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(ctx.store.keys.index("default", state))
             .arg(0)
             .arg(-1)
             .query_async(&mut con)
             .await
             .unwrap();
+        assert_eq!(
+            ids,
+            vec![t.id.to_string()],
+            "{state}: filed once, in its own state's index"
+        );
         filed.extend(ids);
     }
-    filed.sort();
-    let mut ended: Vec<String> = tasks[..3].iter().map(|t| t.id.to_string()).collect();
-    ended.sort();
-    assert_eq!(filed, ended, "each finished task filed once");
+    assert_eq!(filed.len(), 3);
 
     assert_eq!(ctx.store.expire_finished(1000).await.unwrap(), 0, "not before the TTL");
     assert!(ctx.store.get_task(&tasks[0].id).await.unwrap().is_some());
@@ -722,12 +720,68 @@ async fn finished_tasks_are_deleted_once_their_result_ttl_has_passed() {
     let live = ctx.store.get_task(&tasks[3].id).await.unwrap().unwrap();
     assert_eq!(live.state, TaskState::Queued);
     let left: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}expiring*", ctx.store.keys.prefix()))
+        .arg(format!("{}q:*", ctx.store.keys.prefix()))
         .query_async(&mut con)
         .await
         .unwrap();
     assert!(left.is_empty(), "{left:?}");
     assert_eq!(ctx.store.expire_finished(1000).await.unwrap(), 0);
+}
+
+/// Builds before the queue indexes filed finished tasks in per-second lists
+/// (`P expiring:<second>`): expire.lua still empties those, but leaves a
+/// task alone that runs again (an operator retried it since).
+#[tokio::test]
+async fn lists_of_earlier_builds_are_emptied_but_spare_a_task_that_runs_again() {
+    let Some(redis) = redis(Persistence::None) else {
+        return;
+    };
+    let ctx = Context::new(settings(&redis.url(), &[("timing.result_ttl", "1s")]), "test", "test").unwrap();
+    ctx.store.ping().await.unwrap();
+    let tasks = vec![new_task("noop"), new_task("noop")];
+    ctx.store.submit(&tasks).await.unwrap();
+    let mut con = ctx.store.con().await.unwrap();
+    let p = ctx.store.keys.prefix().to_string();
+    // As an earlier build left them: tasks[0] finished and filed, tasks[1]
+    // filed and then queued again.
+    let _: () = redis::cmd("HSET")
+        .arg(ctx.store.keys.task(tasks[0].id.as_str()))
+        .arg("state")
+        .arg("succeeded")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("RPUSH")
+        .arg(format!("{p}expiring:1"))
+        .arg(tasks[0].id.as_str())
+        .arg(tasks[1].id.as_str())
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg(ctx.store.keys.expiring())
+        .arg(1)
+        .arg(1)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(
+        ctx.store.expire_finished(1000).await.unwrap(),
+        2,
+        "both taken off the list"
+    );
+    assert!(
+        ctx.store.get_task(&tasks[0].id).await.unwrap().is_none(),
+        "finished: deleted"
+    );
+    let live = ctx.store.get_task(&tasks[1].id).await.unwrap().unwrap();
+    assert_eq!(live.state, TaskState::Queued, "running again: kept");
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{p}expiring*"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// The lease is taken at assignment, so a worker that dies before it
