@@ -14,7 +14,7 @@
 -- A running task's worker is the one its batch record (`b`) names.
 local prefix, id, expected = ARGV[1], ARGV[2], ARGV[3]
 local key = task_key(prefix, id)
-local t = redis.call('HMGET', key, 'state', 'v', 'b', 'q')
+local t = redis.call('HMGET', key, 'state', 'v', 'b', 'q', 'uq', 'uw')
 if not t[1] then return { 'missing', '' } end
 local state = t[1]
 if state == 'succeeded' or state == 'dead' or state == 'cancelled' then return { 'terminal', state } end
@@ -33,7 +33,7 @@ if state == 'running' then
 end
 if state == 'scheduled' then redis.call('ZREM', KEYS[1], id) end
 redis.call('HINCRBY', KEYS[2], state, -1)
-finish(key, id, t[4], 'cancelled', now, tonumber(t[2]) + 1)
+finish(key, id, t[4], 'cancelled', now, tonumber(t[2]) + 1, nil, nil, t[5], t[6])
 file_finished(prefix, now)
 append(KEYS[3], ARGV[4], ARGV[5])
 return { 'cancelled', 'cancelled' }

@@ -42,7 +42,7 @@ while i <= #ARGV do
     local key = task_key(prefix, id)
     -- Only the fields every outcome needs: a field the hash does not hold
     -- (`cr`, usually) costs a scan of the whole hash.
-    local t = ours and redis.call('HMGET', key, 'state', 'b', 'v', 'q')
+    local t = ours and redis.call('HMGET', key, 'state', 'b', 'v', 'q', 'uq', 'uw')
     local state
     if not t or t[1] ~= 'running' or t[2] ~= token then
       state = 'stale'
@@ -51,10 +51,10 @@ while i <= #ARGV do
       ended = ended + 1
       local back = outcome == 'release' and redis.call('HMGET', key, 'cr', 'att')
       if outcome == 'ok' then
-        finish(key, id, t[4], 'succeeded', now, v, 'res', payload)
+        finish(key, id, t[4], 'succeeded', now, v, 'res', payload, t[5], t[6])
         state = 'succeeded'
       elseif outcome == 'cancelled' or (back and back[1] == '1') then
-        finish(key, id, t[4], 'cancelled', now, v)
+        finish(key, id, t[4], 'cancelled', now, v, nil, nil, t[5], t[6])
         state = 'cancelled'
       elseif back then
         redis.call('HSET', key, 'state', 'queued', 'v', v, 'att', int(back[2] - 1), 'ut', now)

@@ -113,6 +113,8 @@ local function queues_key(prefix) return prefix .. 'queues' end
 -- expire.lua deletes from its low end the tasks whose result TTL has
 -- passed.
 local finished = {}
+-- Unique keys held by tasks finished in this call: { key, window end }.
+local unlocked = {}
 -- A call finishes its tasks with one `now`: consecutive tasks of one queue
 -- and state go to the same list without a table lookup each.
 local last_group, last_ids
@@ -127,7 +129,24 @@ local function index_later(id, q, state)
   end
   last_ids[#last_ids + 1] = id
 end
+-- A task submitted with a `unique_key` holds `P uniq:<key>` (its id)
+-- while it is live and, when it was given `unique_for`, until that window
+-- ends (`uw`, ms): at its finish the key goes, or expires at the window's
+-- end, if it still names this task.
+local function unlock_later(id, uq, uw)
+  if uq then unlocked[#unlocked + 1] = { id, uq, tonumber(uw or '0') } end
+end
 local function file_finished(prefix, now)
+  for _, u in ipairs(unlocked) do
+    local lock = prefix .. 'uniq:' .. u[2]
+    if redis.call('GET', lock) == u[1] then
+      if u[3] > tonumber(now) then
+        redis.call('PEXPIREAT', lock, u[3])
+      else
+        redis.call('DEL', lock)
+      end
+    end
+  end
   local score = int(now)
   for group, ids in pairs(finished) do
     local q, state = string.match(group, '^(%S+) (%S+)$')
@@ -145,18 +164,20 @@ end
 -- Ends a task: terminal state, finish time, the id filed in its queue's
 -- index of that state (above: the caller must end with `file_finished`).
 -- `field`/`value` (optional) is one more field written in the same HSET:
--- the result or the error. `now` and `v` may be numbers or strings; `q`
--- is the task's `q` field (nil for the default queue).
+-- the result or the error. `now` and `v` may be numbers or strings; `q`,
+-- `uq` and `uw` are the task's fields of those names (nil when unset: the
+-- default queue, no unique key).
 -- `b` (the batch token of the last lease) and `st` stay, for the API.
 -- `ut` is not written: `fin` is the time of this last change, and readers
 -- take the latest of `ut`, `st` and `fin`.
-local function finish(key, id, q, state, now, v, field, value)
+local function finish(key, id, q, state, now, v, field, value, uq, uw)
   if field then
     redis.call('HSET', key, 'state', state, 'v', v, 'fin', now, field, value)
   else
     redis.call('HSET', key, 'state', state, 'v', v, 'fin', now)
   end
   index_later(id, q, state)
+  unlock_later(id, uq, uw)
 end
 
 -- Appends one signed envelope (bytes made in Rust) to a stream; returns
@@ -186,9 +207,9 @@ end
 -- The caller has already checked state, version and token, and retires
 -- the task from its batch's lease.
 local function settle_failure(key, id, now, delay_ms, v, err, deltas, scheduled_key)
-  local f = redis.call('HMGET', key, 'cr', 'att', 'max', 'q')
+  local f = redis.call('HMGET', key, 'cr', 'att', 'max', 'q', 'uq', 'uw')
   if f[1] == '1' then
-    finish(key, id, f[4], 'cancelled', now, v, 'err', err)
+    finish(key, id, f[4], 'cancelled', now, v, 'err', err, f[5], f[6])
     return 'cancelled'
   end
   if tonumber(f[2] or '0') < tonumber(f[3] or UNSTORED_MAX) then
@@ -198,6 +219,6 @@ local function settle_failure(key, id, now, delay_ms, v, err, deltas, scheduled_
     bump(deltas, 'scheduled', 1)
     return 'scheduled'
   end
-  finish(key, id, f[4], 'dead', now, v, 'err', err)
+  finish(key, id, f[4], 'dead', now, v, 'err', err, f[5], f[6])
   return 'dead'
 end

@@ -42,7 +42,7 @@ while i <= #ARGV do
     local id, expected, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     i = i + 3
     local key = task_key(prefix, id)
-    local t = expired and redis.call('HMGET', key, 'state', 'v', 'b', 'att', 'cr', 'q')
+    local t = expired and redis.call('HMGET', key, 'state', 'v', 'b', 'att', 'cr', 'q', 'uq', 'uw')
     local outcome
     if not t then
       outcome = 'renewed'
@@ -58,7 +58,7 @@ while i <= #ARGV do
         local att = int(math.max(tonumber(t[4] or '1') - 1, 0))
         if t[5] == '1' then
           -- A cancel was requested while it waited for the worker.
-          finish(key, id, t[6], 'cancelled', now, v, 'att', att)
+          finish(key, id, t[6], 'cancelled', now, v, 'att', att, t[7], t[8])
           outcome = 'cancelled'
         else
           redis.call('HSET', key, 'state', 'queued', 'v', v, 'att', att, 'ut', now)

@@ -35,6 +35,10 @@ for i = 3, #ARGV, 2 do
     end
     redis.call('HSET', key, unpack(args))
     local v = tonumber(fields['v'] or '0') + 1
+    -- A live task holds its unique key here too (unless another does).
+    if fields['uq'] and state ~= 'succeeded' and state ~= 'dead' and state ~= 'cancelled' then
+      redis.call('SET', prefix .. 'uniq:' .. fields['uq'], id, 'NX')
+    end
     if state == 'succeeded' or state == 'dead' or state == 'cancelled' then
       index_later(id, fields['q'], state)
       outcome = 'terminal'

@@ -6,11 +6,14 @@
 -- ARGV[4..] runs of tasks that share every setting: a header of 9 — number
 --           of tasks n, handler, tags JSON, priority, max attempts, timeout
 --           ms, run_at ms (0 = now: the tasks are in the envelope),
---           idempotency key ('' = none), queue — then n × 2: id, input JSON.
+--           idempotency key ('' = none), queue, unique key ('' = none),
+--           unique window ms ('0' = while the task is live) — then n × 2:
+--           id, input JSON. (A run with a unique key holds one task.)
 --           (Runs keep the call small: per task only what differs, which
 --           is most of what Redis spends on a call's arguments and reply.)
 -- Reply: flat array, 2 per duplicate only: the task's position in the call
---        (1-based, over all runs), the earlier task's id. Every other task
+--        (1-based, over all runs), the earlier task's id (of the same
+--        Idempotency-Key, or the live task holding the same unique key). Every other task
 --        is 'queued' (run_at 0) or 'scheduled', as the caller chose.
 -- The caller decides queued (run_at 0, listed in the envelope) or
 -- scheduled (run_at set, not listed), so the two always agree; the
@@ -29,8 +32,8 @@ local i, position = 4, 0
 while i <= #ARGV do
   local n, handler, tags, prio = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local max, timeout, run_at, idem = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
-  local queue = ARGV[i + 8]
-  i = i + 9
+  local queue, uniq, window = ARGV[i + 8], ARGV[i + 9], tonumber(ARGV[i + 10])
+  i = i + 11
   if not noted[queue] then
     redis.call('SADD', queues_key(prefix), queue)
     noted[queue] = true
@@ -49,8 +52,12 @@ while i <= #ARGV do
   local last, last_value = 'ent', ent
   if state == 'scheduled' then last, last_value = 'run_at', run_at end
   local extra
-  if tags ~= '[]' or prio ~= '0' or idem ~= '' or queue ~= DEFAULT_QUEUE then
+  if tags ~= '[]' or prio ~= '0' or idem ~= '' or queue ~= DEFAULT_QUEUE or uniq ~= '' then
     extra = {}
+    if uniq ~= '' then
+      extra[#extra + 1], extra[#extra + 2] = 'uq', uniq
+      if window > 0 then extra[#extra + 1], extra[#extra + 2] = 'uw', int(now + window) end
+    end
     if queue ~= DEFAULT_QUEUE then extra[#extra + 1], extra[#extra + 2] = 'q', queue end
     if tags ~= '[]' then extra[#extra + 1], extra[#extra + 2] = 'tags', tags end
     if prio ~= '0' then extra[#extra + 1], extra[#extra + 2] = 'prio', prio end
@@ -70,6 +77,18 @@ while i <= #ARGV do
       else
         prior = nil
         redis.call('SET', idem_key, id, 'PX', idem_ttl)
+      end
+    end
+    if not prior and uniq ~= '' then
+      -- The task holding the key, while it is live or its window lasts
+      -- (prelude: unlock_later); a holder whose hash is gone holds nothing.
+      local lock = prefix .. 'uniq:' .. uniq
+      prior = redis.call('GET', lock)
+      if prior and redis.call('EXISTS', task_key(prefix, prior)) == 1 then
+        reply[#reply + 1], reply[#reply + 2] = int(position), prior
+      else
+        prior = nil
+        redis.call('SET', lock, id)
       end
     end
     if not prior then

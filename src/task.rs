@@ -165,6 +165,11 @@ pub struct NewTask {
     pub run_at_ms: Option<u64>,
     pub idempotency_key: Option<String>,
     pub queue: QueueName,
+    /// While this task is live (and for `unique_for_ms` after it was
+    /// submitted, when that is not 0), a submission with the same key
+    /// returns this task instead of making another.
+    pub unique_key: Option<String>,
+    pub unique_for_ms: u64,
 }
 
 /// What a stored task without `max` means (`lua/prelude.lua` mirrors it),

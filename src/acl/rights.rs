@@ -168,6 +168,9 @@ const COORDINATOR: Profile = Profile {
         // and cancel read a running task's worker (HGET).
         rw(&["b:*"], &["+hmget", "+hget", "+del"]),
         rw(&["idem:*"], &["+get", "+set"]),
+        // Unique keys: submit takes them, restore takes them back, and a
+        // finish (cancel, reap) lets them go.
+        rw(&["uniq:*"], &["+get", "+set", "+del", "+pexpireat"]),
         // announce (submit, reap, promote, reannounce, restore); the
         // reconciler's XRANGE; the janitor's idle-consumer cleanup.
         rw(
@@ -263,8 +266,10 @@ const WORKER: Profile = Profile {
         // claim (HGETALL, no script), renew, complete (finish,
         // settle_failure, announce).
         rw(&["t:*"], &["+hmget", "+hgetall", "+hset"]),
-        // complete files the tasks it finished in their queue's index.
+        // complete files the tasks it finished in their queue's index and
+        // lets their unique keys go.
         rw(&["q:*"], &["+zadd"]),
+        rw(&["uniq:*"], &["+get", "+del", "+pexpireat"]),
         // Batch records: claim reads its batch's (HMGET), renew and
         // complete check theirs (HGET), and complete retires it (HINCRBY,
         // DEL). Tokens are not per worker, so neither is this pattern.

@@ -46,6 +46,18 @@ pub struct SubmitRequest {
     #[serde(default)]
     #[schema(pattern = "^[0-9]{1,12}(ms|s|m|h)$")]
     pub delay: Option<String>,
+    /// While a task submitted with this key is live (and within
+    /// `unique_for`, when given), a submission with the same key returns
+    /// that task instead of making another (1-200 printable ASCII).
+    #[serde(default)]
+    #[schema(pattern = "^[!-~]{1,200}$")]
+    pub unique_key: Option<String>,
+    /// How long from submission `unique_key` holds even after the task
+    /// finished, e.g. "10m" (at most 30 days). Without it, the key holds
+    /// while the task is live.
+    #[serde(default)]
+    #[schema(pattern = "^[0-9]{1,12}(ms|s|m|h)$")]
+    pub unique_for: Option<String>,
     /// For batch items: the same as the `Idempotency-Key` header.
     #[serde(default)]
     #[schema(pattern = "^[!-~]{1,200}$")]

@@ -83,6 +83,7 @@ impl ApiState {
         let timeout = attempt_timeout(req.timeout.as_deref(), c.timeout)?;
         let run_at_ms = run_at(req.run_at_ms, req.delay.as_deref(), now_ms)?;
         let queue = queue_name(req.queue.as_deref())?;
+        let (unique_key, unique_for) = uniqueness(req.unique_key, req.unique_for.as_deref())?;
         // The header wins over the body's field.
         let idempotency_key = header_key.or(req.idempotency_key);
         if let Some(k) = &idempotency_key {
@@ -99,6 +100,8 @@ impl ApiState {
             run_at_ms,
             idempotency_key,
             queue,
+            unique_key,
+            unique_for_ms: unique_for.as_millis() as u64,
         })
     }
 
@@ -127,6 +130,29 @@ pub(super) fn queue_name(given: Option<&str>) -> Result<QueueName, ApiError> {
         Some(q) => QueueName::parse(q)
             .map_err(|_| ApiError::Invalid(format!("queue: {q:?} must be {}", NameKind::Queue.rule()))),
     }
+}
+
+/// The unique key and its window (zero: while the task is live).
+fn uniqueness(key: Option<String>, window: Option<&str>) -> Result<(Option<String>, Duration), ApiError> {
+    if let Some(k) = &key {
+        if k.is_empty() || k.len() > 200 || !k.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(ApiError::Invalid("unique_key: 1-200 printable ASCII characters".into()));
+        }
+    }
+    let Some(w) = window else {
+        return Ok((key, Duration::ZERO));
+    };
+    if key.is_none() {
+        return Err(ApiError::Invalid("unique_for: give unique_key with it".into()));
+    }
+    let window = api_duration(w)
+        .filter(|d| !d.is_zero() && *d <= Duration::from_secs(30 * 24 * 3600))
+        .ok_or_else(|| {
+            ApiError::Invalid(format!(
+                "unique_for: {w:?} is not a duration from 1ms to 30d (e.g. 10m)"
+            ))
+        })?;
+    Ok((key, window))
 }
 
 fn check_tags(tags: &[String]) -> Result<(), ApiError> {

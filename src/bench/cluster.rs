@@ -251,6 +251,8 @@ pub(super) fn new_task(input: &str) -> NewTask {
         run_at_ms: None,
         idempotency_key: None,
         queue: QueueName::default_queue(),
+        unique_key: None,
+        unique_for_ms: 0,
     }
 }
 

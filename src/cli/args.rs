@@ -151,6 +151,12 @@ pub struct SubmitArgs {
     /// Repeat-safe submission key (single task only).
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// While a task with this key is live, submitting it again returns that task.
+    #[arg(long)]
+    pub unique_key: Option<String>,
+    /// With --unique-key: it also holds this long from submission, e.g. 10m.
+    #[arg(long)]
+    pub unique_for: Option<String>,
     #[arg(long)]
     pub json: bool,
 }

@@ -24,6 +24,8 @@ pub(super) async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         run_at_ms: None,
         delay: args.delay,
         idempotency_key: args.idempotency_key,
+        unique_key: args.unique_key,
+        unique_for: args.unique_for,
     };
     let wait = args.wait.then_some(wait_timeout);
     client::submit(&args.api.client()?, req, args.count, wait, args.json).await

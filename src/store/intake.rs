@@ -51,6 +51,8 @@ impl Store {
                 at,
                 &t.idempotency_key,
                 &t.queue,
+                &t.unique_key,
+                t.unique_for_ms,
             )
         }
         for run in timed.chunk_by(|a, b| settings(a) == settings(b)) {
@@ -63,7 +65,9 @@ impl Store {
                 .arg(t.timeout_ms)
                 .arg(at)
                 .arg(t.idempotency_key.as_deref().unwrap_or(""))
-                .arg(t.queue.as_str());
+                .arg(t.queue.as_str())
+                .arg(t.unique_key.as_deref().unwrap_or(""))
+                .arg(t.unique_for_ms);
             for (t, _) in run {
                 inv.arg(t.id.as_str()).arg(&t.input);
             }

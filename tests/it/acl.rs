@@ -529,6 +529,8 @@ fn new_task(handler: &str, run_at_ms: Option<u64>, idem: Option<&str>) -> NewTas
         run_at_ms,
         idempotency_key: idem.map(String::from),
         queue: QueueName::default_queue(),
+        unique_key: None,
+        unique_for_ms: 0,
     }
 }
 

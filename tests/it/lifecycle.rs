@@ -27,6 +27,8 @@ pub fn task(handler: &str, input: serde_json::Value) -> SubmitRequest {
         run_at_ms: None,
         delay: None,
         idempotency_key: None,
+        unique_key: None,
+        unique_for: None,
     }
 }
 

@@ -102,6 +102,8 @@ async fn one_entry_delivered_to_two_consumers_starts_once() {
         run_at_ms: None,
         idempotency_key: None,
         queue: drover::names::QueueName::default_queue(),
+        unique_key: None,
+        unique_for_ms: 0,
     };
     ctx.store.submit(&[t]).await.unwrap();
     // d1 reads the entry; d2 takes it over as if d1 had died.

@@ -313,3 +313,79 @@ async fn a_retried_batch_with_the_same_idempotency_key_makes_no_duplicates() {
     assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
     c.stop().await;
 }
+
+#[tokio::test]
+async fn a_unique_key_holds_while_its_task_is_live_and_through_its_window() {
+    let Some(mut c) = Cluster::start(&[]).await else {
+        return;
+    };
+    c.add_worker("w1", 4, &[], Registry::builtins()).await;
+    let client = c.client();
+    let unique = |key: &str, window: Option<&str>| SubmitRequest {
+        unique_key: Some(key.into()),
+        unique_for: window.map(str::to_string),
+        ..task("noop", Value::Null)
+    };
+    // No distributor yet: the first task stays queued (live) while twenty
+    // submissions race for its key.
+    let racers = (0..20).map(|_| {
+        let (client, req) = (client.clone(), unique("report-7", None));
+        tokio::spawn(async move { client.submit_one(&req).await.unwrap() })
+    });
+    let mut ids = HashSet::new();
+    let mut made = 0;
+    for r in racers {
+        let s = r.await.unwrap();
+        made += usize::from(!s.duplicate);
+        ids.insert(s.id);
+    }
+    assert_eq!((ids.len(), made), (1, 1), "one task, nineteen duplicates of it");
+    let first = ids.into_iter().next().unwrap();
+    let other = client.submit_one(&unique("report-8", None)).await.unwrap();
+    assert!(!other.duplicate, "another key is another task");
+
+    // Once it finished, the key is free again.
+    c.add_distributor("dist-1");
+    client.wait(&first, Duration::from_secs(20)).await.unwrap();
+    let next = client.submit_one(&unique("report-7", None)).await.unwrap();
+    assert!(!next.duplicate && next.id != first, "free after the task finished");
+    client.wait(&next.id, Duration::from_secs(20)).await.unwrap();
+
+    // With a window, it holds past the finish until the window ends.
+    let windowed = client.submit_one(&unique("daily", Some("2s"))).await.unwrap();
+    let t = client.wait(&windowed.id, Duration::from_secs(20)).await.unwrap();
+    assert_eq!(t.state, TaskState::Succeeded);
+    let again = client.submit_one(&unique("daily", Some("2s"))).await.unwrap();
+    assert!(
+        again.duplicate && again.id == windowed.id,
+        "within the window: the same task"
+    );
+    let mut later = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let s = client.submit_one(&unique("daily", Some("2s"))).await.unwrap();
+        if !s.duplicate {
+            later = Some(s.id);
+            break;
+        }
+    }
+    assert!(
+        later.is_some_and(|id| id != windowed.id),
+        "a new task once the window ended"
+    );
+
+    let (status, body) = raw(
+        &c,
+        M::POST,
+        "/v1/tasks",
+        Some(ADMIN_TOKEN),
+        Some(r#"{"handler":"noop","unique_for":"1m"}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("unique_key"),
+        "{body}"
+    );
+    c.stop().await;
+}

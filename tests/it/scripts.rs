@@ -30,6 +30,8 @@ fn new_task(handler: &str) -> NewTask {
         run_at_ms: None,
         idempotency_key: None,
         queue: QueueName::default_queue(),
+        unique_key: None,
+        unique_for_ms: 0,
     }
 }
 
