@@ -389,3 +389,37 @@ async fn a_unique_key_holds_while_its_task_is_live_and_through_its_window() {
     );
     c.stop().await;
 }
+
+/// A retried task leaves its index, so the expiry sweep, which deletes
+/// finished tasks from the indexes' low ends, never deletes it while it
+/// runs again; a task left finished is deleted as before.
+#[tokio::test]
+async fn the_expiry_sweep_spares_a_task_an_operator_retried() {
+    let Some(mut c) = Cluster::start(&[("timing.result_ttl", "1s")]).await else {
+        return;
+    };
+    c.add_distributor("dist-1");
+    c.add_worker("w1", 4, &[], Registry::builtins()).await;
+    let dead = run_all(&c, vec![once("fail", "default"); 2]).await;
+    // No distributor from here on: the retried task stays queued.
+    c.stop_role("dist-1").await;
+    let (status, _) = raw(
+        &c,
+        M::POST,
+        &format!("/v1/tasks/{}/retry", dead[0]),
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let store = c.ctx("sweeper").store;
+    eventually(Duration::from_secs(10), "the finished task expired", || async {
+        store.expire_finished(1000).await.unwrap();
+        c.client().get(&dead[1]).await.is_err().then_some(())
+    })
+    .await;
+    let t = c.client().get(&dead[0]).await.unwrap();
+    assert_eq!(t.state, TaskState::Queued, "the retried task is kept");
+    c.stop().await;
+}
