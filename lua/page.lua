@@ -4,6 +4,7 @@
 -- KEYS[1..] the sorted sets, each id -> ms (finish time, or run_at)
 -- ARGV[1] key prefix
 -- ARGV[2] the cursor's score ('' = from the start)  ARGV[3] the cursor's id
+--         ('' = after every member of that score or lower)
 -- ARGV[4] page size
 -- ARGV[5] the queue a task must be in ('' = any): for the scheduled set,
 --         which holds every queue's tasks
@@ -32,6 +33,7 @@ end
 -- The rank of the first member after the cursor in one set.
 local function start_rank(key)
   if after_score == '' then return 0 end
+  if after_id == '' then return redis.call('ZCOUNT', key, '-inf', after_score) end
   local rank = redis.call('ZRANK', key, after_id)
   if rank then return rank + 1 end
   local before = redis.call('ZCOUNT', key, '-inf', '(' .. after_score)

@@ -29,7 +29,7 @@ fn counted(action: &'static str, n: u64) {
     responses((status = 200, body = Retried), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, description = "Not dead or cancelled", body = ErrorBody),
         (status = 503, body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = ["admin"])))]
 pub(super) async fn retry_task(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -68,7 +68,7 @@ pub(super) async fn retry_task(
     responses((status = 200, body = Discarded), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, description = "Still live", body = ErrorBody),
         (status = 503, body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = ["admin"])))]
 pub(super) async fn discard_task(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -92,7 +92,7 @@ pub(super) async fn discard_task(
 #[utoipa::path(post, path = "/v1/queues/{queue}/retry-dead", params(("queue" = String, Path, description = "Queue name")),
     responses((status = 200, body = RetriedDead), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = ["admin"])))]
 pub(super) async fn retry_dead(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -113,7 +113,7 @@ pub(super) async fn retry_dead(
 #[utoipa::path(post, path = "/v1/queues/{queue}/purge", params(("queue" = String, Path, description = "Queue name"), PurgeQuery),
     responses((status = 200, body = Purged), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
-    security(("bearer" = [])))]
+    security(("bearer" = ["admin"])))]
 pub(super) async fn purge(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -123,18 +123,13 @@ pub(super) async fn purge(
     s.authorize(&headers, Scope::Admin)?;
     let queue = s.known_queue(queue_path(queue)?).await?;
     let Query(q) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
-    if !q.state.is_terminal() {
-        return Err(ApiError::Malformed(format!(
-            "state: {} is live; only succeeded, dead or cancelled tasks are purged",
-            q.state
-        )));
-    }
-    let purged = s.ctx.store.purge(&queue, q.state).await?;
+    let state = TaskState::from(q.state);
+    let purged = s.ctx.store.purge(&queue, state).await?;
     counted("purge", purged);
-    tracing::info!(queue = %queue, state = %q.state, purged, "purged by an operator");
+    tracing::info!(queue = %queue, %state, purged, "purged by an operator");
     Ok(Json(Purged {
         queue: queue.into_string(),
-        state: q.state,
+        state,
         purged,
     }))
 }

@@ -2,7 +2,7 @@
 //! request and response types, so it cannot drift from what is served.
 
 use super::error::{self, ErrorBody};
-use super::requests::{BatchRequest, SubmitRequest};
+use super::requests::{BatchRequest, FinishedTaskState, SubmitRequest};
 use super::responses::{
     BatchResponse, CancelResponse, Discarded, Purged, QueueBody, QueueList, Retried, RetriedDead, Submitted, TaskBody,
     TaskList, WorkerBody, WorkerList,
@@ -39,7 +39,7 @@ impl utoipa::Modify for BearerScheme {
     paths(submit, submit_batch, get_task, wait_task, cancel_task, list_tasks, retry_task, discard_task,
         list_queues, get_queue, retry_dead, purge, list_workers),
     components(schemas(SubmitRequest, BatchRequest, Submitted, BatchResponse, TaskBody, TaskState, TaskList,
-        PriorEnd, QueueBody, QueueList, Retried, Discarded, RetriedDead, Purged,
+        PriorEnd, FinishedTaskState, QueueBody, QueueList, Retried, Discarded, RetriedDead, Purged,
         WorkerList, WorkerBody, CancelResponse, ErrorBody, error::ErrorDetail)),
     modifiers(&BearerScheme)
 )]

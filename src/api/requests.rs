@@ -152,7 +152,7 @@ pub struct ListQuery {
     #[param(pattern = "^[a-z0-9_-]{1,64}$")]
     pub queue: Option<String>,
     /// From the previous page's `next_cursor`.
-    #[param(pattern = "^([0-9]{1,19}|[0-9]{1,16}-[0-9A-Za-z-]{22,36})$")]
+    #[param(pattern = "^([0-9]{1,19}|[0-9]{1,16}-[0-9A-Za-z]{22})$")]
     pub cursor: Option<String>,
     /// Page size, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -163,8 +163,27 @@ pub struct ListQuery {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct PurgeQuery {
-    /// The finished state whose tasks to delete: succeeded, dead or cancelled.
-    pub state: TaskState,
+    /// The finished state whose tasks to delete.
+    pub state: FinishedTaskState,
+}
+
+/// The states a task ends in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishedTaskState {
+    Succeeded,
+    Dead,
+    Cancelled,
+}
+
+impl From<FinishedTaskState> for TaskState {
+    fn from(s: FinishedTaskState) -> TaskState {
+        match s {
+            FinishedTaskState::Succeeded => TaskState::Succeeded,
+            FinishedTaskState::Dead => TaskState::Dead,
+            FinishedTaskState::Cancelled => TaskState::Cancelled,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -13,28 +13,41 @@ use std::fmt;
 /// Where a page of an index ended: the last member's score (ms) and id.
 /// Members sort by (score, id), so the next page starts right after it,
 /// wherever members were added or removed meanwhile. Written `<ms>-<id>`.
+/// A cursor of digits only, `<ms>`, starts after every member of that
+/// score or lower ("finished after this time").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageCursor {
     pub score: u64,
-    pub id: TaskId,
+    /// Only a position: any id-shaped text (base-62, or an earlier
+    /// release's UUID) is one, whether or not such a task exists.
+    pub id: Option<String>,
 }
 
 impl PageCursor {
     pub fn parse(s: &str) -> Option<Self> {
-        let (score, id) = s.split_once('-')?;
-        if score.is_empty() || score.len() > 16 || !score.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
+        let digits = |t: &str, max: usize| !t.is_empty() && t.len() <= max && t.bytes().all(|b| b.is_ascii_digit());
+        let id_like =
+            |t: &str| (1..=36).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        match s.split_once('-') {
+            None if digits(s, 19) => Some(PageCursor {
+                score: s.parse().ok()?,
+                id: None,
+            }),
+            Some((score, id)) if digits(score, 16) && id_like(id) => Some(PageCursor {
+                score: score.parse().ok()?,
+                id: Some(id.to_string()),
+            }),
+            _ => None,
         }
-        Some(PageCursor {
-            score: score.parse().ok()?,
-            id: TaskId::parse(id)?,
-        })
     }
 }
 
 impl fmt::Display for PageCursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.score, self.id)
+        match &self.id {
+            Some(id) => write!(f, "{}-{id}", self.score),
+            None => write!(f, "{}", self.score),
+        }
     }
 }
 
@@ -127,7 +140,7 @@ impl Store {
         }
         inv.arg(self.keys.prefix())
             .arg(after.map(|c| c.score.to_string()).unwrap_or_default())
-            .arg(after.map(|c| c.id.to_string()).unwrap_or_default())
+            .arg(after.and_then(|c| c.id.clone()).unwrap_or_default())
             .arg(limit)
             .arg(queue.map(QueueName::as_str).unwrap_or(""));
         let reply = self.call_raw("page", &inv).await?;
@@ -269,12 +282,27 @@ mod tests {
     fn page_cursors_read_back_as_written_and_refuse_other_text() {
         let id = TaskId::generate();
         let c = PageCursor::parse(&format!("1733580000000-{id}")).unwrap();
-        assert_eq!(c.score, 1_733_580_000_000);
+        assert_eq!((c.score, c.id.as_deref()), (1_733_580_000_000, Some(id.as_str())));
         assert_eq!(PageCursor::parse(&c.to_string()), Some(c));
         // A canonical UUID (earlier releases' ids) holds dashes of its own.
         let uuid = "0193a0a0-0000-7000-8000-000000000000";
-        assert_eq!(PageCursor::parse(&format!("5-{uuid}")).unwrap().id.as_str(), uuid);
-        for bad in ["", "5", "-x", "5-", "a-b", "12345678901234567-x", "5-t:*"] {
+        assert_eq!(
+            PageCursor::parse(&format!("5-{uuid}")).unwrap().id.as_deref(),
+            Some(uuid)
+        );
+        let after = PageCursor::parse("42").unwrap();
+        assert_eq!((after.score, after.id), (42, None));
+        assert_eq!(after.to_string(), "42");
+        for bad in [
+            "",
+            "-x",
+            "5-",
+            "a-b",
+            "12345678901234567-x",
+            "5-t:*",
+            "5-{x}",
+            "12345678901234567890",
+        ] {
             assert_eq!(PageCursor::parse(bad), None, "{bad:?}");
         }
     }

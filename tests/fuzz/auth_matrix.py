@@ -10,7 +10,9 @@ soon as it is documented) and checks, with the standard library only:
   - no token, an unknown token, a non-Bearer scheme -> 401 `unauthorized`
     with `WWW-Authenticate: Bearer`;
   - a read-only token on a POST operation -> 403 `forbidden`, and a
-    submit-only token on a GET operation -> 403 `forbidden`;
+    submit-only token on a GET operation -> 403 `forbidden`; an operation
+    whose security names the `admin` scope (an operator's action) -> 403
+    for both;
   - the token with the right scope is not refused (no 401/403), so the
     refusals above are about scope, not a broken token;
   - an {id} that is not UTF-8 (%FF) still gets 401 without a token, and a
@@ -76,7 +78,7 @@ def main() -> int:
                 if code not in op.get("responses", {}):
                     failures.append(f"{method.upper()} {path}: document lists no {code} response")
 
-    for method, path, _ in operations:
+    for method, path, op in operations:
         # A well-formed id that exists nowhere: validation would pass.
         concrete = path.replace("{id}", str(uuid.uuid4()))
         body = bodies.get(path, {}) if method == "post" else None
@@ -107,7 +109,12 @@ def main() -> int:
         expect("with an unknown token", {"Authorization": "Bearer drv_" + "0" * 48}, 401)
         expect("with an empty bearer token", {"Authorization": "Bearer "}, 401)
         expect("with Basic auth", {"Authorization": "Basic YWRtaW46YWRtaW4="}, 401)
-        if method in READ_METHODS:
+        scopes = {sc for req in op.get("security", []) for sc in req.get("bearer", [])}
+        if "admin" in scopes:
+            # An operator's action: only the admin token passes.
+            expect("with a read-only token", {"Authorization": f"Bearer {reader}"}, 403)
+            expect("with a submit token", {"Authorization": f"Bearer {submitter}"}, 403)
+        elif method in READ_METHODS:
             expect("with a submit-only token", {"Authorization": f"Bearer {submitter}"}, 403)
             expect("with a read token", {"Authorization": f"Bearer {reader}"}, None)
         else:

@@ -123,6 +123,29 @@ async fn finished_tasks_list_by_queue_and_state_in_exact_pages() {
     let (_, rest) = raw(&c, M::GET, &path, Some(READ_TOKEN), None).await;
     assert_eq!(rest["tasks"].as_array().unwrap().len(), 20, "the 20 after the cursor");
 
+    // A cursor of digits alone starts after that finish time.
+    let tenth = finished[9];
+    let path = format!("/v1/tasks?queue=media&state=dead&limit=100&cursor={tenth}");
+    let (_, after) = raw(&c, M::GET, &path, Some(READ_TOKEN), None).await;
+    let after: Vec<u64> = after["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["finished_ms"].as_u64().unwrap())
+        .collect();
+    let discarded: Vec<u64> = first["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["finished_ms"].as_u64().unwrap())
+        .collect();
+    let later = |f: &&u64| **f > tenth;
+    assert_eq!(
+        after.len(),
+        finished.iter().filter(later).count() - discarded.iter().filter(later).count()
+    );
+    assert!(after.iter().all(|f| *f > tenth));
+
     // Queues and their counts.
     let (status, queues) = raw(&c, M::GET, "/v1/queues", Some(READ_TOKEN), None).await;
     assert_eq!(status, StatusCode::OK);
@@ -143,7 +166,7 @@ async fn finished_tasks_list_by_queue_and_state_in_exact_pages() {
         ("/v1/tasks?queue=nope&state=dead", StatusCode::NOT_FOUND, "not_found"),
         ("/v1/tasks?queue=Media", StatusCode::BAD_REQUEST, "malformed_request"),
         (
-            "/v1/tasks?state=dead&cursor=12",
+            "/v1/tasks?state=dead&cursor=12-t:*",
             StatusCode::BAD_REQUEST,
             "malformed_request",
         ),
