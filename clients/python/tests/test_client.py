@@ -73,7 +73,7 @@ def test_options_pass_through_by_their_api_name(client: Client) -> None:
     assert e.value.status == 400 and e.value.code == "malformed_request"
     assert "queue_name_of_the_future" in e.value.message
     # A known field passes through the extras just the same.
-    s = client.submit("echo", 1, **{"priority": 3})
+    s = client.submit("echo", 1, **{"priority": 3})  # type: ignore[arg-type]
     assert client.get(s.id).priority == 3
 
 

@@ -218,6 +218,8 @@ def wsgi_app(fn: TaskFn, fences: Fences | None = None) -> Callable[[dict[str, An
             length = int(environ.get("CONTENT_LENGTH") or 0)
             body = environ["wsgi.input"].read(length) if length else b""
             headers = [(k[5:].replace("_", "-"), v) for k, v in environ.items() if k.startswith("HTTP_")]
+            # WSGI keeps these two out of the HTTP_ variables.
+            headers += [(k.replace("_", "-"), environ[k]) for k in ("CONTENT_TYPE", "CONTENT_LENGTH") if environ.get(k)]
             reply = handle(headers, body, fn, fences)
         status = f"{reply.status} {_REASONS.get(reply.status, 'Error')}"
         start_response(status, [*reply.headers, ("Content-Length", str(len(reply.body)))])

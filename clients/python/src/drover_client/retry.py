@@ -26,7 +26,7 @@ class RetryPolicy:
 
     def delay(self, retry: int, retry_after: float | None = None) -> float:
         """Seconds to sleep before retry number ``retry`` (1-based), with jitter."""
-        base = min(self.max_backoff, self.backoff * (2 ** (retry - 1)))
+        base: float = min(self.max_backoff, self.backoff * 2.0 ** (retry - 1))
         if retry_after is not None:
             base = max(base, min(retry_after, self.max_backoff))
         return base * (0.5 + random.random() / 2)
