@@ -126,6 +126,18 @@ impl Bench {
     /// Coordinator (leader duties), distributors and workers, in-process or
     /// as processes.
     pub(super) async fn start_roles(&mut self, opts: &BenchOptions) -> anyhow::Result<()> {
+        let clocks = self.clocks.clone();
+        self.start_roles_with(opts, move |_| noop_registry(clocks.clone()))
+            .await
+    }
+
+    /// As `start_roles`, with worker `w`'s handlers from `registry(w)`
+    /// (in-process only: processes run the noop registry).
+    pub(super) async fn start_roles_with(
+        &mut self,
+        opts: &BenchOptions,
+        registry: impl Fn(usize) -> Registry,
+    ) -> anyhow::Result<()> {
         if opts.processes {
             self.processes = Some(RoleProcesses::spawn(
                 &self.settings,
@@ -135,7 +147,7 @@ impl Bench {
                 opts.capacity,
             )?);
         } else {
-            self.spawn_roles(opts).await?;
+            self.spawn_roles(opts, registry).await?;
         }
         // Wait until every worker has announced itself.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -149,7 +161,7 @@ impl Bench {
         Ok(())
     }
 
-    async fn spawn_roles(&mut self, opts: &BenchOptions) -> anyhow::Result<()> {
+    async fn spawn_roles(&mut self, opts: &BenchOptions, registry: impl Fn(usize) -> Registry) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         self.roles.push(tokio::spawn(coordinator::run(
             self.role_ctx("coordinator")?,
@@ -170,7 +182,7 @@ impl Bench {
                 capacity: opts.capacity,
                 tags: Vec::new(),
                 grace: Duration::from_secs(1),
-                registry: noop_registry(self.clocks.clone()),
+                registry: registry(w),
             };
             self.roles.push(tokio::spawn(worker::run(
                 self.role_ctx("worker")?,

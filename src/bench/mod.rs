@@ -6,7 +6,9 @@
 //! `latency` (an open-loop rate: 1k/s and half of the measured throughput),
 //! `memory` (M tasks queued with no workers, then drained), `scripts`
 //! (Redis' cost of each step of a task's life, one step at a time; see
-//! `scripts`). Latencies are
+//! `scripts`), and, only when asked for by name, `turnover` (how soon a
+//! slot runs its next task, with tasks that work 1, 5 or 50 ms; see
+//! `turnover`). Latencies are
 //! taken in this process: submit → the handler starting, and submit → the
 //! events stream reporting the task finished, into HDR histograms in µs.
 //! Redis cost comes from `INFO commandstats`, `INFO cpu` and `INFO memory`
@@ -28,6 +30,7 @@ mod processes;
 mod report;
 mod scenarios;
 mod scripts;
+mod turnover;
 
 use cluster::Bench;
 use serde_json::{json, Value};
@@ -99,6 +102,10 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Value> {
     }
     if want("memory") {
         out["memory"] = scenarios::memory(&opts).await?;
+    }
+    // Not part of `all`: nine clusters, one per case.
+    if opts.scenarios.iter().any(|x| x == "turnover") {
+        out["turnover"] = turnover::run(&opts).await?;
     }
     if want("scripts") {
         let b = Bench::start(&opts, "10m").await?;

@@ -270,7 +270,7 @@ pub struct BenchArgs {
     /// Small workloads that finish in seconds.
     #[arg(long)]
     pub quick: bool,
-    /// throughput, latency, memory, scripts or all (repeatable).
+    /// throughput, latency, memory, scripts, turnover or all (repeatable; all = every one but turnover).
     #[arg(long = "scenario")]
     pub scenarios: Vec<String>,
     /// Redis with AOF (appendfsync everysec) instead of no persistence.

@@ -10,7 +10,7 @@ use crate::handlers::Registry;
 use std::path::Path;
 
 /// The scenarios `--scenario` takes.
-const SCENARIOS: [&str; 5] = ["throughput", "latency", "memory", "scripts", "all"];
+const SCENARIOS: [&str; 6] = ["throughput", "latency", "memory", "scripts", "turnover", "all"];
 
 pub(super) fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     if args.token {
@@ -89,7 +89,7 @@ async fn snapshot_context(common: &ServerArgs) -> anyhow::Result<Context> {
 
 pub(super) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(bad) = args.scenarios.iter().find(|s| !SCENARIOS.contains(&s.as_str())) {
-        anyhow::bail!("--scenario: {bad:?} is not throughput, latency, memory, scripts or all");
+        anyhow::bail!("--scenario: {bad:?} is not throughput, latency, memory, scripts, turnover or all");
     }
     // The bench prints one JSON line; the roles it starts keep quiet
     // unless RUST_LOG asks otherwise.
