@@ -244,6 +244,8 @@ const DISTRIBUTOR: Profile = Profile {
         rw(&["counts"], &["+hincrby"]),
         rw(&["epoch"], &["+hmget", "+hset"]),
         ro(&["workers"], &["+zrangebyscore"]),
+        // Woken by the events of ended attempts (roles/completions.rs).
+        ro(&["events"], &["+xread", "+xrevrange"]),
     ],
 };
 

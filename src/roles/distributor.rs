@@ -17,7 +17,9 @@ use crate::store::keys::DISTRIBUTORS_GROUP;
 use crate::store::{AssignStatus, StoreError, WorkerView};
 use crate::telemetry::catalog;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Most tasks one distributor holds while they wait for a worker; beyond
@@ -78,6 +80,8 @@ struct Distributor {
     viewed: Option<Instant>,
     view_behind: bool,
     unplaceable_logged: HashSet<String>,
+    /// Woken when attempts end (`completions`): slots are free again.
+    slots_freed: Arc<Notify>,
 }
 
 pub async fn run(ctx: Context, id: String, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -94,7 +98,9 @@ pub async fn run(ctx: Context, id: String, shutdown: CancellationToken) -> anyho
         viewed: None,
         view_behind: false,
         unplaceable_logged: HashSet::new(),
+        slots_freed: Arc::new(Notify::new()),
     };
+    let watcher = super::completions::watch(ctx.clone(), d.slots_freed.clone(), shutdown.clone());
     let mut retry = RetryDelay::default();
     if !d.resume(&mut retry, &shutdown).await {
         return Ok(());
@@ -108,6 +114,7 @@ pub async fn run(ctx: Context, id: String, shutdown: CancellationToken) -> anyho
             Err(e) => retry.failed("placing tasks", &e, &shutdown).await,
         }
     }
+    watcher.abort();
     // Held entries stay pending: the next distributor (or this one after a
     // restart) takes them over; nothing is lost by stopping here.
     tracing::info!(
@@ -227,22 +234,36 @@ impl Distributor {
     /// One round: reads new intake entries (while holding fewer than
     /// MAX_HELD), places what it can, and now and then keeps house.
     async fn step(&mut self, last_housekeeping: &mut Instant, shutdown: &CancellationToken) -> Result<(), StoreError> {
-        // With tasks waiting for free slots, look again soon: slots
-        // free up as fast as workers finish.
-        let block = if self.waiting.is_empty() {
-            Duration::from_secs(1)
-        } else {
-            room_wait(self.workers.len())
-        };
         let batch = self.ctx.settings.distributor.batch;
-        if self.waiting.len() < MAX_HELD {
+        if self.waiting.is_empty() {
+            // Nothing held: wait for new entries.
             let entries = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                r = self.ctx.store.read_group(&self.stream, DISTRIBUTORS_GROUP, &self.id, batch, Some(block), false) => r?,
+                r = self.ctx.store.read_group(&self.stream, DISTRIBUTORS_GROUP, &self.id, batch, Some(Duration::from_secs(1)), false) => r?,
             };
             self.take(entries).await;
-        } else if !super::pause(block, shutdown).await {
-            return Ok(());
+        } else {
+            // Tasks wait for free slots: take what is new without waiting,
+            // and when nothing is, wait until an attempt ends (its event),
+            // or at most the timed look, since slots may also free up
+            // without an event (a worker that starts, or grows).
+            let mut fresh = 0;
+            if self.waiting.len() < MAX_HELD {
+                let entries = self
+                    .ctx
+                    .store
+                    .read_group(&self.stream, DISTRIBUTORS_GROUP, &self.id, batch, None, false)
+                    .await?;
+                fresh = entries.len();
+                self.take(entries).await;
+            }
+            if fresh == 0 {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = self.slots_freed.notified() => self.view_behind = true,
+                    _ = tokio::time::sleep(room_wait(self.workers.len())) => {}
+                }
+            }
         }
         self.place().await?;
         if last_housekeeping.elapsed() >= HOUSEKEEPING {

@@ -4,6 +4,7 @@
 //! when a task fails (retry). The [`Context`] they are handed lives in
 //! [`crate::context`].
 
+mod completions;
 pub mod coordinator;
 pub mod dev;
 pub mod distributor;
