@@ -2,11 +2,13 @@
 -- scheduled (retry) | dead | cancelled | queued (handed back)).
 -- KEYS[1] leases zset        KEYS[2] scheduled zset     KEYS[3] counts hash
 -- KEYS[4] worker hash        KEYS[5] events stream      KEYS[6] intake stream
--- ARGV[1] key prefix         ARGV[2] worker id
--- ARGV[3] signed events envelope naming the tasks      ARGV[4] events MAXLEN
--- ARGV[5] signed intake envelope for handed-back tasks, with the versions they
+-- ARGV[1] key prefix         ARGV[2] worker id          ARGV[3] result TTL ms
+-- ARGV[4] '1' to file succeeded tasks in their queue's index, '0' for the
+--         expiry lists (limits.index_succeeded; prelude, finish)
+-- ARGV[5] signed events envelope naming the tasks      ARGV[6] events MAXLEN
+-- ARGV[7] signed intake envelope for handed-back tasks, with the versions they
 --         will have once queued ('' if none)
--- ARGV[6..] runs of attempts that ended the same way under one lease: a
+-- ARGV[8..] runs of attempts that ended the same way under one lease: a
 --           header of 3 — outcome ('ok' | 'fail' | 'cancelled' | 'release'),
 --           the batch's fencing token, number of tasks n — then per task:
 --           id, result JSON or error text, and for 'fail' a 3rd, the retry
@@ -25,9 +27,10 @@
 -- shutdown); it is queued again and announced on the intake stream, unless
 -- a cancel was requested meanwhile: then it is cancelled.
 local prefix, wid = ARGV[1], ARGV[2]
+finish_succeeded_into(ARGV[4] == '1', ARGV[3])
 local now = int(now_ms())
 local reply, deltas, changed, released = {}, {}, 0, {}
-local i, position = 6, 0
+local i, position = 8, 0
 while i <= #ARGV do
   local outcome, token, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local per_task = outcome == 'fail' and 3 or 2
@@ -74,8 +77,8 @@ end
 if changed > 0 then
   release_slots(prefix, wid, changed)
   flush_counts(KEYS[3], deltas)
-  append(KEYS[5], ARGV[3], ARGV[4])
-  announce(prefix, KEYS[6], ARGV[5], released)
+  append(KEYS[5], ARGV[5], ARGV[6])
+  announce(prefix, KEYS[6], ARGV[7], released)
   file_finished(prefix, now)
 end
 return reply

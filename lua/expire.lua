@@ -1,6 +1,8 @@
 -- expire.lua — the leader deletes finished tasks whose result TTL has passed.
 -- KEYS[1] queues set (the names of every queue that has had a task)
--- KEYS[2] expiring zset of builds before the queue indexes (second → second)
+-- KEYS[2] done zset: seconds (second → second) at which succeeded tasks
+--         filed in lists expire (when limits.index_succeeded is off)
+-- KEYS[3] expiring zset of builds before the queue indexes (second → second)
 -- ARGV[1] key prefix         ARGV[2] most task hashes to delete in this call
 -- ARGV[3] result TTL ms
 -- Reply: the number of ids taken off the indexes and lists (their hashes
@@ -13,10 +15,12 @@
 -- left in an index without its hash for long. A finished task leaves its
 -- index when an operator retries it (retry.lua), so a task that runs again
 -- is never deleted here.
--- Builds before the indexes filed ids in `P expiring:<second>` lists
--- instead; those lists are still emptied, as they were, once their second
--- has begun, but a task that is not terminal any more (retried since) is
--- left alone.
+-- Succeeded tasks that are not indexed (limits.index_succeeded off) are
+-- filed in `P done:<second>` lists, by the second their result expires;
+-- those lists are emptied once their second has begun. Builds before the
+-- indexes filed every finished task in `P expiring:<second>` lists: those
+-- are emptied the same way, but a task that is not finished any more
+-- (retried since) is left alone.
 local prefix, limit, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 local cutoff = now - ttl
@@ -36,20 +40,30 @@ for _, q in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     end
   end
 end
+-- The lists of a zset of seconds (second -> second) whose second has
+-- begun, emptied from the front; with `check`, an id whose task is not
+-- finished any more is left alone (lists of earlier builds: an operator may
+-- have retried the task since).
 local now_s = math.floor(now / 1000)
-for _, second in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_s, 'LIMIT', 0, 16)) do
-  local list = prefix .. 'expiring:' .. second
-  while deleted < limit do
-    local ids = redis.call('LPOP', list, math.min(CHUNK, limit - deleted))
-    if not ids then break end
-    for _, id in ipairs(ids) do
-      local key = task_key(prefix, id)
-      local state = redis.call('HGET', key, 'state')
-      if state == 'succeeded' or state == 'dead' or state == 'cancelled' then redis.call('UNLINK', key) end
+local function drain(seconds, list_prefix, check)
+  for _, second in ipairs(redis.call('ZRANGEBYSCORE', seconds, '-inf', now_s, 'LIMIT', 0, 16)) do
+    local list = list_prefix .. second
+    while deleted < limit do
+      local ids = redis.call('LPOP', list, math.min(CHUNK, limit - deleted))
+      if not ids then break end
+      local keys = {}
+      for _, id in ipairs(ids) do
+        local key = task_key(prefix, id)
+        local state = check and redis.call('HGET', key, 'state')
+        if not check or state == 'succeeded' or state == 'dead' or state == 'cancelled' then keys[#keys + 1] = key end
+      end
+      if #keys > 0 then redis.call('UNLINK', unpack(keys)) end
+      deleted = deleted + #ids
     end
-    deleted = deleted + #ids
+    if redis.call('EXISTS', list) == 0 then redis.call('ZREM', seconds, second) end
+    if deleted >= limit then return end
   end
-  if redis.call('EXISTS', list) == 0 then redis.call('ZREM', KEYS[2], second) end
-  if deleted >= limit then break end
 end
+drain(KEYS[2], prefix .. 'done:', false)
+drain(KEYS[3], prefix .. 'expiring:', true)
 return deleted

@@ -112,7 +112,34 @@ local function queues_key(prefix) return prefix .. 'queues' end
 -- counting and purging a queue's finished tasks, and the leader's
 -- expire.lua deletes from its low end the tasks whose result TTL has
 -- passed.
+-- Succeeded tasks, the most numerous by far, are indexed only when
+-- `limits.index_succeeded` is on (an index member costs about 126 bytes and
+-- 1-2 µs of Redis per task, docs/QUEUES.md); otherwise their ids go, as
+-- before the indexes, into a list per second their result expires,
+-- `P done:<second>`, noted in the sorted set `P done`, which expire.lua
+-- empties once the second has begun. A script that can finish a task
+-- `succeeded` says which, with its TTL, through `finish_succeeded_into`.
 local finished = {}
+local succeeded_indexed, succeeded_ttl = true, nil
+local function finish_succeeded_into(indexed, ttl_ms)
+  succeeded_indexed, succeeded_ttl = indexed, ttl_ms
+end
+local expiring = {}
+-- A call finishes its tasks with one `now` and one TTL: the list they go
+-- to is found once.
+local last_now, last_expiring
+local function expire_later(id, now)
+  if now ~= last_now then
+    -- Rounded up: expire.lua deletes a second's tasks once it has begun.
+    local second = int(math.ceil((tonumber(now) + tonumber(succeeded_ttl)) / 1000))
+    last_now, last_expiring = now, expiring[second]
+    if not last_expiring then
+      last_expiring = {}
+      expiring[second] = last_expiring
+    end
+  end
+  last_expiring[#last_expiring + 1] = id
+end
 -- Unique keys held by tasks finished in this call: { key, window end }.
 local unlocked = {}
 -- A call finishes its tasks with one `now`: consecutive tasks of one queue
@@ -137,6 +164,12 @@ local function unlock_later(id, uq, uw)
   if uq then unlocked[#unlocked + 1] = { id, uq, tonumber(uw or '0') } end
 end
 local function file_finished(prefix, now)
+  for second, ids in pairs(expiring) do
+    for i = 1, #ids, CHUNK do
+      redis.call('RPUSH', prefix .. 'done:' .. second, unpack(ids, i, math.min(i + CHUNK - 1, #ids)))
+    end
+    redis.call('ZADD', prefix .. 'done', second, second)
+  end
   for _, u in ipairs(unlocked) do
     local lock = prefix .. 'uniq:' .. u[2]
     if redis.call('GET', lock) == u[1] then
@@ -176,7 +209,11 @@ local function finish(key, id, q, state, now, v, field, value, uq, uw)
   else
     redis.call('HSET', key, 'state', state, 'v', v, 'fin', now)
   end
-  index_later(id, q, state)
+  if state == 'succeeded' and not succeeded_indexed then
+    expire_later(id, now)
+  else
+    index_later(id, q, state)
+  end
   unlock_later(id, uq, uw)
 end
 

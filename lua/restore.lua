@@ -8,17 +8,20 @@
 -- Terminal tasks keep their result for the result TTL from now: they are
 -- filed in their queue's index as if they finished at the import.
 -- KEYS[1] intake stream      KEYS[2] scheduled zset     KEYS[3] counts hash
--- ARGV[1] key prefix
--- ARGV[2] signed intake envelope naming the tasks expected to be queued, with
+-- ARGV[1] key prefix         ARGV[2] result TTL ms
+-- ARGV[3] '1' to file succeeded tasks in their queue's index, '0' for the
+--         expiry lists (limits.index_succeeded)
+-- ARGV[4] signed intake envelope naming the tasks expected to be queued, with
 --         the versions they will have ('' if none)
--- ARGV[3..] 2 per task: id, the task's fields as a JSON object (strings)
+-- ARGV[5..] 2 per task: id, the task's fields as a JSON object (strings)
 -- Reply: flat array, 2 per task: id, 'queued' | 'scheduled' | 'terminal' |
 --        'exists' (a task with this id is already here: left alone)
 local prefix = ARGV[1]
+finish_succeeded_into(ARGV[3] == '1', ARGV[2])
 local now = now_ms()
 local reply, deltas, queued = {}, {}, {}
 local drop = { w = true, ent = true, cr = true }
-for i = 3, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   local id, fields = ARGV[i], cjson.decode(ARGV[i + 1])
   local key = task_key(prefix, id)
   local outcome
@@ -40,7 +43,11 @@ for i = 3, #ARGV, 2 do
       redis.call('SET', prefix .. 'uniq:' .. fields['uq'], id, 'NX')
     end
     if state == 'succeeded' or state == 'dead' or state == 'cancelled' then
-      index_later(id, fields['q'], state)
+      if state == 'succeeded' and not succeeded_indexed then
+        expire_later(id, now)
+      else
+        index_later(id, fields['q'], state)
+      end
       outcome = 'terminal'
     elseif state == 'scheduled' then
       redis.call('HSET', key, 'v', v, 'ut', now)
@@ -63,6 +70,6 @@ for i = 3, #ARGV, 2 do
   reply[#reply + 1] = outcome
 end
 flush_counts(KEYS[3], deltas)
-announce(prefix, KEYS[1], ARGV[2], queued)
+announce(prefix, KEYS[1], ARGV[4], queued)
 file_finished(prefix, now)
 return reply

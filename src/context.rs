@@ -34,6 +34,7 @@ impl Context {
             max_message: settings.max_message,
             events_maxlen: settings.events_maxlen,
             result_ttl: settings.timing.result_ttl,
+            index_succeeded: settings.index_succeeded,
             idempotency_ttl: settings.timing.idempotency_ttl,
             pool_size: 32,
         })?;

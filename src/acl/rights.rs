@@ -132,6 +132,7 @@ const COORDINATOR: Profile = Profile {
         "handlers",
         "queues",
         "q:*",
+        "done",
     ],
     grants: &[
         // submit, cancel, reap, promote, reannounce, restore, retry, and
@@ -146,6 +147,10 @@ const COORDINATOR: Profile = Profile {
         // filed to expire, emptied by expire.lua.
         rw(&["expiring"], &["+zrangebyscore", "+zrem"]),
         rw(&["expiring:*"], &["+lpop", "+exists"]),
+        // Succeeded tasks filed to expire when they are not indexed: by
+        // restore, and emptied by expire.lua.
+        rw(&["done"], &["+zadd", "+zrangebyscore", "+zrem"]),
+        rw(&["done:*"], &["+rpush", "+lpop", "+exists"]),
         // The queue names (submit adds, the API and expire.lua read).
         rw(&["queues"], &["+sadd", "+smembers", "+sismember"]),
         // The queues' indexes of finished tasks: filed by cancel, reap and
@@ -272,6 +277,9 @@ const WORKER: Profile = Profile {
         // lets their unique keys go.
         rw(&["q:*"], &["+zadd"]),
         rw(&["uniq:*"], &["+get", "+del", "+pexpireat"]),
+        // ... or, for succeeded tasks not indexed, in the expiry lists.
+        rw(&["done"], &["+zadd"]),
+        rw(&["done:*"], &["+rpush"]),
         // Batch records: claim reads its batch's (HMGET), renew and
         // complete check theirs (HGET), and complete retires it (HINCRBY,
         // DEL). Tokens are not per worker, so neither is this pattern.

@@ -112,7 +112,8 @@ pub(super) async fn retry_dead(
 /// Deletes every task of the queue finished in one state.
 #[utoipa::path(post, path = "/v1/queues/{queue}/purge", params(("queue" = String, Path, description = "Queue name"), PurgeQuery),
     responses((status = 200, body = Purged), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Succeeded tasks are not indexed here", body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = ["admin"])))]
 pub(super) async fn purge(
     State(s): State<Arc<ApiState>>,
@@ -124,6 +125,12 @@ pub(super) async fn purge(
     let queue = s.known_queue(queue_path(queue)?).await?;
     let Query(q) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
     let state = TaskState::from(q.state);
+    if state == TaskState::Succeeded && !s.ctx.settings.index_succeeded {
+        return Err(ApiError::Conflict(
+            "succeeded tasks are not indexed here (limits.index_succeeded is off): they expire after the result TTL"
+                .into(),
+        ));
+    }
     let purged = s.ctx.store.purge(&queue, state).await?;
     counted("purge", purged);
     tracing::info!(queue = %queue, %state, purged, "purged by an operator");

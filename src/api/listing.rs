@@ -52,8 +52,9 @@ pub(super) async fn list_tasks(
         }
     };
     let store = &s.ctx.store;
+    let indexed = |state: TaskState| state != TaskState::Succeeded || s.ctx.settings.index_succeeded;
     let page = match q.state {
-        Some(state) if state.is_terminal() => {
+        Some(state) if state.is_terminal() && indexed(state) => {
             let after = index_cursor(q.cursor.as_deref())?;
             store
                 .finished_page(queue.as_ref(), state, after.as_ref(), limit)

@@ -27,7 +27,7 @@ impl ApiState {
         let [succeeded, dead, cancelled] = self.ctx.store.finished_counts(&queue).await?;
         Ok(QueueBody {
             name: queue.into_string(),
-            succeeded,
+            succeeded: self.ctx.settings.index_succeeded.then_some(succeeded),
             dead,
             cancelled,
         })

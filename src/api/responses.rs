@@ -39,8 +39,10 @@ pub struct TaskList {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct QueueBody {
     pub name: String,
-    /// Finished tasks whose result is still kept, by state.
-    pub succeeded: u64,
+    /// Finished tasks whose result is still kept, by state. Succeeded ones
+    /// are counted only when they are indexed (`limits.index_succeeded`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub succeeded: Option<u64>,
     pub dead: u64,
     pub cancelled: u64,
 }

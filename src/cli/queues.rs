@@ -11,10 +11,8 @@ pub(super) async fn queues(args: QueuesArgs) -> anyhow::Result<()> {
         return print_json(&list);
     }
     for q in &list.queues {
-        println!(
-            "{}  succeeded={}  dead={}  cancelled={}",
-            q.name, q.succeeded, q.dead, q.cancelled
-        );
+        let succeeded = q.succeeded.map(|n| format!("succeeded={n}  ")).unwrap_or_default();
+        println!("{}  {succeeded}dead={}  cancelled={}", q.name, q.dead, q.cancelled);
     }
     Ok(())
 }

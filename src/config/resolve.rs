@@ -38,6 +38,7 @@ impl Layers {
             max_message: self.size("limits.max_message")? as usize,
             events_maxlen: self.number("limits.events_maxlen", 100, 100_000_000)?,
             events_retention: self.duration("limits.events_retention")?,
+            index_succeeded: self.boolean("limits.index_succeeded")?,
             coordinator: self.coordinator()?,
             distributor: DistributorSettings {
                 batch: self.number("distributor.batch", 1, 10_000)? as usize,

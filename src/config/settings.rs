@@ -69,6 +69,10 @@ pub struct Settings {
     /// stream empties once the cluster is idle (the length cap alone keeps
     /// up to `events_maxlen` entries forever).
     pub events_retention: Duration,
+    /// Whether succeeded tasks are filed in their queue's index like dead
+    /// and cancelled ones (exact lists, counts, purge), or only in the
+    /// cheaper expiry lists (docs/QUEUES.md).
+    pub index_succeeded: bool,
     pub coordinator: CoordinatorSettings,
     pub distributor: DistributorSettings,
     pub worker: WorkerSettings,

@@ -1,5 +1,5 @@
 //! The value parsers: each reads one layered key as a type (duration, size,
-//! bounded number, address, list) and, when the text does not fit, fails
+//! bounded number, boolean, address, list) and, when the text does not fit, fails
 //! with a [`ConfigError`] naming the key, where it came from and an example
 //! of what would.
 
@@ -39,6 +39,15 @@ impl Layers {
                 o,
                 format!("{v:?} is not a whole number from {min} to {max}"),
             )),
+        }
+    }
+
+    pub(super) fn boolean(&self, key: &str) -> Result<bool, ConfigError> {
+        let (v, o) = self.raw(key);
+        match v.trim() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(ConfigError::new(key, o, format!("{v:?} is not true or false"))),
         }
     }
 

@@ -163,6 +163,8 @@ impl Store {
             .key(self.keys.scheduled())
             .key(self.keys.counts())
             .arg(self.keys.prefix())
+            .arg(self.opts.result_ttl.as_millis() as u64)
+            .arg(if self.opts.index_succeeded { "1" } else { "0" })
             .arg(envelope);
         for (id, fields) in tasks {
             inv.arg(id)

@@ -51,6 +51,12 @@ impl Keys {
     pub fn batch(&self, token: &str) -> String {
         format!("{}b:{token}", self.prefix)
     }
+    /// Seconds (Redis time) at which succeeded tasks filed in lists expire,
+    /// each with a list `done:<second>` of their ids (when
+    /// `limits.index_succeeded` is off; lua/expire.lua).
+    pub fn done(&self) -> String {
+        format!("{}done", self.prefix)
+    }
     /// The names of every queue that has had a task.
     pub fn queues(&self) -> String {
         format!("{}queues", self.prefix)

@@ -59,6 +59,7 @@ impl Store {
     pub async fn expire_finished(&self, limit: usize) -> Result<u64> {
         let mut inv = self.scripts.expire.prepare_invoke();
         inv.key(self.keys.queues())
+            .key(self.keys.done())
             .key(self.keys.expiring())
             .arg(self.keys.prefix())
             .arg(limit)

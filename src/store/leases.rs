@@ -284,6 +284,8 @@ impl Store {
             .key(&intake)
             .arg(self.keys.prefix())
             .arg(worker_id)
+            .arg(self.opts.result_ttl.as_millis() as u64)
+            .arg(if self.opts.index_succeeded { "1" } else { "0" })
             .arg(self.seal(&events, messages::EVENT, &event))
             .arg(self.opts.events_maxlen)
             .arg(intake_env);

@@ -88,6 +88,8 @@ pub struct StoreOptions {
     pub max_message: usize,
     pub events_maxlen: u64,
     pub result_ttl: Duration,
+    /// `limits.index_succeeded`.
+    pub index_succeeded: bool,
     pub idempotency_ttl: Duration,
     pub pool_size: usize,
 }

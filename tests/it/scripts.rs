@@ -693,8 +693,28 @@ async fn finished_tasks_are_deleted_once_their_result_ttl_has_passed() {
         v
     };
     assert_eq!(ttls, vec![-1, -1, -1], "no TTL of their own");
+    // Succeeded tasks are not indexed by default: they go to the expiry
+    // lists, by the second their result expires.
+    let seconds: Vec<String> = redis::cmd("ZRANGE")
+        .arg(ctx.store.keys.done())
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut con)
+        .await
+        .unwrap();
     let mut filed = Vec::new();
-    for (state, t) in [("succeeded", &tasks[0]), ("dead", &tasks[1]), ("cancelled", &tasks[2])] {
+    for s in &seconds {
+        let ids: Vec<String> = redis::cmd("LRANGE")
+            .arg(format!("{}done:{s}", ctx.store.keys.prefix()))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        filed.extend(ids);
+    }
+    assert_eq!(filed, vec![tasks[0].id.to_string()], "the succeeded task, in a list");
+    for (state, t) in [("dead", &tasks[1]), ("cancelled", &tasks[2])] {
         let ids: Vec<String> = redis::cmd("ZRANGE")
             .arg(ctx.store.keys.index("default", state))
             .arg(0)
@@ -721,12 +741,14 @@ async fn finished_tasks_are_deleted_once_their_result_ttl_has_passed() {
     }
     let live = ctx.store.get_task(&tasks[3].id).await.unwrap().unwrap();
     assert_eq!(live.state, TaskState::Queued);
-    let left: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}q:*", ctx.store.keys.prefix()))
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    assert!(left.is_empty(), "{left:?}");
+    for pattern in ["q:*", "done*"] {
+        let left: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}{pattern}", ctx.store.keys.prefix()))
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "{left:?}");
+    }
     assert_eq!(ctx.store.expire_finished(1000).await.unwrap(), 0);
 }
 
