@@ -20,3 +20,4 @@ mod shutdown;
 mod snapshot;
 mod support;
 mod tls;
+mod worker;
