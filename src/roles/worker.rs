@@ -12,7 +12,7 @@
 
 use super::{pause, retry_backoff_ms, RetryDelay};
 use crate::context::Context;
-use crate::handlers::{HandlerError, Registry, TaskContext};
+use crate::handlers::{run_catching_panics, HandlerError, Registry, TaskContext};
 use crate::messages::{AssignBody, CancelBody, ASSIGN, CANCEL};
 use crate::store::keys::WORKER_GROUP;
 use crate::store::{
@@ -441,8 +441,10 @@ impl Worker {
             cancel: cancel.clone(),
         };
         // Handlers stop themselves at the timeout; this outer bound only
-        // guards against one that does not.
-        match tokio::time::timeout(timeout + Duration::from_secs(5), handler.run(ctx, input)).await {
+        // guards against one that does not. A panic fails the attempt
+        // instead of leaving it in `running` with its lease renewed for ever.
+        let run = run_catching_panics(handler.as_ref(), ctx, input);
+        match tokio::time::timeout(timeout + Duration::from_secs(5), run).await {
             Ok(r) => r,
             Err(_) => {
                 cancel.cancel();

@@ -4,7 +4,9 @@
 
 use crate::lifecycle::task;
 use crate::support::*;
+use drover::handlers::{HandlerError, Registry, TaskContext};
 use drover::task::TaskState;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// An exec program reads its whole environment and returns it: the keyring,
@@ -69,5 +71,65 @@ async fn exec_handlers_never_see_the_workers_secrets() {
     ] {
         assert!(!seen.contains(&format!("{name}=")), "the program saw {name}:\n{seen}");
     }
+    c.stop().await;
+}
+
+/// A handler that panics ends its attempt as a failure carrying the panic
+/// message, and frees its slot: the lease is not renewed for ever.
+#[tokio::test]
+async fn a_panicking_handler_fails_its_attempt_with_the_panic_message() {
+    let Some(mut c) = Cluster::start(&[]).await else {
+        return;
+    };
+    c.add_distributor("dist-1");
+    let mut registry = Registry::builtins();
+    registry.register(
+        "boom",
+        Arc::new(|_ctx: TaskContext, input: serde_json::Value| async move {
+            if input == serde_json::json!("now") {
+                panic!("kaboom in the handler");
+            }
+            Ok::<_, HandlerError>(input)
+        }),
+    );
+    // Panicking while building the future, before it is first polled.
+    registry.register(
+        "early",
+        Arc::new(
+            |_ctx: TaskContext, _input: serde_json::Value| -> drover::handlers::HandlerFuture {
+                panic!("kaboom before the future")
+            },
+        ),
+    );
+    c.add_worker("w1", 2, &[], registry).await;
+    let client = c.client();
+    let mut req = task("boom", serde_json::json!("now"));
+    req.max_attempts = Some(2);
+    let boom = client.submit_one(&req).await.unwrap();
+    let mut req = task("early", serde_json::Value::Null);
+    req.max_attempts = Some(1);
+    let early = client.submit_one(&req).await.unwrap();
+    for (id, message) in [
+        (&boom.id, "kaboom in the handler"),
+        (&early.id, "kaboom before the future"),
+    ] {
+        let t = client.wait(id, Duration::from_secs(15)).await.unwrap();
+        assert_eq!(t.state, TaskState::Dead, "{t:?}");
+        let error = t.error.clone().unwrap_or_default();
+        assert!(error.contains("panicked") && error.contains(message), "{t:?}");
+    }
+    // Both slots are free again and the worker still runs work.
+    let ok = client.submit_one(&task("boom", serde_json::json!(7))).await.unwrap();
+    let t = client.wait(&ok.id, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(t.state, TaskState::Succeeded, "{t:?}");
+    eventually(
+        Duration::from_secs(5),
+        "the worker to report nothing in flight",
+        || async {
+            let w = client.workers().await.unwrap().workers;
+            (w.len() == 1 && w[0].in_flight == 0 && w[0].used == 0).then_some(())
+        },
+    )
+    .await;
     c.stop().await;
 }
