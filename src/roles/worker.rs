@@ -49,10 +49,16 @@ enum Stop {
     Released,
 }
 
-/// A task whose handler runs here, by task id: what renewals and cancel
-/// messages need, not the task itself (its input may be large).
+/// One attempt running here: a task and the token of the lease it runs
+/// under. A task can have two: an old attempt whose lease was taken back
+/// (its handler not yet stopped, or its completion not yet answered) and a
+/// new one placed on this same worker. Each is added and removed under its
+/// own key, so the old one ending never touches the new one.
+type AttemptKey = (String, FenceToken);
+
+/// An attempt whose handler runs here: what renewals and cancel messages
+/// need, not the task itself (its input may be large).
 struct Running {
-    token: FenceToken,
     cancel: CancellationToken,
     stop: Arc<Mutex<Option<Stop>>>,
     /// The handler has returned; only the completion report is pending.
@@ -73,7 +79,7 @@ struct Worker {
     ctx: Context,
     spec: WorkerSpec,
     stream: String,
-    running: Mutex<HashMap<String, Running>>,
+    running: Mutex<HashMap<AttemptKey, Running>>,
     completions: mpsc::UnboundedSender<Completion>,
     draining: AtomicBool,
     /// Entries this worker could not act on (they failed verification, or
@@ -300,8 +306,12 @@ impl Worker {
                 match verified.parse::<CancelBody>() {
                     Ok(c) => {
                         let running = self.running.lock().expect("running lock");
-                        match running.get(&c.id) {
-                            Some(r) if r.token.epoch == c.epoch && r.token.fence == c.fence => {
+                        let token = FenceToken {
+                            epoch: c.epoch,
+                            fence: c.fence,
+                        };
+                        match running.get(&(c.id.clone(), token)) {
+                            Some(r) => {
                                 tracing::info!(task_id = %c.id, "cancel requested: stopping the handler");
                                 r.stop(Stop::Cancelled);
                             }
@@ -376,15 +386,24 @@ impl Worker {
         let cancel = CancellationToken::new();
         let stop = Arc::new(Mutex::new(None));
         let finished = Arc::new(AtomicBool::new(false));
-        self.running.lock().expect("running lock").insert(
-            task.id.clone(),
-            Running {
-                token: task.token,
-                cancel: cancel.clone(),
-                stop: stop.clone(),
-                finished: finished.clone(),
-            },
-        );
+        let key: AttemptKey = (task.id.clone(), task.token);
+        {
+            let mut running = self.running.lock().expect("running lock");
+            if running.contains_key(&key) {
+                // The claim script starts an attempt once; a second start
+                // of the same one would run its handler twice.
+                tracing::warn!(task_id = %task.id, fence = %task.token, "attempt already running here: not started again");
+                return;
+            }
+            running.insert(
+                key.clone(),
+                Running {
+                    cancel: cancel.clone(),
+                    stop: stop.clone(),
+                    finished: finished.clone(),
+                },
+            );
+        }
         let span = tracing::info_span!("task", task_id = %task.id, handler = %task.handler, attempt = task.attempt, fence = %task.token);
         let run = async move {
             let started = Instant::now();
@@ -397,7 +416,7 @@ impl Worker {
             let (outcome, payload) = match (result, stop) {
                 (_, Some(Stop::Lost)) => {
                     tracing::warn!("lease lost: the result is dropped, another attempt owns the task");
-                    self.running.lock().expect("running lock").remove(&task.id);
+                    self.running.lock().expect("running lock").remove(&key);
                     metrics::counter!(catalog::TASKS_FINISHED.name, "outcome" => "lost").increment(1);
                     return;
                 }
@@ -476,7 +495,7 @@ impl Worker {
                         retry.success();
                         let mut running = self.running.lock().expect("running lock");
                         for (c, state) in batch.iter().zip(&states) {
-                            running.remove(&c.task.id);
+                            running.remove(&(c.task.id.clone(), c.task.token));
                             // A hand-back of a task with a cancel request ends
                             // it cancelled: count what happened, not what was asked.
                             let outcome = match state {
@@ -530,7 +549,7 @@ impl Worker {
                 .expect("running lock")
                 .iter()
                 .filter(|(_, r)| r.stop.lock().expect("stop lock").is_none())
-                .map(|(id, r)| (id.clone(), r.token))
+                .map(|(key, _)| key.clone())
                 .collect();
             if held.is_empty() {
                 last_ok = Instant::now();
@@ -553,8 +572,9 @@ impl Worker {
                 Ok(Ok(statuses)) => {
                     last_ok = sent;
                     let running = self.running.lock().expect("running lock");
-                    for ((id, _), status) in held.iter().zip(statuses) {
-                        let Some(r) = running.get(id) else { continue };
+                    for (key, status) in held.iter().zip(statuses) {
+                        let Some(r) = running.get(key) else { continue };
+                        let id = &key.0;
                         match status {
                             RenewStatus::Ok => {}
                             RenewStatus::CancelRequested => {
@@ -596,7 +616,7 @@ impl Worker {
             for r in running.values() {
                 r.stop(Stop::Released);
             }
-            running.keys().cloned().collect()
+            running.keys().map(|(id, token)| format!("{id}@{token}")).collect()
         };
         if !left.is_empty() {
             tracing::info!(tasks = ?left, "grace period over: handing tasks back");

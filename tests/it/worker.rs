@@ -5,7 +5,9 @@
 use crate::lifecycle::task;
 use crate::support::*;
 use drover::handlers::{HandlerError, Registry, TaskContext};
+use drover::roles::worker::{self, WorkerSpec};
 use drover::task::TaskState;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -131,5 +133,131 @@ async fn a_panicking_handler_fails_its_attempt_with_the_panic_message() {
         },
     )
     .await;
+    c.stop().await;
+}
+
+/// What the test's `twice` handler has seen of its attempts.
+#[derive(Default)]
+struct Twice {
+    first_started: AtomicBool,
+    /// Set by the test: the first attempt may return.
+    release_first: AtomicBool,
+    first_returned: AtomicBool,
+    /// The attempt number of the second run, once it started.
+    second_started: AtomicU32,
+    second_saw_cancel: AtomicBool,
+}
+
+/// Attempt 1 ignores its cancel token and runs until the test releases it;
+/// later attempts run until they are cancelled.
+fn twice(seen: Arc<Twice>) -> Registry {
+    let mut r = Registry::default();
+    r.register(
+        "twice",
+        Arc::new(move |ctx: TaskContext, _input: serde_json::Value| {
+            let seen = seen.clone();
+            async move {
+                if ctx.attempt == 1 {
+                    seen.first_started.store(true, Ordering::SeqCst);
+                    while !seen.release_first.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    seen.first_returned.store(true, Ordering::SeqCst);
+                    return Ok(serde_json::json!("first"));
+                }
+                seen.second_started.store(ctx.attempt, Ordering::SeqCst);
+                tokio::select! {
+                    _ = ctx.cancel.cancelled() => {
+                        seen.second_saw_cancel.store(true, Ordering::SeqCst);
+                        Err(HandlerError::Cancelled)
+                    }
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => Ok(serde_json::json!("second")),
+                }
+            }
+        }),
+    );
+    r
+}
+
+/// A task whose first attempt outlives its lease on a worker (cut off from
+/// Redis) and whose second attempt lands on the same worker: when the old
+/// attempt finally ends, the new one must still be this worker's, renewed
+/// and reachable by a cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_attempt_ending_late_leaves_the_new_attempt_of_the_same_task_running() {
+    let Some(mut c) = Cluster::start(&[]).await else {
+        return;
+    };
+    c.add_distributor("dist-1");
+    let proxy = Proxy::start(c.redis.port()).await;
+    let mut settings = c.settings.clone();
+    settings.redis_url = drover::config::Secret(proxy.url());
+    let ctx = drover::context::Context::new(settings, "worker", "worker").expect("context");
+    let seen = Arc::new(Twice::default());
+    let spec = WorkerSpec {
+        id: "w1".into(),
+        capacity: 2,
+        tags: vec![],
+        grace: Duration::from_secs(1),
+        registry: twice(seen.clone()),
+    };
+    let stop = c.shutdown.child_token();
+    let w1 = tokio::spawn(worker::run(ctx, spec, stop));
+    let client = c.client();
+    eventually(Duration::from_secs(10), "the worker", || async {
+        (client.workers().await.unwrap().workers.len() == 1).then_some(())
+    })
+    .await;
+
+    let mut req = task("twice", serde_json::Value::Null);
+    req.max_attempts = Some(3);
+    let s = client.submit_one(&req).await.unwrap();
+    eventually(Duration::from_secs(10), "the first attempt to start", || async {
+        seen.first_started.load(Ordering::SeqCst).then_some(())
+    })
+    .await;
+    wait_assignments_acknowledged(&c.redis_con().await, "w1").await;
+
+    // Cut off past the lease: the reaper takes the first attempt back while
+    // its handler, deaf to its cancel, still runs on the worker.
+    proxy.set(Link::Blackhole);
+    eventually(Duration::from_secs(15), "the first lease to be reaped", || async {
+        let t = client.get(&s.id).await.unwrap();
+        (t.state != TaskState::Running).then_some(())
+    })
+    .await;
+    proxy.set(Link::Pass);
+    eventually(
+        Duration::from_secs(20),
+        "the second attempt on the same worker",
+        || async { (seen.second_started.load(Ordering::SeqCst) == 2).then_some(()) },
+    )
+    .await;
+    let second = client.get(&s.id).await.unwrap();
+    assert_eq!(
+        (second.state, second.attempts, second.worker.as_deref()),
+        (TaskState::Running, 2, Some("w1"))
+    );
+
+    // The old attempt ends now, long after its lease.
+    seen.release_first.store(true, Ordering::SeqCst);
+    eventually(Duration::from_secs(5), "the first attempt to return", || async {
+        seen.first_returned.load(Ordering::SeqCst).then_some(())
+    })
+    .await;
+    // The new attempt is still known to the worker: a cancel reaches its
+    // handler, and its lease was kept (no third attempt).
+    client.cancel(&s.id).await.unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the cancel to reach the second attempt",
+        || async { seen.second_saw_cancel.load(Ordering::SeqCst).then_some(()) },
+    )
+    .await;
+    let t = wait_state(&client, &s.id, TaskState::Cancelled, Duration::from_secs(10)).await;
+    assert_eq!(t.attempts, 2, "{t:?}");
+    assert_ne!(t.result, Some(serde_json::json!("first")), "{t:?}");
+    c.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(15), w1).await;
     c.stop().await;
 }
