@@ -173,25 +173,40 @@ impl Worker {
 
     /// Reads this worker's stream and starts what it is assigned, until
     /// shutdown. Entries read before a restart and not yet started come
-    /// first.
+    /// first, each read once: the walk goes on from the last id read, so
+    /// entries set aside (left pending) are not read again and again before
+    /// new assignments.
     async fn take_tasks(self: Arc<Self>, retry: &mut RetryDelay, shutdown: &CancellationToken) {
-        let mut pending = true;
+        // While re-reading own pending entries: the id to read after.
+        let mut pending_after = Some("0".to_string());
         let mut last_trim = Instant::now();
+        let count = self.spec.capacity as usize;
         while !shutdown.is_cancelled() {
+            let store = &self.ctx.store;
             let read = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                r = self.ctx.store.read_group(&self.stream, WORKER_GROUP, &self.spec.id, self.spec.capacity as usize, Some(Duration::from_secs(1)), pending) => r,
+                r = async {
+                    match &pending_after {
+                        Some(after) => store.read_pending_after(&self.stream, WORKER_GROUP, &self.spec.id, count, after).await,
+                        None => store.read_group(&self.stream, WORKER_GROUP, &self.spec.id, count, Some(Duration::from_secs(1)), false).await,
+                    }
+                } => r,
             };
             match read {
                 Ok(entries) => {
                     retry.success();
-                    if pending && entries.is_empty() {
-                        pending = false;
-                    }
+                    let last = entries.last().map(|e| e.id.clone());
+                    let mut all_handled = true;
                     for entry in entries {
                         if let Err(e) = self.clone().handle(entry).await {
+                            all_handled = false;
                             retry.failed("starting tasks", &e, shutdown).await;
                         }
+                    }
+                    // A pending entry that failed for want of Redis is read
+                    // again (its batch with it); the walk ends on an empty read.
+                    if pending_after.is_some() && (all_handled || last.is_none()) {
+                        pending_after = last;
                     }
                     if last_trim.elapsed() > Duration::from_secs(5) {
                         self.ack_set_aside().await;

@@ -57,6 +57,32 @@ impl Store {
         Ok(Self::entries(reply))
     }
 
+    /// Reads `consumer`'s own pending entries with ids after `after`
+    /// (`"0"` for all), oldest first, without blocking. Walking them with
+    /// the last id read reaches the end even when some stay pending (a
+    /// worker leaves what it cannot verify unacknowledged for a while).
+    pub async fn read_pending_after(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        after: &str,
+    ) -> Result<Vec<Entry>> {
+        let opts = StreamReadOptions::default().group(group, consumer).count(count);
+        let mut con = self.con().await?;
+        let reply: redis::RedisResult<Option<StreamReadReply>> = con.xread_options(&[stream], &[after], &opts).await;
+        let reply = match reply {
+            Err(e) if e.code() == Some("NOGROUP") => {
+                drop(con);
+                self.ensure_group(stream, group).await?;
+                return Ok(Vec::new());
+            }
+            r => r?,
+        };
+        Ok(Self::entries(reply))
+    }
+
     fn entries(reply: Option<StreamReadReply>) -> Vec<Entry> {
         let mut out = Vec::new();
         for key in reply.map(|r| r.keys).unwrap_or_default() {

@@ -261,3 +261,52 @@ async fn an_old_attempt_ending_late_leaves_the_new_attempt_of_the_same_task_runn
     let _ = tokio::time::timeout(Duration::from_secs(15), w1).await;
     c.stop().await;
 }
+
+/// A worker restarted with entries it cannot verify still pending reads
+/// each of them once and goes on to new assignments at once; it does not
+/// re-read them until they are acknowledged (two leases after they were
+/// written).
+#[tokio::test]
+async fn a_restarted_worker_with_unreadable_entries_pending_takes_new_work_at_once() {
+    // A long lease, so "until they are acknowledged" is far from "at once".
+    let lease = Duration::from_secs(10);
+    let Some(mut c) = Cluster::start(&[("timing.lease_ttl", "10s")]).await else {
+        return;
+    };
+    c.add_distributor("dist-1");
+    c.add_worker("w1", 2, &[], Registry::builtins()).await;
+    let stream = "{drover:0}:w:w1:in";
+    let mut con = c.redis_con().await;
+    // More than one read's worth (the worker reads `capacity` at a time).
+    for i in 0..5 {
+        let _: String = redis::cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg("m")
+            .arg(format!("not a signed envelope {i}"))
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+    eventually(Duration::from_secs(10), "the worker to set the entries aside", || {
+        let mut con = con.clone();
+        async move { (pending_count(&mut con, stream, "worker").await == 5).then_some(()) }
+    })
+    .await;
+    c.stop_role("w1").await;
+    assert_eq!(pending_count(&mut con, stream, "worker").await, 5, "still pending");
+
+    c.add_worker("w1", 2, &[], Registry::builtins()).await;
+    let client = c.client();
+    let s = client.submit_one(&task("noop", serde_json::Value::Null)).await.unwrap();
+    // Well inside one lease; the set-aside entries are only acknowledged
+    // after two.
+    let t = client.wait(&s.id, lease / 2).await.unwrap();
+    assert_eq!(t.state, TaskState::Succeeded, "{t:?}");
+    assert_eq!(
+        pending_count(&mut con, stream, "worker").await,
+        5,
+        "set aside, not dropped"
+    );
+    c.stop().await;
+}
