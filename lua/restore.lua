@@ -4,7 +4,9 @@
 -- token of the last lease (`b`, shown as the task's fence) are kept; the
 -- worker and entry fields are dropped, since no worker holds anything in
 -- the new Redis and its streams are new. A live task leaves `running`
--- here, so nothing reads its old `b` as a lease.
+-- here, so nothing reads its old `b` as a lease. A live task whose cancel
+-- was requested (`cr`, set while it ran) is not run again: it ends
+-- cancelled here, as the reaper would have ended it once its lease ran out.
 -- Terminal tasks keep their result for the result TTL.
 -- KEYS[1] intake stream      KEYS[2] scheduled zset     KEYS[3] counts hash
 -- ARGV[1] key prefix         ARGV[2] result TTL ms
@@ -12,7 +14,8 @@
 --         the versions they will have ('' if none)
 -- ARGV[4..] 2 per task: id, the task's fields as a JSON object (strings)
 -- Reply: flat array, 2 per task: id, 'queued' | 'scheduled' | 'terminal' |
---        'exists' (a task with this id is already here: left alone)
+--        'cancelled' (live, with a cancel requested) | 'exists' (a task with
+--        this id is already here: left alone)
 local prefix, ttl = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
 local reply, deltas, queued = {}, {}, {}
@@ -37,6 +40,13 @@ for i = 4, #ARGV, 2 do
     if state == 'succeeded' or state == 'dead' or state == 'cancelled' then
       expire_later(id, now, ttl)
       outcome = 'terminal'
+    elseif fields['cr'] == '1' then
+      -- The attempt the request was meant for died with the old Redis and
+      -- is not charged.
+      local att = tonumber(fields['att'] or '0')
+      if state == 'running' then att = math.max(0, att - 1) end
+      finish(key, id, 'cancelled', now, ttl, v, 'att', att)
+      outcome = 'cancelled'
     elseif state == 'scheduled' then
       redis.call('HSET', key, 'v', v, 'ut', now)
       redis.call('ZADD', KEYS[2], tonumber(fields['run_at'] or '0'), id)
