@@ -56,7 +56,7 @@ mod tests {
     #[tokio::test]
     async fn a_panic_while_running_is_a_failure_with_its_message() {
         let handler = |_: TaskContext, n: Value| async move {
-            if n == Value::from(1) {
+            if n == 1 {
                 panic!("bad input {n}");
             }
             Ok::<_, HandlerError>(n)
