@@ -15,6 +15,9 @@ fn block_ms(wait: Duration) -> usize {
     (wait.as_millis() as usize).max(1)
 }
 
+/// Most events entries one read returns.
+pub const EVENTS_READ_COUNT: usize = 1000;
+
 impl Store {
     /// Creates a consumer group (and its stream) if missing.
     pub async fn ensure_group(&self, stream: &str, group: &str) -> Result<()> {
@@ -207,9 +210,28 @@ impl Store {
     /// reads everything), blocking up to `block`.
     pub async fn read_events(&self, last_id: &str, block: Duration) -> Result<Vec<Entry>> {
         let mut con = self.con().await?;
-        let opts = StreamReadOptions::default().count(1000).block(block_ms(block));
+        let opts = StreamReadOptions::default()
+            .count(EVENTS_READ_COUNT)
+            .block(block_ms(block));
         let reply: Option<StreamReadReply> = con.xread_options(&[self.keys.events()], &[last_id], &opts).await?;
         Ok(Self::entries(reply))
+    }
+
+    /// Whether the events entry `id` is still in the stream. A reader that
+    /// got a full read ([`EVENTS_READ_COUNT`]) after `id` may have been
+    /// overtaken by trimming; only if `id` itself was trimmed can entries
+    /// after it have been (the oldest go first).
+    pub async fn event_still_there(&self, id: &str) -> Result<bool> {
+        let mut con = self.con().await?;
+        let v: RawEntries = redis::cmd("XREVRANGE")
+            .arg(self.keys.events())
+            .arg(id)
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut con)
+            .await?;
+        Ok(v.first().is_some_and(|e| e.0 == id))
     }
 
     /// The id of the newest events entry, to start reading after it.

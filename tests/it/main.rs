@@ -20,4 +20,5 @@ mod shutdown;
 mod snapshot;
 mod support;
 mod tls;
+mod waits;
 mod worker;
