@@ -4,9 +4,11 @@
 -- token of the last lease (`b`, shown as the task's fence) are kept; the
 -- worker and entry fields are dropped, since no worker holds anything in
 -- the new Redis and its streams are new. A live task leaves `running`
--- here, so nothing reads its old `b` as a lease.
+-- here, so nothing reads its old `b` as a lease. A live task whose cancel
+-- was requested (`cr`, set while it ran) is not run again: it ends
+-- cancelled here, as the reaper would have ended it once its lease ran out.
 -- Terminal tasks keep their result for the result TTL from now: they are
--- filed in their queue's index as if they finished at the import.
+-- filed as if they finished at the import.
 -- KEYS[1] intake stream      KEYS[2] scheduled zset     KEYS[3] counts hash
 -- ARGV[1] key prefix         ARGV[2] result TTL ms
 -- ARGV[3] '1' to file succeeded tasks in their queue's index, '0' for the
@@ -15,7 +17,8 @@
 --         the versions they will have ('' if none)
 -- ARGV[5..] 2 per task: id, the task's fields as a JSON object (strings)
 -- Reply: flat array, 2 per task: id, 'queued' | 'scheduled' | 'terminal' |
---        'exists' (a task with this id is already here: left alone)
+--        'cancelled' (live, with a cancel requested) | 'exists' (a task with
+--        this id is already here: left alone)
 local prefix = ARGV[1]
 finish_succeeded_into(ARGV[3] == '1', ARGV[2])
 local now = now_ms()
@@ -49,6 +52,13 @@ for i = 5, #ARGV, 2 do
         index_later(id, fields['q'], state)
       end
       outcome = 'terminal'
+    elseif fields['cr'] == '1' then
+      -- The attempt the request was meant for died with the old Redis and
+      -- is not charged.
+      local att = tonumber(fields['att'] or '0')
+      if state == 'running' then att = math.max(0, att - 1) end
+      finish(key, id, fields['q'], 'cancelled', now, v, 'att', att, fields['uq'], fields['uw'])
+      outcome = 'cancelled'
     elseif state == 'scheduled' then
       redis.call('HSET', key, 'v', v, 'ut', now)
       redis.call('ZADD', KEYS[2], tonumber(fields['run_at'] or '0'), id)

@@ -1,7 +1,9 @@
 //! Snapshots: `drover snapshot export` writes every live task (and, with
 //! `--results`, finished ones with their results) to a JSON-lines file;
 //! `drover snapshot import` writes them into an empty namespace, where the
-//! live ones come back queued (or scheduled) and run. A complement to Redis'
+//! live ones come back queued (or scheduled) and run, except those whose
+//! cancel was requested, which come back cancelled. "Empty" is decided by a
+//! whole SCAN of the keyspace, not one step of it. A complement to Redis'
 //! own RDB/AOF backups: portable across Redis versions and namespaces, and
 //! readable. The first line is a header naming the format and version.
 
@@ -92,11 +94,8 @@ pub async fn import(store: &Store, path: &Path, force: bool) -> anyhow::Result<H
             header.version
         );
     }
-    if !force {
-        let (_, existing) = store.scan_tasks("0", 1000).await?;
-        if !existing.is_empty() {
-            anyhow::bail!("the namespace already holds tasks: import into an empty one, or pass --force (tasks whose id exists are left alone)");
-        }
+    if !force && store.holds_any_task().await? {
+        anyhow::bail!("the namespace already holds tasks: import into an empty one, or pass --force (tasks whose id exists are left alone)");
     }
     let mut counts: HashMap<String, u64> = HashMap::new();
     let mut batch = Vec::with_capacity(BATCH);

@@ -237,7 +237,7 @@ pub struct PriorEnd {
 /// only rise (compared as (epoch, fence)): `fence` is the batch number,
 /// global and rising, and `epoch` begins anew when Redis may have lost
 /// writes (and with them batch numbers).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FenceToken {
     pub epoch: u64,
     pub fence: u64,

@@ -30,6 +30,8 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     TooBusy(String),
+    #[error("{0}")]
+    TooManyWaits(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -47,6 +49,7 @@ impl ApiError {
             ApiError::UnknownHandler(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_handler"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::TooBusy(_) => (StatusCode::TOO_MANY_REQUESTS, "backlog_full"),
+            ApiError::TooManyWaits(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_waits"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -19,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 impl ApiState {
     /// Writes validated tasks once admission control lets them in, and
@@ -157,10 +156,12 @@ pub(super) async fn get_task(
 }
 
 /// Waits until the task reaches a terminal state or the timeout passes,
-/// then returns the record either way.
+/// then returns the record either way. Past `coordinator.max_waits` open
+/// waits, 429 at once.
 #[utoipa::path(get, path = "/v1/tasks/{id}/wait", params(("id" = String, Path, description = "Task id"), WaitQuery),
     responses((status = 200, body = TaskBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, description = "Too many open waits", body = ErrorBody),
+        (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn wait_task(
     State(s): State<Arc<ApiState>>,
@@ -179,34 +180,30 @@ pub(super) async fn wait_task(
             .min(max),
     };
     let deadline = tokio::time::Instant::now() + timeout;
+    // Released when this future ends or is dropped (the client went away).
+    let wait = s
+        .waiters
+        .try_register(id.as_str())
+        .map_err(|full| ApiError::TooManyWaits(format!("{} waits are open already; retry later", full.max)))?;
     loop {
-        // Register before reading, so a change between the read and the
+        // Listen before reading, so a change between the read and the
         // wait still wakes us.
-        let notify = s.waiters.register(id.as_str());
-        let notified = notify.notified();
+        let notified = wait.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let task = s.ctx.store.get_task(&id).await;
-        let task = match task {
-            Ok(t) => t,
-            Err(e) => {
-                s.waiters.release(id.as_str());
-                return Err(e.into());
-            }
-        };
-        let Some(task) = task else {
-            s.waiters.release(id.as_str());
-            return Err(ApiError::NotFound(format!("no task {id}")));
-        };
+        let task = s
+            .ctx
+            .store
+            .get_task(&id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no task {id}")))?;
         if task.state.is_terminal() || tokio::time::Instant::now() >= deadline || !s.accepting.load(Ordering::SeqCst) {
-            s.waiters.release(id.as_str());
             return Ok(Json(task.into()));
         }
-        // The events stream wakes us; the one-second cap covers an event
-        // lost to trimming or a Redis restart.
-        let until = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
-        let _ = tokio::time::timeout_at(until, notified).await;
-        s.waiters.release(id.as_str());
+        // Only the events reader wakes us (an event names the task, or
+        // events may have been missed, or shutdown), else the deadline:
+        // nothing reads Redis per wait in between.
+        let _ = tokio::time::timeout_at(deadline, notified).await;
     }
 }
 

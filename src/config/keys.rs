@@ -74,6 +74,7 @@ pub const KEYS: &[KeyDef] = &[
     k("coordinator.timeout", "DROVER_TASK_TIMEOUT", "5m", "default timeout per attempt"),
     k("coordinator.handlers", "DROVER_HANDLERS", "", "handler names accepted before any worker offers them"),
     k("coordinator.wait_max", "DROVER_WAIT_MAX", "60s", "longest long-poll of /wait"),
+    k("coordinator.max_waits", "DROVER_MAX_WAITS", "10000", "long-polls of /wait open at once past which the next gets 429"),
     k("distributor.batch", "DROVER_DISTRIBUTOR_BATCH", "256", "intake entries read at once"),
     k("worker.id", "DROVER_WORKER_ID", "", "worker id (default: hostname-pid)"),
     k("worker.capacity", "DROVER_WORKER_CAPACITY", "16", "tasks run at once"),

@@ -234,6 +234,7 @@ impl Layers {
             timeout: self.duration("coordinator.timeout")?,
             handlers: self.list("coordinator.handlers"),
             wait_max: self.duration("coordinator.wait_max")?,
+            max_waits: self.number("coordinator.max_waits", 1, 10_000_000)? as usize,
         })
     }
 }

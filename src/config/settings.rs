@@ -114,6 +114,7 @@ pub struct CoordinatorSettings {
     pub timeout: Duration,
     pub handlers: Vec<String>,
     pub wait_max: Duration,
+    pub max_waits: usize,
 }
 
 #[derive(Debug, Clone)]

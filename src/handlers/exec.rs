@@ -8,9 +8,14 @@
 //! (so `echo done` yields `"done"`). Stdout beyond `max_output` kills the run. Only
 //! the last 4 KiB of stderr is kept, for the failure message on a non-zero exit.
 //!
-//! The environment is the worker's own, plus the profile's `env`, plus
-//! `DROVER_TASK_ID`, `DROVER_HANDLER`, `DROVER_ATTEMPT`, `DROVER_FENCE` (the
-//! `epoch.fence` token), `DROVER_EPOCH` and `DROVER_FENCE_COUNTER` (the bare fence).
+//! The environment starts empty, not from the worker's: the worker holds the
+//! signing keyring and the Redis password in its own, and a program fed crafted
+//! input must not be able to read them. It gets `PATH` (the worker's, or
+//! [`DEFAULT_PATH`] when the worker has none), then the profile's `env` (which may
+//! set `PATH` itself), then `DROVER_TASK_ID`, `DROVER_HANDLER`, `DROVER_ATTEMPT`,
+//! `DROVER_FENCE` (the `epoch.fence` token), `DROVER_EPOCH` and
+//! `DROVER_FENCE_COUNTER` (the bare fence). Nothing else: a program that needs
+//! `HOME` or `LANG` gets them from its profile entry.
 //!
 //! When the program exits, on timeout, on cancellation and when the run is dropped,
 //! the whole process group is killed with SIGKILL, so background processes a
@@ -34,6 +39,9 @@ use super::{Handler, HandlerError, HandlerFuture, SpecError, TaskContext};
 
 /// How much of the end of stderr is kept for failure messages.
 pub const STDERR_TAIL: usize = 4 * 1024;
+
+/// `PATH` for programs when the worker itself runs without one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// How long to wait for a SIGKILLed program to be reaped before leaving that to
 /// tokio's background reaper; only a process stuck in the kernel takes this long.
@@ -147,9 +155,14 @@ impl Inner {
     /// The program's command line and environment, set up to run in a process
     /// group of its own that dies with the worker.
     fn build_command(&self, ctx: &TaskContext) -> Command {
+        let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
         let mut command = Command::new(&self.command[0]);
         command
             .args(&self.command[1..])
+            // Never the worker's environment: it holds the keyring and the
+            // Redis password (see the module documentation).
+            .env_clear()
+            .env("PATH", path)
             .envs(&self.env)
             .envs(ctx.env())
             .stdin(Stdio::piped())
@@ -469,6 +482,39 @@ sleep 30"#;
             out,
             json!({"task": "task-9", "handler": "thumb", "attempt": "3", "fence": "5.17",
                    "epoch": "5", "counter": "17", "mode": "x", "path_set": true})
+        );
+    }
+
+    #[tokio::test]
+    async fn environment_is_only_path_profile_env_and_task_variables() {
+        // `env` prints exactly the environment it was given, one NAME=value a line.
+        // The test process has plenty of its own (HOME, CARGO_*, ...): none of it
+        // may reach the program, as none of the worker's (its keyring) may.
+        let mut spec = ExecSpec {
+            command: vec!["/usr/bin/env".into()],
+            ..spec("")
+        };
+        spec.env.insert("MODE".into(), "x".into());
+        let out = handler(&spec)
+            .run(ctx(Duration::from_secs(10)), Value::Null)
+            .await
+            .unwrap();
+        let text = out.as_str().expect("env prints text");
+        let mut names: Vec<&str> = text.lines().filter_map(|l| l.split_once('=').map(|(k, _)| k)).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "DROVER_ATTEMPT",
+                "DROVER_EPOCH",
+                "DROVER_FENCE",
+                "DROVER_FENCE_COUNTER",
+                "DROVER_HANDLER",
+                "DROVER_TASK_ID",
+                "MODE",
+                "PATH"
+            ],
+            "{text}"
         );
     }
 

@@ -14,7 +14,8 @@
 //! Layout: [`Handler`], [`TaskContext`] and [`HandlerError`] in `handler`; the
 //! profile's entries ([`HandlerSpec`], [`SpecError`]) and the checks all kinds
 //! share in `spec`; [`Registry`] in `registry`; how a run ends (timeout,
-//! cancellation, output) in `outcome`; one module per kind.
+//! cancellation, output) in `outcome`; a panicking handler turned into a failed
+//! attempt in `unwind`; one module per kind.
 
 pub mod builtin;
 pub mod container;
@@ -24,6 +25,7 @@ pub mod http;
 mod outcome;
 mod registry;
 mod spec;
+mod unwind;
 
 pub use builtin::{Builtin, BuiltinSpec, BUILTIN_NAMES};
 pub use container::{ContainerHandler, ContainerSpec, DockerEngine, DockerError};
@@ -32,3 +34,4 @@ pub use handler::{Handler, HandlerError, HandlerFuture, Probe, ProbeFuture, Task
 pub use http::{HttpHandler, HttpSpec};
 pub use registry::Registry;
 pub use spec::{HandlerSpec, SpecError, DEFAULT_MAX_OUTPUT};
+pub use unwind::run_catching_panics;

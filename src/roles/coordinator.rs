@@ -10,6 +10,7 @@ use crate::api::waiters::Waiters;
 use crate::api::{self, ApiState};
 use crate::context::Context;
 use crate::messages::{EventBody, EVENT};
+use crate::store::EVENTS_READ_COUNT;
 use crate::task::TaskState;
 use crate::telemetry::catalog;
 use std::sync::atomic::Ordering;
@@ -36,7 +37,7 @@ pub async fn run(ctx: Context, listener: TcpListener, id: String, shutdown: Canc
         anyhow::bail!("config: api_tokens: the API needs tokens: set DROVER_API_TOKENS or DROVER_API_TOKENS_FILE (e.g. \"$(drover keygen --token):admin\")");
     }
     ctx.health.role_starting();
-    let waiters = Arc::new(Waiters::default());
+    let waiters = Arc::new(Waiters::new(ctx.settings.coordinator.max_waits));
     let state = Arc::new(ApiState::new(ctx.clone(), waiters.clone()));
     let events = tokio::spawn(read_events(ctx.clone(), waiters.clone(), shutdown.clone()));
     let leader = tokio::spawn(lead(ctx.clone(), id.clone(), shutdown.clone()));
@@ -66,10 +67,16 @@ pub async fn run(ctx: Context, listener: TcpListener, id: String, shutdown: Canc
 }
 
 /// Follows the events stream and wakes waiters of the tasks it names.
+/// Waits are woken by nothing else, so wherever events may have been
+/// missed every waiter is woken to read its task again: after a failed
+/// read, after a full read that trimming may have overtaken, and (at most
+/// once a second) while events are refused, since a refused event's tasks
+/// cannot be known.
 async fn read_events(ctx: Context, waiters: Arc<Waiters>, shutdown: CancellationToken) {
     let stream = ctx.store.keys.events();
     let mut last = None;
     let mut retry = RetryDelay::default();
+    let mut woke_all_for_refused: Option<Instant> = None;
     while !shutdown.is_cancelled() {
         let from = match &last {
             Some(id) => id,
@@ -91,19 +98,35 @@ async fn read_events(ctx: Context, waiters: Arc<Waiters>, shutdown: Cancellation
         match read {
             Ok(entries) => {
                 retry.success();
+                let mut refused = false;
                 for entry in &entries {
                     metrics::counter!(catalog::MESSAGES_RECEIVED.name, "stream" => "events").increment(1);
                     let Ok(verified) = ctx.store.open(&stream, entry) else {
+                        refused = true;
                         continue;
                     };
                     if verified.msg_type() != EVENT {
                         ctx.store.reject(&stream, &entry.id, "malformed");
+                        refused = true;
                         continue;
                     }
                     match verified.parse::<EventBody>() {
                         Ok(body) => waiters.wake(&body.ids),
-                        Err(r) => ctx.store.reject(&stream, &entry.id, r.reason()),
+                        Err(r) => {
+                            ctx.store.reject(&stream, &entry.id, r.reason());
+                            refused = true;
+                        }
                     }
+                }
+                if refused && woke_all_for_refused.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    waiters.wake_all();
+                    woke_all_for_refused = Some(Instant::now());
+                }
+                // A full read may mean the reader fell behind far enough for
+                // trimming to drop events it never saw: waits rely on events
+                // alone, so every waiter re-reads once.
+                if entries.len() >= EVENTS_READ_COUNT && !ctx.store.event_still_there(from).await.unwrap_or(false) {
+                    waiters.wake_all();
                 }
                 if let Some(e) = entries.last() {
                     last = Some(e.id.clone());

@@ -12,7 +12,7 @@
 
 use super::{pause, retry_backoff_ms, RetryDelay};
 use crate::context::Context;
-use crate::handlers::{HandlerError, Registry, TaskContext};
+use crate::handlers::{run_catching_panics, HandlerError, Registry, TaskContext};
 use crate::messages::{AssignBody, CancelBody, ASSIGN, CANCEL};
 use crate::store::keys::WORKER_GROUP;
 use crate::store::{
@@ -49,10 +49,16 @@ enum Stop {
     Released,
 }
 
-/// A task whose handler runs here, by task id: what renewals and cancel
-/// messages need, not the task itself (its input may be large).
+/// One attempt running here: a task and the token of the lease it runs
+/// under. A task can have two: an old attempt whose lease was taken back
+/// (its handler not yet stopped, or its completion not yet answered) and a
+/// new one placed on this same worker. Each is added and removed under its
+/// own key, so the old one ending never touches the new one.
+type AttemptKey = (String, FenceToken);
+
+/// An attempt whose handler runs here: what renewals and cancel messages
+/// need, not the task itself (its input may be large).
 struct Running {
-    token: FenceToken,
     cancel: CancellationToken,
     stop: Arc<Mutex<Option<Stop>>>,
     /// The handler has returned; only the completion report is pending.
@@ -73,7 +79,7 @@ struct Worker {
     ctx: Context,
     spec: WorkerSpec,
     stream: String,
-    running: Mutex<HashMap<String, Running>>,
+    running: Mutex<HashMap<AttemptKey, Running>>,
     completions: mpsc::UnboundedSender<Completion>,
     draining: AtomicBool,
     /// Entries this worker could not act on (they failed verification, or
@@ -167,25 +173,40 @@ impl Worker {
 
     /// Reads this worker's stream and starts what it is assigned, until
     /// shutdown. Entries read before a restart and not yet started come
-    /// first.
+    /// first, each read once: the walk goes on from the last id read, so
+    /// entries set aside (left pending) are not read again and again before
+    /// new assignments.
     async fn take_tasks(self: Arc<Self>, retry: &mut RetryDelay, shutdown: &CancellationToken) {
-        let mut pending = true;
+        // While re-reading own pending entries: the id to read after.
+        let mut pending_after = Some("0".to_string());
         let mut last_trim = Instant::now();
+        let count = self.spec.capacity as usize;
         while !shutdown.is_cancelled() {
+            let store = &self.ctx.store;
             let read = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                r = self.ctx.store.read_group(&self.stream, WORKER_GROUP, &self.spec.id, self.spec.capacity as usize, Some(Duration::from_secs(1)), pending) => r,
+                r = async {
+                    match &pending_after {
+                        Some(after) => store.read_pending_after(&self.stream, WORKER_GROUP, &self.spec.id, count, after).await,
+                        None => store.read_group(&self.stream, WORKER_GROUP, &self.spec.id, count, Some(Duration::from_secs(1)), false).await,
+                    }
+                } => r,
             };
             match read {
                 Ok(entries) => {
                     retry.success();
-                    if pending && entries.is_empty() {
-                        pending = false;
-                    }
+                    let last = entries.last().map(|e| e.id.clone());
+                    let mut all_handled = true;
                     for entry in entries {
                         if let Err(e) = self.clone().handle(entry).await {
+                            all_handled = false;
                             retry.failed("starting tasks", &e, shutdown).await;
                         }
+                    }
+                    // A pending entry that failed for want of Redis is read
+                    // again (its batch with it); the walk ends on an empty read.
+                    if pending_after.is_some() && (all_handled || last.is_none()) {
+                        pending_after = last;
                     }
                     if last_trim.elapsed() > Duration::from_secs(5) {
                         self.ack_set_aside().await;
@@ -300,8 +321,12 @@ impl Worker {
                 match verified.parse::<CancelBody>() {
                     Ok(c) => {
                         let running = self.running.lock().expect("running lock");
-                        match running.get(&c.id) {
-                            Some(r) if r.token.epoch == c.epoch && r.token.fence == c.fence => {
+                        let token = FenceToken {
+                            epoch: c.epoch,
+                            fence: c.fence,
+                        };
+                        match running.get(&(c.id.clone(), token)) {
+                            Some(r) => {
                                 tracing::info!(task_id = %c.id, "cancel requested: stopping the handler");
                                 r.stop(Stop::Cancelled);
                             }
@@ -376,15 +401,24 @@ impl Worker {
         let cancel = CancellationToken::new();
         let stop = Arc::new(Mutex::new(None));
         let finished = Arc::new(AtomicBool::new(false));
-        self.running.lock().expect("running lock").insert(
-            task.id.clone(),
-            Running {
-                token: task.token,
-                cancel: cancel.clone(),
-                stop: stop.clone(),
-                finished: finished.clone(),
-            },
-        );
+        let key: AttemptKey = (task.id.clone(), task.token);
+        {
+            let mut running = self.running.lock().expect("running lock");
+            if running.contains_key(&key) {
+                // The claim script starts an attempt once; a second start
+                // of the same one would run its handler twice.
+                tracing::warn!(task_id = %task.id, fence = %task.token, "attempt already running here: not started again");
+                return;
+            }
+            running.insert(
+                key.clone(),
+                Running {
+                    cancel: cancel.clone(),
+                    stop: stop.clone(),
+                    finished: finished.clone(),
+                },
+            );
+        }
         let span = tracing::info_span!("task", task_id = %task.id, handler = %task.handler, attempt = task.attempt, fence = %task.token);
         let run = async move {
             let started = Instant::now();
@@ -397,7 +431,7 @@ impl Worker {
             let (outcome, payload) = match (result, stop) {
                 (_, Some(Stop::Lost)) => {
                     tracing::warn!("lease lost: the result is dropped, another attempt owns the task");
-                    self.running.lock().expect("running lock").remove(&task.id);
+                    self.running.lock().expect("running lock").remove(&key);
                     metrics::counter!(catalog::TASKS_FINISHED.name, "outcome" => "lost").increment(1);
                     return;
                 }
@@ -441,8 +475,10 @@ impl Worker {
             cancel: cancel.clone(),
         };
         // Handlers stop themselves at the timeout; this outer bound only
-        // guards against one that does not.
-        match tokio::time::timeout(timeout + Duration::from_secs(5), handler.run(ctx, input)).await {
+        // guards against one that does not. A panic fails the attempt
+        // instead of leaving it in `running` with its lease renewed for ever.
+        let run = run_catching_panics(handler.as_ref(), ctx, input);
+        match tokio::time::timeout(timeout + Duration::from_secs(5), run).await {
             Ok(r) => r,
             Err(_) => {
                 cancel.cancel();
@@ -474,7 +510,7 @@ impl Worker {
                         retry.success();
                         let mut running = self.running.lock().expect("running lock");
                         for (c, state) in batch.iter().zip(&states) {
-                            running.remove(&c.task.id);
+                            running.remove(&(c.task.id.clone(), c.task.token));
                             // A hand-back of a task with a cancel request ends
                             // it cancelled: count what happened, not what was asked.
                             let outcome = match state {
@@ -528,7 +564,7 @@ impl Worker {
                 .expect("running lock")
                 .iter()
                 .filter(|(_, r)| r.stop.lock().expect("stop lock").is_none())
-                .map(|(id, r)| (id.clone(), r.token))
+                .map(|(key, _)| key.clone())
                 .collect();
             if held.is_empty() {
                 last_ok = Instant::now();
@@ -551,8 +587,9 @@ impl Worker {
                 Ok(Ok(statuses)) => {
                     last_ok = sent;
                     let running = self.running.lock().expect("running lock");
-                    for ((id, _), status) in held.iter().zip(statuses) {
-                        let Some(r) = running.get(id) else { continue };
+                    for (key, status) in held.iter().zip(statuses) {
+                        let Some(r) = running.get(key) else { continue };
+                        let id = &key.0;
                         match status {
                             RenewStatus::Ok => {}
                             RenewStatus::CancelRequested => {
@@ -594,7 +631,7 @@ impl Worker {
             for r in running.values() {
                 r.stop(Stop::Released);
             }
-            running.keys().cloned().collect()
+            running.keys().map(|(id, token)| format!("{id}@{token}")).collect()
         };
         if !left.is_empty() {
             tracing::info!(tasks = ?left, "grace period over: handing tasks back");

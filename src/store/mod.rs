@@ -42,6 +42,7 @@ pub use outcomes::{
 pub use reads::{Page, PageCursor};
 pub use reap::ReapStats;
 pub use redis_info::TASK_HASH_LISTPACK_VALUE;
+pub use streams::EVENTS_READ_COUNT;
 pub use workers::{Heartbeat, WorkerView};
 
 use crate::clock::Clock;

@@ -271,6 +271,9 @@ pub enum RestoreOutcome {
     Scheduled,
     /// A finished task, kept for the result TTL.
     Terminal,
+    /// A live task whose cancel was requested before the export: ended
+    /// cancelled, not run again.
+    Cancelled,
     /// A task with this id is already here: left alone.
     Exists,
 }
@@ -281,6 +284,7 @@ impl RestoreOutcome {
             "queued" => Some(RestoreOutcome::Queued),
             "scheduled" => Some(RestoreOutcome::Scheduled),
             "terminal" => Some(RestoreOutcome::Terminal),
+            "cancelled" => Some(RestoreOutcome::Cancelled),
             "exists" => Some(RestoreOutcome::Exists),
             _ => None,
         })
@@ -291,6 +295,7 @@ impl RestoreOutcome {
             RestoreOutcome::Queued => "queued",
             RestoreOutcome::Scheduled => "scheduled",
             RestoreOutcome::Terminal => "terminal",
+            RestoreOutcome::Cancelled => "cancelled",
             RestoreOutcome::Exists => "exists",
         }
     }
@@ -490,7 +495,7 @@ mod tests {
         for w in ["ok", "cancel", "lost"] {
             assert_eq!(RenewStatus::parse("renew", w).unwrap().label(), w);
         }
-        for w in ["queued", "scheduled", "terminal", "exists"] {
+        for w in ["queued", "scheduled", "terminal", "cancelled", "exists"] {
             assert_eq!(RestoreOutcome::parse("restore", w).unwrap().label(), w);
         }
         assert!(AssignStatus::Full.worker_was_unable() && AssignStatus::Gone.worker_was_unable());

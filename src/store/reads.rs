@@ -205,6 +205,24 @@ impl Store {
         ))
     }
 
+    /// Whether the namespace holds any task record. SCAN steps until one
+    /// is found or the whole keyspace has been walked: in a Redis shared
+    /// with other keys one step can come back empty while tasks remain.
+    pub async fn holds_any_task(&self) -> Result<bool> {
+        let mut con = self.con().await?;
+        let mut cursor = "0".to_string();
+        loop {
+            let (next, keys) = self.scan_task_keys(&mut con, &cursor, 1000).await?;
+            if !keys.is_empty() {
+                return Ok(true);
+            }
+            if next == "0" {
+                return Ok(false);
+            }
+            cursor = next;
+        }
+    }
+
     /// Every field of each hash of `keys`, in one pipeline.
     async fn hashes(con: &mut Con, keys: &[String]) -> Result<Vec<HashMap<String, String>>> {
         if keys.is_empty() {

@@ -15,6 +15,9 @@ fn block_ms(wait: Duration) -> usize {
     (wait.as_millis() as usize).max(1)
 }
 
+/// Most events entries one read returns.
+pub const EVENTS_READ_COUNT: usize = 1000;
+
 impl Store {
     /// Creates a consumer group (and its stream) if missing.
     pub async fn ensure_group(&self, stream: &str, group: &str) -> Result<()> {
@@ -46,6 +49,32 @@ impl Store {
         let id = if pending { "0" } else { ">" };
         let mut con = self.con().await?;
         let reply: redis::RedisResult<Option<StreamReadReply>> = con.xread_options(&[stream], &[id], &opts).await;
+        let reply = match reply {
+            Err(e) if e.code() == Some("NOGROUP") => {
+                drop(con);
+                self.ensure_group(stream, group).await?;
+                return Ok(Vec::new());
+            }
+            r => r?,
+        };
+        Ok(Self::entries(reply))
+    }
+
+    /// Reads `consumer`'s own pending entries with ids after `after`
+    /// (`"0"` for all), oldest first, without blocking. Walking them with
+    /// the last id read reaches the end even when some stay pending (a
+    /// worker leaves what it cannot verify unacknowledged for a while).
+    pub async fn read_pending_after(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        after: &str,
+    ) -> Result<Vec<Entry>> {
+        let opts = StreamReadOptions::default().group(group, consumer).count(count);
+        let mut con = self.con().await?;
+        let reply: redis::RedisResult<Option<StreamReadReply>> = con.xread_options(&[stream], &[after], &opts).await;
         let reply = match reply {
             Err(e) if e.code() == Some("NOGROUP") => {
                 drop(con);
@@ -181,9 +210,28 @@ impl Store {
     /// reads everything), blocking up to `block`.
     pub async fn read_events(&self, last_id: &str, block: Duration) -> Result<Vec<Entry>> {
         let mut con = self.con().await?;
-        let opts = StreamReadOptions::default().count(1000).block(block_ms(block));
+        let opts = StreamReadOptions::default()
+            .count(EVENTS_READ_COUNT)
+            .block(block_ms(block));
         let reply: Option<StreamReadReply> = con.xread_options(&[self.keys.events()], &[last_id], &opts).await?;
         Ok(Self::entries(reply))
+    }
+
+    /// Whether the events entry `id` is still in the stream. A reader that
+    /// got a full read ([`EVENTS_READ_COUNT`]) after `id` may have been
+    /// overtaken by trimming; only if `id` itself was trimmed can entries
+    /// after it have been (the oldest go first).
+    pub async fn event_still_there(&self, id: &str) -> Result<bool> {
+        let mut con = self.con().await?;
+        let v: RawEntries = redis::cmd("XREVRANGE")
+            .arg(self.keys.events())
+            .arg(id)
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut con)
+            .await?;
+        Ok(v.first().is_some_and(|e| e.0 == id))
     }
 
     /// The id of the newest events entry, to start reading after it.

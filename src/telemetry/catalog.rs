@@ -171,6 +171,11 @@ pub const UNPLACEABLE_TASKS: Metric = gauge(
     "Tasks a distributor holds that no live worker could take (handler or tags missing).",
     &[],
 );
+pub const API_WAITS: Metric = gauge(
+    "drover_api_waits",
+    "Long-polls of /v1/tasks/{id}/wait open on this coordinator.",
+    &[],
+);
 pub const HTTP_REQUESTS: Metric = counter(
     "drover_http_requests_total",
     "API requests, by route and status.",
@@ -209,6 +214,7 @@ pub const ALL: &[&Metric] = &[
     &REDIS_COMMAND,
     &TASK_WAIT,
     &UNPLACEABLE_TASKS,
+    &API_WAITS,
     &HTTP_REQUESTS,
 ];
 

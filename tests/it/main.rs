@@ -21,3 +21,5 @@ mod shutdown;
 mod snapshot;
 mod support;
 mod tls;
+mod waits;
+mod worker;
