@@ -14,6 +14,7 @@ yardstick for today's scripts) on the same Redis, in turns:
    - q1-turns: q1 without the one-key shortcut (`LPOP` with a count), so
                every task takes a fair turn: `ZRANGE` + `LPOP` + `ZINCRBY`;
    - q1000:    one queue, 1,000 keys, no limits (the fairness cost);
+   - q1000-q4: q1000 with turns of up to 4 tasks (a quantum of 4);
    - q10x1000: 10 queues × 1,000 keys, each key with a concurrency limit
                (`keyconf:<k>`), each queue with a concurrency limit and a
                token bucket (none of them binding: the checks are paid,
@@ -37,8 +38,9 @@ Before measuring, it checks that the queue scripts do what QUEUES.md says
 cancelled ids, the sorted set's priority order): a script that skipped a
 step would look cheaper than it is.
 
-Usage: scripts/queue-layouts.py [REPEATS] [--big]   (default 3 repeats;
---big: 1,000,000 tasks for memory and the index page; needs redis-server)
+Usage: scripts/queue-layouts.py [REPEATS] [--big] [--parts=cpu,memory,index]
+(default 3 repeats, all three parts; --big: 1,000,000 tasks for memory and
+the index page; needs redis-server)
 """
 import importlib.util
 import os
@@ -57,6 +59,8 @@ BATCH, BATCHES, ENVELOPE, CLOCK = floor.BATCH, floor.BATCHES, floor.ENVELOPE, fl
 BIG = "--big" in sys.argv
 MEMORY_TASKS = int(os.environ.get("MEMORY_TASKS", 1_000_000 if BIG else 100_000))
 INDEX_TASKS = int(os.environ.get("INDEX_TASKS", 1_000_000 if BIG else 100_000))
+# --parts=cpu,memory,index (the default: all three) runs only some.
+PARTS = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--parts=")), "cpu,memory,index").split(",")
 LEVELS = 10
 
 # submit: a task hash each, one RPUSH per run of tasks sharing (class, key,
@@ -148,12 +152,13 @@ return ent"""
 # weighted fair order: the key of lowest virtual time (skipping keys at
 # their limit for the rest of the call; they keep their score), one id,
 # and the key's time + 1/weight. A set of one key pops up to the count at
-# once (ARGV[5] = '1' allows it). When the top level's keys are all at
+# once (ARGV[5] = '1' allows it). A turn takes up to ARGV[6] ids (the
+# quantum; 1 is exact turns) and advances the key by that many steps. When the top level's keys are all at
 # their limits the call ends: lower levels wait (a choice, not measured).
 # ARGV[1] prefix, ARGV[2] envelope, ARGV[3] worker, ARGV[4] count,
-# ARGV[5] one-key shortcut, ARGV[6..] classes.
+# ARGV[5] one-key shortcut, ARGV[6] quantum, ARGV[7..] classes.
 Q_ASSIGN = LIMITS + """
-local shortcut = ARGV[5] == '1'
+local shortcut, quantum = ARGV[5] == '1', tonumber(ARGV[6])
 local conf = {} -- per key met in this call: {conc, run, step, taken}
 local function settings(k)
   local c = conf[k]
@@ -169,7 +174,7 @@ end
 local stop = false
 while #taken_ids < want and not stop do
   local class, level, best
-  for ci = 6, #ARGV do
+  for ci = 7, #ARGV do
     local top = redis.call('ZREVRANGE', p .. 'levels:' .. ARGV[ci], 0, 0, 'WITHSCORES')
     if top[1] and (not best or tonumber(top[2]) > best) then class, level, best = ARGV[ci], top[1], tonumber(top[2]) end
   end
@@ -194,19 +199,24 @@ while #taken_ids < want and not stop do
       blocked[k], nblocked = true, nblocked + 1
     else
       local list = p .. 'ready:' .. class .. ':' .. k .. ':' .. level
-      local ids, all = nil, shortcut and #low == 2 and nblocked == 0
-      if all then
-        ids = redis.call('LPOP', list, room) or {}
-      else
+      -- One id per turn, or up to the quantum, or (one key in the set) up
+      -- to the room; popping fewer than asked shows the list is empty.
+      local ask = 1
+      if shortcut and #low == 2 and nblocked == 0 then ask = room
+      elseif quantum > 1 then ask = math.min(room, quantum) end
+      local ids
+      if ask == 1 then
         local id = redis.call('LPOP', list)
         ids = id and {id} or {}
+      else
+        ids = redis.call('LPOP', list, ask) or {}
       end
       local got = 0
       for j = 1, #ids do
         if take(ids[j]) then got = got + 1 end
       end
       c[4] = c[4] + got
-      if #ids == 0 or (all and #ids < room) then
+      if #ids < ask then
         redis.call('ZREM', ks, k)
       else
         redis.call('ZINCRBY', ks, #ids == 1 and c[3] or tostring(#ids * tonumber(c[3])), k)
@@ -283,10 +293,10 @@ return total"""
 
 # assign from one class's sorted set: ZPOPMIN with the count.
 Z_ASSIGN = LIMITS + """
-assert(#ARGV == 6, 'zset layout: one class')
+assert(#ARGV == 7, 'zset layout: one class')
 while #taken_ids < want do
   local room = want - #taken_ids
-  local popped = redis.call('ZPOPMIN', p .. 'ready:' .. ARGV[6], room)
+  local popped = redis.call('ZPOPMIN', p .. 'ready:' .. ARGV[7], room)
   for j = 1, #popped, 2 do take(popped[j]) end
   if #popped < 2 * room then break end
 end
@@ -326,12 +336,13 @@ def measure(r, n, step):
 # Variants of the queue layouts: queues, keys per queue, tasks per run of
 # one submit call, limits, idx, the one-key shortcut, level lists or zset.
 VARIANTS = {
-    "q1": dict(queues=1, keys=1, run=BATCH, limits=False, idx=False, shortcut=True, zset=False),
-    "q1-idx": dict(queues=1, keys=1, run=BATCH, limits=False, idx=True, shortcut=True, zset=False),
-    "q1-turns": dict(queues=1, keys=1, run=BATCH, limits=False, idx=False, shortcut=False, zset=False),
-    "q1000": dict(queues=1, keys=1000, run=4, limits=False, idx=False, shortcut=True, zset=False),
-    "q10x1000": dict(queues=10, keys=1000, run=2, limits=True, idx=False, shortcut=True, zset=False),
-    "zset": dict(queues=1, keys=1, run=BATCH, limits=False, idx=False, shortcut=True, zset=True),
+    "q1": dict(queues=1, keys=1, run=BATCH, limits=False, idx=False, shortcut=True, zset=False, quantum=1),
+    "q1-idx": dict(queues=1, keys=1, run=BATCH, limits=False, idx=True, shortcut=True, zset=False, quantum=1),
+    "q1-turns": dict(queues=1, keys=1, run=BATCH, limits=False, idx=False, shortcut=False, zset=False, quantum=1),
+    "q1000": dict(queues=1, keys=1000, run=4, limits=False, idx=False, shortcut=True, zset=False, quantum=1),
+    "q1000-q4": dict(queues=1, keys=1000, run=4, limits=False, idx=False, shortcut=True, zset=False, quantum=4),
+    "q10x1000": dict(queues=10, keys=1000, run=2, limits=True, idx=False, shortcut=True, zset=False, quantum=1),
+    "zset": dict(queues=1, keys=1, run=BATCH, limits=False, idx=False, shortcut=True, zset=True, quantum=1),
 }
 
 
@@ -375,7 +386,7 @@ def run_queues(r, name, sha):
         while any(left):
             if left[q]:
                 p = qprefix(q)
-                ent = r.evalsha(assign, 0, p, ENVELOPE, "w1", str(BATCH), "1" if v["shortcut"] else "0", "c1")
+                ent = r.evalsha(assign, 0, p, ENVELOPE, "w1", str(BATCH), "1" if v["shortcut"] else "0", str(v["quantum"]), "c1")
                 assert ent, f"{name}: assign took nothing from {p}"
                 entries.append((p, ent.decode()))
                 left[q] -= 1
@@ -432,8 +443,8 @@ def check(r, sha):
             args += [c, k, str(l), str(len(ids)), *ids]
         r.evalsha(sha[script], 0, p, ENVELOPE, *args)
 
-    def assign(count, shortcut="1", script="q_assign", classes=("c1",)):
-        ent = r.evalsha(sha[script], 0, p, ENVELOPE, "w1", str(count), shortcut, *classes)
+    def assign(count, shortcut="1", script="q_assign", classes=("c1",), quantum="1"):
+        ent = r.evalsha(sha[script], 0, p, ENVELOPE, "w1", str(count), shortcut, quantum, *classes)
         if not ent:
             return []
         (_, fields), = r.xrange(p + "w:w1:s", ent, ent)
@@ -444,6 +455,9 @@ def check(r, sha):
     assert assign(5) == ["a1", "b1", "c1", "a2", "b2"], "fair turns, oldest first within a key"
     assert assign(5) == ["a3", "a4"], "one key left: the rest at once"
     assert r.zcard(p + "keys:c1:5") == 0 and r.zcard(p + "levels:c1") == 0, "empty keys and levels leave"
+    submit(("c1", "A", 5, ["a1", "a2", "a3", "a4"]), ("c1", "B", 5, ["b1", "b2", "b3"]))
+    assert assign(6, quantum="2") == ["a1", "a2", "b1", "b2", "a3", "a4"], "a turn of 2"
+    assert assign(6, quantum="2") == ["b3"] and r.zcard(p + "keys:c1:5") == 0
     r.flushall()
     r.hset(p + "meta", "klim", "1")
     r.hset(p + "keyconf:A", mapping={"conc": "1"})
@@ -472,7 +486,7 @@ def check(r, sha):
 def cpu(r, sha, repeats):
     """Each variant after a run of batch, REPEATS times; medians."""
     seen = {}
-    order = ["q1", "batch-idx", "q1-idx", "q1-turns", "q1000", "q10x1000", "zset"]
+    order = ["q1", "batch-idx", "q1-idx", "q1-turns", "q1000", "q1000-q4", "q10x1000", "zset"]
     for _ in range(repeats):
         for name in order:
             base = floor.run(r, "batch", sha)
@@ -610,9 +624,12 @@ def main():
                     "today_submit": r.script_load(TODAY_SUBMIT)})
         check(r, sha)
         print("checks: queue scripts take in fair turns, by level, within limits; ok", flush=True)
-        cpu(r, sha, repeats)
-        memory(r, sha)
-        index(r)
+        if "cpu" in PARTS:
+            cpu(r, sha, repeats)
+        if "memory" in PARTS:
+            memory(r, sha)
+        if "index" in PARTS:
+            index(r)
 
 
 if __name__ == "__main__":
