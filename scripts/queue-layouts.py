@@ -6,8 +6,10 @@ yardstick for today's scripts) on the same Redis, in turns:
 1. CPU: µs of Redis per task, from `INFO commandstats`, for submit,
    assign, the worker's accept and complete, as layout-floor.py measures
    them (500 batches of 64 tasks per step; BATCHES= to change). Every run
-   of a variant follows a run of `batch`, and its ratio is to that run
-   (ABAB turns; medians over REPEATS). Variants:
+   of a variant follows a run of `batch` and one of `batch-st` (batch with
+   the lease start `st` written per task, as assign.lua and the queue
+   layouts write it), and its ratios are to those runs (turns; medians
+   over REPEATS). Variants:
    - q1:       one queue, one key, no limits (QUEUES.md's first variant);
    - q1-idx:   q1 with complete's `ZADD idx:succeeded` (and batch-idx:
                `batch` with it);
@@ -307,6 +309,15 @@ end
 TODAY_SUBMIT = floor.SUBMIT.replace("'in', '{}'", "'in', 'null'")
 assert TODAY_SUBMIT != floor.SUBMIT
 
+# layout-floor.py's batch with the lease start `st` in assign's HSET, as
+# assign.lua writes it since batch leases were built (5 fields, as the
+# queue layouts write): the yardstick without that difference.
+BATCH_ST_ASSIGN = floor.BATCH_ASSIGN.replace(
+    "for j = 1, #keys do\n  redis.call('HSET', keys[j], 'state', 'running', 'v', versions[j], 'att', attempts[j], 'b', ent)",
+    "local nows = string.format('%d', now)\nfor j = 1, #keys do\n"
+    "  redis.call('HSET', keys[j], 'state', 'running', 'v', versions[j], 'att', attempts[j], 'st', nows, 'b', ent)")
+assert "'st', nows" in BATCH_ST_ASSIGN
+
 # layout-floor.py's batch complete with the same idx:succeeded ZADD.
 BATCH_COMPLETE_IDX = floor.LEAN_COMPLETE.replace(
     "local done, nows = 0, string.format('%d', now)",
@@ -421,15 +432,21 @@ def run_queues(r, name, sha):
     return steps
 
 
-def run_batch_idx(r, sha):
-    """layout-floor.py's batch with complete's idx:succeeded ZADD."""
-    saved = sha["batch_complete"]
-    sha["batch_complete"] = sha["batch_complete_idx"]
+def run_batch(r, sha, name):
+    """layout-floor.py's batch, or batch-st (the lease start written) or
+    batch-idx (complete's idx:succeeded ZADD)."""
+    step, script = {"batch": ("batch_assign", "batch_assign"), "batch-st": ("batch_assign", "batch_st_assign"),
+                    "batch-idx": ("batch_complete", "batch_complete_idx")}[name]
+    saved = sha[step]
+    sha[step] = sha[script]
     try:
         steps = floor.run(r, "batch", sha)
     finally:
-        sha["batch_complete"] = saved
-    assert r.zcard(floor.PREFIX + "idx:succeeded") == BATCH * BATCHES
+        sha[step] = saved
+    if name == "batch-idx":
+        assert r.zcard(floor.PREFIX + "idx:succeeded") == BATCH * BATCHES
+    if name == "batch-st":
+        assert r.hget(floor.PREFIX + "t:" + f"batch{0:05d}{0:02d}0123456789abc", "st")
     return steps
 
 
@@ -484,25 +501,31 @@ def check(r, sha):
 
 
 def cpu(r, sha, repeats):
-    """Each variant after a run of batch, REPEATS times; medians."""
+    """Turns of batch, batch-st, then one variant, REPEATS times; medians
+    of each step, and of each turn's ratio to its batch and batch-st."""
     seen = {}
     order = ["q1", "batch-idx", "q1-idx", "q1-turns", "q1000", "q1000-q4", "q10x1000", "zset"]
+    total = lambda steps: sum(steps.values())
     for _ in range(repeats):
         for name in order:
-            base = floor.run(r, "batch", sha)
-            steps = run_batch_idx(r, sha) if name == "batch-idx" else run_queues(r, name, sha)
-            seen.setdefault("batch", []).append(base)
-            seen.setdefault(name, []).append(steps)
-            seen.setdefault(name + "/batch", []).append(sum(steps.values()) / sum(base.values()))
-            print(f"  turn: batch {sum(base.values()):.2f}, {name} {sum(steps.values()):.2f} us per task",
+            base, base_st = run_batch(r, sha, "batch"), run_batch(r, sha, "batch-st")
+            steps = run_batch(r, sha, name) if name.startswith("batch") else run_queues(r, name, sha)
+            for k, v in (("batch", base), ("batch-st", base_st), (name, steps)):
+                seen.setdefault(k, []).append(v)
+            seen.setdefault("batch-st/batch", []).append(total(base_st) / total(base))
+            seen.setdefault(name + "/batch", []).append(total(steps) / total(base))
+            seen.setdefault(name + "/batch-st", []).append(total(steps) / total(base_st))
+            print(f"  turn: batch {total(base):.2f}, batch-st {total(base_st):.2f}, {name} {total(steps):.2f} us per task",
                   file=sys.stderr, flush=True)
-    for name in ["batch"] + order:
+    for name in ["batch", "batch-st"] + order:
         runs = seen[name]
         med = {k: statistics.median(s[k] for s in runs) for k in runs[0]}
         shown = ", ".join(f"{k} {v:.2f}" for k, v in med.items())
-        total = statistics.median(sum(s.values()) for s in runs)
         ratio = "" if name == "batch" else f"; /batch {statistics.median(seen[name + '/batch']):.3f}"
-        print(f"{name}: {shown}; all {total:.2f} us per task{ratio} (median of {len(runs)})", flush=True)
+        if name not in ("batch", "batch-st"):
+            ratio += f", /batch-st {statistics.median(seen[name + '/batch-st']):.3f}"
+        print(f"{name}: {shown}; all {statistics.median(map(total, runs)):.2f} us per task{ratio} "
+              f"(median of {len(runs)})", flush=True)
 
 
 B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -621,7 +644,8 @@ def main():
         sha.update({"q_submit": r.script_load(Q_SUBMIT), "q_assign": r.script_load(Q_ASSIGN),
                     "q_complete": r.script_load(Q_COMPLETE), "z_submit": r.script_load(Z_SUBMIT),
                     "z_assign": r.script_load(Z_ASSIGN), "batch_complete_idx": r.script_load(BATCH_COMPLETE_IDX),
-                    "today_submit": r.script_load(TODAY_SUBMIT)})
+                    "today_submit": r.script_load(TODAY_SUBMIT),
+                    "batch_st_assign": r.script_load(BATCH_ST_ASSIGN)})
         check(r, sha)
         print("checks: queue scripts take in fair turns, by level, within limits; ok", flush=True)
         if "cpu" in PARTS:
