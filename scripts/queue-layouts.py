@@ -41,7 +41,7 @@ cancelled ids, the sorted set's priority order): a script that skipped a
 step would look cheaper than it is.
 
 Usage: scripts/queue-layouts.py [REPEATS] [--big] [--parts=cpu,memory,index]
-(default 3 repeats, all three parts; --big: 1,000,000 tasks for memory and
+[--variants=q1,q1-idx,...] (default 3 repeats, all three parts, every variant; --big: 1,000,000 tasks for memory and
 the index page; needs redis-server)
 """
 import importlib.util
@@ -63,6 +63,9 @@ MEMORY_TASKS = int(os.environ.get("MEMORY_TASKS", 1_000_000 if BIG else 100_000)
 INDEX_TASKS = int(os.environ.get("INDEX_TASKS", 1_000_000 if BIG else 100_000))
 # --parts=cpu,memory,index (the default: all three) runs only some.
 PARTS = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--parts=")), "cpu,memory,index").split(",")
+# The CPU variants, in the order of their turns; --variants=q1,q1-idx runs some.
+ORDER = ["q1", "batch-idx", "q1-idx", "q1-turns", "q1000", "q1000-q4", "q10x1000", "zset"]
+VARIANTS_RUN = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--variants=")), ",".join(ORDER)).split(",")
 LEVELS = 10
 
 # submit: a task hash each, one RPUSH per run of tasks sharing (class, key,
@@ -504,7 +507,7 @@ def cpu(r, sha, repeats):
     """Turns of batch, batch-st, then one variant, REPEATS times; medians
     of each step, and of each turn's ratio to its batch and batch-st."""
     seen = {}
-    order = ["q1", "batch-idx", "q1-idx", "q1-turns", "q1000", "q1000-q4", "q10x1000", "zset"]
+    order = [v for v in VARIANTS_RUN if v in ORDER]
     total = lambda steps: sum(steps.values())
     for _ in range(repeats):
         for name in order:
@@ -521,9 +524,10 @@ def cpu(r, sha, repeats):
         runs = seen[name]
         med = {k: statistics.median(s[k] for s in runs) for k in runs[0]}
         shown = ", ".join(f"{k} {v:.2f}" for k, v in med.items())
-        ratio = "" if name == "batch" else f"; /batch {statistics.median(seen[name + '/batch']):.3f}"
+        spread = lambda xs: f"{statistics.median(xs):.3f} ({min(xs):.2f}-{max(xs):.2f})"
+        ratio = "" if name == "batch" else f"; /batch {spread(seen[name + '/batch'])}"
         if name not in ("batch", "batch-st"):
-            ratio += f", /batch-st {statistics.median(seen[name + '/batch-st']):.3f}"
+            ratio += f", /batch-st {spread(seen[name + '/batch-st'])}"
         print(f"{name}: {shown}; all {statistics.median(map(total, runs)):.2f} us per task{ratio} "
               f"(median of {len(runs)})", flush=True)
 
