@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """What would docs/QUEUES.md's layout cost in Redis? The measurements of
-that page's "Measurements to make", against layout-floor.py's `batch` (the
+that page's "Measurements" (its numbers of 2026-12-07 come from here), against layout-floor.py's `batch` (the
 yardstick for today's scripts) on the same Redis, in turns:
 
 1. CPU: µs of Redis per task, from `INFO commandstats`, for submit,
@@ -23,13 +23,16 @@ yardstick for today's scripts) on the same Redis, in turns:
                every task still runs);
    - zset:     q1's workload with one sorted set per class scored
                priority * 2^32 + seq (BullMQ's layout) instead of level lists.
+   (The queue layouts' task input is `null`, batch's `{}`: 2 bytes.)
 2. Memory per queued task (MEMORY_TASKS, default 100,000): task hashes as
    submit.lua writes them (state, v, h, in, ct, ent; 22-character base-62
    ids; the queue prefix `{drover:default:0}:`), in lists (1 key, and
    1,000 keys, whose tasks also hold `k`), in one sorted set per class,
    and as today (the hash plus an intake stream entry naming the ids); and
    what a member of `idx:<state>` costs per finished task.
-3. The index page (INDEX_TASKS finished task hashes, default 100,000, 1 in
+4. The index page (QUEUES.md's measurement 4, Redis side; the fairness
+   cost, its measurement 3, is q1 / q1-turns / q1000 / q1000-q4 above).
+   The page (INDEX_TASKS finished task hashes, default 100,000, 1 in
    100 dead, and `idx:dead` with as many members): a page of 100 ids by
    `ZRANGE idx:dead (cursor +inf BYSCORE LIMIT 0 100`, against the walk
    today's API does to find 100 dead tasks (`SCAN MATCH t:* COUNT 1000`
@@ -41,8 +44,10 @@ cancelled ids, the sorted set's priority order): a script that skipped a
 step would look cheaper than it is.
 
 Usage: scripts/queue-layouts.py [REPEATS] [--big] [--parts=cpu,memory,index]
-[--variants=q1,q1-idx,...] (default 3 repeats, all three parts, every variant; --big: 1,000,000 tasks for memory and
-the index page; needs redis-server)
+                                [--variants=q1,q1-idx,...]
+Defaults: 3 repeats, all three parts, every variant. --big: 1,000,000
+tasks for memory and the index page. Needs redis-server, and the `redis`
+package (layout-floor.py installs it from PyPI when missing).
 """
 import importlib.util
 import os
