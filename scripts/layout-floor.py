@@ -31,6 +31,7 @@ acknowledgements are not counted, as in the scripts scenario.
 Usage: scripts/layout-floor.py [REPEATS]   (default 3; needs redis-server,
 and installs the `redis` package from PyPI if it is missing)
 """
+import contextlib
 import os
 import socket
 import subprocess
@@ -233,12 +234,14 @@ def run(r, layout, sha):
     return steps
 
 
-def main():
-    repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+@contextlib.contextmanager
+def redis_server(*args):
+    """A redis-server of its own on a free port, without persistence, and a
+    client for it; stopped on the way out. scripts/queue-layouts.py uses it too."""
     port = free_port()
     with tempfile.TemporaryDirectory() as d:
         server = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
-                                   "--dir", d], stdout=subprocess.DEVNULL)
+                                   "--dir", d, *args], stdout=subprocess.DEVNULL)
         try:
             r = redis.Redis(port=port)
             for _ in range(100):
@@ -247,19 +250,30 @@ def main():
                     break
                 except redis.ConnectionError:
                     time.sleep(0.05)
-            sha = {"submit": r.script_load(SUBMIT),
-                   "lean_assign": r.script_load(LEAN_ASSIGN), "lean_complete": r.script_load(LEAN_COMPLETE),
-                   "batch_assign": r.script_load(BATCH_ASSIGN), "batch_complete": r.script_load(LEAN_COMPLETE),
-                   "plain_assign": r.script_load(PLAIN_ASSIGN), "plain_complete": r.script_load(PLAIN_COMPLETE),
-                   "floor_complete": r.script_load(FLOOR_COMPLETE)}
-            for _ in range(repeats):
-                for layout in ("plain", "lean", "batch", "floor"):
-                    steps = run(r, layout, sha)
-                    shown = ", ".join(f"{k} {v:.2f}" for k, v in steps.items())
-                    print(f"{layout}: {shown}; all {sum(steps.values()):.2f} us per task", flush=True)
+            yield r
         finally:
             server.terminate()
             server.wait()
+
+
+def load(r):
+    """The scripts of every layout here, loaded: name → SHA."""
+    return {"submit": r.script_load(SUBMIT),
+            "lean_assign": r.script_load(LEAN_ASSIGN), "lean_complete": r.script_load(LEAN_COMPLETE),
+            "batch_assign": r.script_load(BATCH_ASSIGN), "batch_complete": r.script_load(LEAN_COMPLETE),
+            "plain_assign": r.script_load(PLAIN_ASSIGN), "plain_complete": r.script_load(PLAIN_COMPLETE),
+            "floor_complete": r.script_load(FLOOR_COMPLETE)}
+
+
+def main():
+    repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    with redis_server() as r:
+        sha = load(r)
+        for _ in range(repeats):
+            for layout in ("plain", "lean", "batch", "floor"):
+                steps = run(r, layout, sha)
+                shown = ", ".join(f"{k} {v:.2f}" for k, v in steps.items())
+                print(f"{layout}: {shown}; all {sum(steps.values()):.2f} us per task", flush=True)
 
 
 if __name__ == "__main__":
