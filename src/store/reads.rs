@@ -291,7 +291,7 @@ mod tests {
             Some(uuid)
         );
         let after = PageCursor::parse("42").unwrap();
-        assert_eq!((after.score, after.id), (42, None));
+        assert_eq!((after.score, after.id.as_deref()), (42, None));
         assert_eq!(after.to_string(), "42");
         for bad in [
             "",
