@@ -14,3 +14,5 @@
 
 pub mod protocol;
 
+pub mod server;
+pub mod tools;

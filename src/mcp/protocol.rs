@@ -74,14 +74,20 @@ pub enum Incoming {
 /// Reads one message. `Err` carries the error response to send back (with
 /// the id when the message had one a response can name).
 pub fn parse(line: &[u8]) -> Result<Incoming, (Value, RpcError)> {
-    let value: Value =
-        serde_json::from_slice(line).map_err(|e| (Value::Null, RpcError::new(PARSE_ERROR, format!("not JSON: {e}"))))?;
+    let value: Value = serde_json::from_slice(line)
+        .map_err(|e| (Value::Null, RpcError::new(PARSE_ERROR, format!("not JSON: {e}"))))?;
     let Value::Object(mut msg) = value else {
-        return Err((Value::Null, RpcError::new(INVALID_REQUEST, "a message must be a JSON object")));
+        return Err((
+            Value::Null,
+            RpcError::new(INVALID_REQUEST, "a message must be a JSON object"),
+        ));
     };
     let id = msg.remove("id");
     if msg.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return Err((id.unwrap_or_default(), RpcError::new(INVALID_REQUEST, "jsonrpc must be \"2.0\"")));
+        return Err((
+            id.unwrap_or_default(),
+            RpcError::new(INVALID_REQUEST, "jsonrpc must be \"2.0\""),
+        ));
     }
     if let Some(method) = msg.get("method").and_then(Value::as_str).map(str::to_owned) {
         let params = msg.remove("params").unwrap_or(Value::Null);
@@ -91,14 +97,20 @@ pub fn parse(line: &[u8]) -> Result<Incoming, (Value, RpcError)> {
         });
     }
     let Some(id) = id else {
-        return Err((Value::Null, RpcError::new(INVALID_REQUEST, "neither a call nor a response")));
+        return Err((
+            Value::Null,
+            RpcError::new(INVALID_REQUEST, "neither a call nor a response"),
+        ));
     };
     if let Some(result) = msg.remove("result") {
         return Ok(Incoming::Response { id, result: Ok(result) });
     }
     let error = msg.remove("error").unwrap_or_default();
     let code = error.get("code").and_then(Value::as_i64).unwrap_or(INVALID_REQUEST);
-    let message = error.get("message").and_then(Value::as_str).unwrap_or("error without a message");
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("error without a message");
     Ok(Incoming::Response {
         id,
         result: Err(RpcError::new(code, message)),
@@ -188,7 +200,13 @@ mod tests {
         let note = parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
         assert!(matches!(note, Incoming::Notification { method, .. } if method == "notifications/initialized"));
         let ok = parse(br#"{"jsonrpc":"2.0","id":"a","result":{}}"#).unwrap();
-        assert_eq!(ok, Incoming::Response { id: json!("a"), result: Ok(json!({})) });
+        assert_eq!(
+            ok,
+            Incoming::Response {
+                id: json!("a"),
+                result: Ok(json!({}))
+            }
+        );
         let err = parse(br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"no"}}"#).unwrap();
         assert_eq!(
             err,
