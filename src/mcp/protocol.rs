@@ -16,8 +16,12 @@ pub const LATEST_PROTOCOL_VERSION: &str = "2025-06-18";
 
 /// Every version whose tool messages drover reads and writes correctly,
 /// newest first. They differ, for tools, only in what 2025-06-18 added
-/// (`structuredContent`, `outputSchema`), which older peers ignore.
-pub const SUPPORTED_PROTOCOL_VERSIONS: [&str; 3] = [LATEST_PROTOCOL_VERSION, "2025-03-26", "2024-11-05"];
+/// (`structuredContent`, `outputSchema`), which older peers ignore;
+/// 2025-11-25 adds only optional features drover neither offers nor asks
+/// for (icons, tasks, elicitation by URL). Clients of 2026-07-28 probe with
+/// `server/discover` first and fall back to `initialize` on "method not
+/// found", which is what drover answers.
+pub const SUPPORTED_PROTOCOL_VERSIONS: [&str; 4] = ["2025-11-25", LATEST_PROTOCOL_VERSION, "2025-03-26", "2024-11-05"];
 
 /// The version a server answers `initialize` with: the client's if drover
 /// knows it, else drover's latest (the client then decides whether to go on).
