@@ -34,7 +34,7 @@
 //! What a worker runs, and the edges
 //! - [`handlers`]: the handler trait, profile specs and registry; builtin,
 //!   exec, http, container (a folder: spec, engine, run, lockdown,
-//!   stdio, cleanup) and mcp (a folder: spec, process, session, result).
+//!   stdio, cleanup) and mcp (a folder: spec, process, session, http, result).
 //! - [`api`]: the coordinator's HTTP API — router, state, requests,
 //!   validation, responses (its own types), task and worker routes, auth,
 //!   errors, waiters, the OpenAPI document.

@@ -174,3 +174,90 @@ async fn mcp_call_stops_at_the_tasks_timeout_and_on_cancel() {
     c.stop().await;
     let _ = std::fs::remove_file(&log);
 }
+
+/// The HTTP fixture server, killed when dropped.
+struct HttpServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_http_server(log: &Path) -> HttpServer {
+    use std::io::BufRead;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_http_server.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .env("MCP_TEST_LOG", log)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 starts");
+    let mut port = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let url = format!("http://127.0.0.1:{}/mcp", port.trim());
+    HttpServer { child, url }
+}
+
+#[tokio::test]
+async fn mcp_over_streamable_http_json_and_sse_sessions_and_timeouts() {
+    if std::process::Command::new("python3").arg("--version").output().is_err() {
+        return skip_or_fail("python3 (the test's MCP server)");
+    }
+    let Some(mut c) = Cluster::start(&[]).await else { return };
+    c.add_distributor("dist-1");
+    let log = std::env::temp_dir().join(format!("drover-mcp-http-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let server = start_http_server(&log);
+    let spec: HandlerSpec =
+        toml::from_str(&format!("kind = \"mcp\"\nurl = \"{}\"\ntool = \"work\"", server.url)).unwrap();
+    let registry = Registry::from_specs(&BTreeMap::from([("work".to_string(), spec)])).unwrap();
+    c.add_worker("w1", 4, &[], registry).await;
+    let client = c.client();
+
+    let t = run(&client, json!({ "op": "echo", "value": 7 }), 1, None).await;
+    assert_eq!(t.state, TaskState::Succeeded, "{t:?}");
+    let result = t.result.unwrap();
+    assert_eq!(result["value"], json!(7));
+    assert_eq!(result["meta"]["drover/fence"], json!(t.fence.unwrap()));
+    let first_session = result["session"].clone();
+    assert!(first_session.is_string(), "drover sends the session id back: {result}");
+
+    let t = run(&client, json!({ "op": "sse", "value": "streamed" }), 1, None).await;
+    assert_eq!(
+        t.result.unwrap()["value"],
+        json!("streamed"),
+        "the answer from an event stream"
+    );
+
+    let t = run(&client, json!({ "op": "fail", "value": "no" }), 1, None).await;
+    assert_eq!((t.state, t.error.as_deref()), (TaskState::Dead, Some("refused: no")));
+
+    // The server forgets every session: the next call's 404 fails that
+    // attempt, and its retry runs in a new session.
+    run(&client, json!({ "op": "forget" }), 1, None).await;
+    let t = run(&client, json!({ "op": "echo" }), 2, None).await;
+    assert_eq!(t.state, TaskState::Succeeded, "{t:?}");
+    assert_eq!(t.attempts, 2, "{t:?}");
+    assert_ne!(t.result.unwrap()["session"], first_session);
+    assert_eq!(log_lines(&log, "session").len(), 2, "{:?}", log_lines(&log, ""));
+
+    let t = run(&client, json!({ "op": "sleep", "seconds": 60 }), 1, Some("1s")).await;
+    assert!(t.error.as_deref().unwrap().contains("timed out"), "{t:?}");
+    eventually(Duration::from_secs(5), "the server told of the timeout", || async {
+        log_lines(&log, "cancelled")
+            .iter()
+            .any(|l| l.ends_with("the task timed out"))
+            .then_some(())
+    })
+    .await;
+    c.stop().await;
+    drop(server);
+    let _ = std::fs::remove_file(&log);
+}

@@ -13,23 +13,34 @@
 //! `notifications/cancelled`. A server that dies mid-call fails that
 //! attempt (drover retries it as any failure) and is restarted for the next.
 //!
+//! `{ kind = "mcp", url = "https://…", tool = "name" }` names a server over
+//! streamable HTTP instead: the first task initializes a session, the next
+//! ones reuse it, and a session the server ended (HTTP 404) or a server that
+//! cannot be reached fails that attempt and makes the next task start anew.
+//!
 //! Layout: the profile entry in `spec`, the process in `process`, the
-//! JSON-RPC session in `session`, the tool's answer as an outcome in
-//! `result`; the protocol itself is `crate::mcp::protocol`.
+//! JSON-RPC session over stdio in `session` and over HTTP in `http`, the
+//! tool's answer as an outcome in `result`; the protocol itself is
+//! `crate::mcp::protocol`.
 
+mod http;
 mod process;
 mod result;
 mod session;
 mod spec;
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
 use super::{Handler, HandlerError, HandlerFuture, SpecError, TaskContext};
+use http::HttpSession;
 use session::{CallError, Session};
 pub use spec::McpSpec;
+use spec::Target;
 
 /// Room for the envelope of a result around its content, and for a result
 /// given twice (as `structuredContent` and as text), in one message.
@@ -43,19 +54,58 @@ pub struct McpHandler {
 
 struct Inner {
     handler: String,
-    command: Vec<String>,
+    target: Target,
+    /// For servers over HTTP.
+    client: reqwest::Client,
     env: BTreeMap<String, String>,
     tool: String,
     max_output: usize,
     /// The running server, if any. Held across a start, so concurrent tasks
     /// wait for one server rather than each starting their own.
-    session: tokio::sync::Mutex<Option<Arc<Session>>>,
+    session: tokio::sync::Mutex<Option<Arc<Live>>>,
+}
+
+/// A session with the server, by transport.
+enum Live {
+    Stdio(Session),
+    Http(HttpSession),
+}
+
+type Answer<'a> = Pin<Box<dyn Future<Output = Result<Value, CallError>> + Send + 'a>>;
+
+impl Live {
+    fn ended(&self) -> bool {
+        match self {
+            Live::Stdio(s) => s.ended(),
+            Live::Http(s) => s.ended(),
+        }
+    }
+
+    fn call(&self, method: &'static str, params: Value) -> (u64, Answer<'_>) {
+        match self {
+            Live::Stdio(s) => {
+                let (id, answer) = s.call(method, params);
+                (id, Box::pin(answer))
+            }
+            Live::Http(s) => {
+                let id = s.next_id();
+                (id, Box::pin(s.call(id, method, params)))
+            }
+        }
+    }
+
+    async fn cancel(&self, id: u64, reason: &str) {
+        match self {
+            Live::Stdio(s) => s.cancel(id, reason).await,
+            Live::Http(s) => s.cancel(id, reason).await,
+        }
+    }
 }
 
 impl std::fmt::Debug for McpHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("McpHandler")
-            .field("command", &self.inner.command)
+            .field("target", &self.inner.target)
             .field("tool", &self.inner.tool)
             .finish()
     }
@@ -67,10 +117,15 @@ impl McpHandler {
     /// into [`TaskContext::timeout`].
     pub fn from_spec(handler: &str, spec: &McpSpec) -> Result<McpHandler, SpecError> {
         let checked = spec.check(handler)?;
+        let client = super::http::build_client().map_err(|e| SpecError::HttpClient {
+            handler: handler.to_owned(),
+            reason: e.to_string(),
+        })?;
         Ok(McpHandler {
             inner: Arc::new(Inner {
                 handler: handler.to_owned(),
-                command: checked.command,
+                target: checked.target,
+                client,
                 env: checked.env,
                 tool: checked.tool,
                 max_output: checked.max_output,
@@ -135,7 +190,7 @@ impl Inner {
     }
 
     /// The running server, started if there is none or it has died.
-    async fn session(&self) -> Result<Arc<Session>, HandlerError> {
+    async fn session(&self) -> Result<Arc<Live>, HandlerError> {
         let mut slot = self.session.lock().await;
         if let Some(session) = slot.as_ref().filter(|s| !s.ended()) {
             return Ok(Arc::clone(session));
@@ -143,10 +198,21 @@ impl Inner {
         // A dead server's session is dropped here (its group was killed already).
         *slot = None;
         let max_message = self.max_output.saturating_mul(2).saturating_add(MESSAGE_SLACK);
-        tracing::info!(handler = %self.handler, command = ?self.command, "starting mcp server");
-        let session = Session::start(&self.handler, &self.command, &self.env, max_message)
-            .await
-            .map_err(HandlerError::Start)?;
+        let session = match &self.target {
+            Target::Command(command) => {
+                tracing::info!(handler = %self.handler, ?command, "starting mcp server");
+                Live::Stdio(
+                    Session::start(&self.handler, command, &self.env, max_message)
+                        .await
+                        .map_err(HandlerError::Start)?,
+                )
+            }
+            Target::Url(url) => Live::Http(
+                HttpSession::start(self.client.clone(), url.clone(), max_message)
+                    .await
+                    .map_err(HandlerError::Start)?,
+            ),
+        };
         Ok(Arc::clone(slot.insert(Arc::new(session))))
     }
 }

@@ -15,7 +15,7 @@ pub struct McpSpec {
     /// The stdio server to start and keep: program and arguments, no shell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
-    /// A streamable-HTTP server (not built yet: refused with a message).
+    /// A server over streamable HTTP, at this one URL (http or https).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// The tool each task calls.
@@ -30,10 +30,19 @@ pub struct McpSpec {
     pub max_output: Option<String>,
 }
 
+/// Where the server is.
+#[derive(Debug, Clone)]
+pub(super) enum Target {
+    /// Started and kept by the worker, on stdio.
+    Command(Vec<String>),
+    /// Running elsewhere, over streamable HTTP.
+    Url(reqwest::Url),
+}
+
 /// An entry checked whole: what a handler is built from.
 #[derive(Debug, Clone)]
 pub(super) struct Checked {
-    pub command: Vec<String>,
+    pub target: Target,
     pub tool: String,
     pub env: BTreeMap<String, String>,
     pub max_output: usize,
@@ -46,24 +55,34 @@ impl McpSpec {
             key,
             reason: reason.to_owned(),
         };
-        let command = match (&self.command, &self.url) {
+        let target = match (&self.command, &self.url) {
             (Some(_), Some(_)) => return Err(invalid("url", "give either command or url, not both")),
             (None, None) => return Err(invalid("command", "give the server's command (or a url)")),
-            (None, Some(_)) => {
-                return Err(invalid(
-                    "url",
-                    "MCP servers over streamable HTTP are not supported yet; start the server with command",
-                ))
+            (None, Some(url)) => {
+                let bad_url = |reason: String| SpecError::BadUrl {
+                    handler: handler.to_owned(),
+                    reason,
+                };
+                let url = reqwest::Url::parse(url).map_err(|e| bad_url(format!("{url:?} is not a URL ({e})")))?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(bad_url("must be http:// or https://".into()));
+                }
+                Target::Url(url)
             }
-            (Some(command), None) => command.clone(),
+            (Some(command), None) => {
+                check_command(handler, command)?;
+                Target::Command(command.clone())
+            }
         };
-        check_command(handler, &command)?;
         check_env(handler, &self.env)?;
+        if matches!(target, Target::Url(_)) && !self.env.is_empty() {
+            return Err(invalid("env", "only for a server started with command"));
+        }
         if self.tool.is_empty() || self.tool.len() > 128 {
             return Err(invalid("tool", "must be a tool name of 1-128 characters"));
         }
         Ok(Checked {
-            command,
+            target,
             tool: self.tool.clone(),
             env: self.env.clone(),
             max_output: spec_max_output(handler, "max_output", self.max_output.as_deref())?,
@@ -101,7 +120,15 @@ mod tests {
             error(json!({"kind": "mcp", "command": ["s"], "url": "http://h/mcp", "tool": "t"})),
             "handlers.m.url: give either command or url, not both"
         );
-        assert!(error(json!({"kind": "mcp", "url": "http://h/mcp", "tool": "t"})).starts_with("handlers.m.url: "));
+        let spec: HandlerSpec = toml::from_str("kind = \"mcp\"\nurl = \"https://h/mcp\"\ntool = \"t\"").unwrap();
+        let HandlerSpec::Mcp(spec) = spec else {
+            panic!("not mcp")
+        };
+        assert!(McpHandler::from_spec("m", &spec).is_ok());
+        assert_eq!(
+            error(json!({"kind": "mcp", "url": "ftp://h/mcp", "tool": "t"})),
+            "handlers.m.url: must be http:// or https://"
+        );
         assert_eq!(
             error(json!({"kind": "mcp", "command": [], "tool": "t"})),
             "handlers.m.command: must not be empty"
