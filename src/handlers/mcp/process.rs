@@ -1,5 +1,6 @@
 //! The server process of a stdio `mcp` handler: started with a clean
-//! environment (`PATH` and the profile's `env`, never the worker's own
+//! environment (`PATH`, or a default one if the worker has none, and the
+//! profile's `env`, never the worker's own
 //! variables, which hold drover's secrets), in a process group of its own
 //! that is killed whole when the session ends, dying with the worker even
 //! under SIGKILL (`child_process`), and with the end of its stderr kept
@@ -13,6 +14,10 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 
+/// `PATH` for the server when the worker has none (the same as exec
+/// handlers use on main; one constant once both are merged).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// How much of the end of the server's stderr is kept.
 pub(super) const STDERR_TAIL: usize = 4 * 1024;
 
@@ -20,10 +25,8 @@ pub(super) const STDERR_TAIL: usize = 4 * 1024;
 /// stdout and stderr piped.
 pub(super) fn spawn(command: &[String], env: &BTreeMap<String, String>) -> std::io::Result<Child> {
     let mut cmd = Command::new(&command[0]);
-    cmd.args(&command[1..]).env_clear();
-    if let Some(path) = std::env::var_os("PATH") {
-        cmd.env("PATH", path);
-    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
+    cmd.args(&command[1..]).env_clear().env("PATH", path);
     cmd.envs(env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
