@@ -153,6 +153,69 @@ mod tests {
         answers
     }
 
+    /// An API that answers every request with `body` after `delay`.
+    async fn slow_api(delay: std::time::Duration, body: &'static str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut con, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let _ = tokio::io::AsyncReadExt::read(&mut con, &mut buf).await;
+                    tokio::time::sleep(delay).await;
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = con.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_call_is_never_answered_and_others_are() {
+        let api = slow_api(
+            std::time::Duration::from_millis(200),
+            r#"{"id":"t1","state":"running"}"#,
+        )
+        .await;
+        let client = Client::new(&api, None).unwrap();
+        let (mut to_server, server_in) = tokio::io::duplex(1 << 16);
+        let (server_out, from_server) = tokio::io::duplex(1 << 16);
+        let server = tokio::spawn(serve(client, server_in, server_out));
+        let get = |id: u64| {
+            protocol::request(
+                id,
+                "tools/call",
+                json!({ "name": "get_task", "arguments": { "id": "t1" } }),
+            )
+        };
+        for message in [
+            get(1),
+            get(2),
+            protocol::notification(
+                "notifications/cancelled",
+                json!({ "requestId": 1, "reason": "changed my mind" }),
+            ),
+        ] {
+            to_server.write_all(&protocol::to_line(&message)).await.unwrap();
+        }
+        let mut answers = BufReader::new(from_server).lines();
+        let answer: Value = serde_json::from_str(&answers.next_line().await.unwrap().unwrap()).unwrap();
+        assert_eq!(answer["id"], 2, "{answer}");
+        assert_eq!(answer["result"]["structuredContent"]["state"], "running");
+        // Call 1 would have been answered by now, as call 2 was.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        drop(to_server);
+        server.await.unwrap().unwrap();
+        assert!(
+            answers.next_line().await.unwrap().is_none(),
+            "the cancelled call was answered"
+        );
+    }
+
     #[tokio::test]
     async fn a_session_initializes_lists_tools_and_answers_errors() {
         let answers = session(&[
