@@ -356,3 +356,67 @@ pub async fn workers(client: &Client, json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Why [`Client::call`] got no answer it could use: the API's own error
+/// (status, code and message as it sent them), or no usable answer at all.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallError {
+    Api { status: u16, code: String, message: String },
+    Transport(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Api { status, code, message } => write!(f, "API error {status}: {message} ({code})"),
+            CallError::Transport(why) => f.write_str(why),
+        }
+    }
+}
+
+impl Client {
+    /// One API call with its answer as JSON, for callers that pass the
+    /// API's documents on as they are (`drover mcp`) and need its error
+    /// code as a value rather than in a message.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
+        idempotency_key: Option<&str>,
+    ) -> Result<serde_json::Value, CallError> {
+        let mut rb = self.req(method, path).query(query);
+        if let Some(body) = body {
+            rb = rb.json(body);
+        }
+        if let Some(key) = idempotency_key {
+            rb = rb.header("Idempotency-Key", key);
+        }
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| CallError::Transport(format!("cannot reach the drover API at {}: {e}", self.base)))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| CallError::Transport(format!("reading the API's answer: {e}")))?;
+        let value: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+        if status.is_success() {
+            return value.ok_or_else(|| CallError::Transport("the API answered with something not JSON".into()));
+        }
+        let error = value.as_ref().and_then(|v| v.get("error"));
+        let field = |name: &str| {
+            error
+                .and_then(|e| e.get(name))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
+        Err(CallError::Api {
+            status: status.as_u16(),
+            code: field("code").unwrap_or_else(|| "unknown".into()),
+            message: field("message").unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_owned()),
+        })
+    }
+}

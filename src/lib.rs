@@ -33,8 +33,8 @@
 //!
 //! What a worker runs, and the edges
 //! - [`handlers`]: the handler trait, profile specs and registry; builtin,
-//!   exec, http and container (a folder: spec, engine, run, lockdown,
-//!   stdio, cleanup).
+//!   exec, http, container (a folder: spec, engine, run, lockdown,
+//!   stdio, cleanup) and mcp (a folder: spec, process, session, http, result).
 //! - [`api`]: the coordinator's HTTP API — router, state, requests,
 //!   validation, responses (its own types), task and worker routes, auth,
 //!   errors, waiters, the OpenAPI document.
@@ -42,6 +42,9 @@
 //! - [`telemetry`]: logs, the Prometheus recorder, and `catalog`: every
 //!   metric defined once.
 //! - [`client`]: the CLI's HTTP client.
+//! - [`mcp`]: the Model Context Protocol — `protocol` (JSON-RPC over
+//!   stdio), `server` and `tools` (`drover mcp`); the `mcp` handler kind
+//!   is in `handlers::mcp`.
 //! - [`acl`]: `drover redis-acl`, one least-privilege Redis user per role.
 //! - [`snapshot`]: export and import of task state.
 //! - [`bench`]: `drover bench`, workloads on a cluster of its own.
@@ -60,6 +63,7 @@ pub mod config;
 pub mod context;
 pub mod envelope;
 pub mod handlers;
+pub mod mcp;
 pub mod messages;
 pub mod names;
 pub mod redis_server;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Tests of the Python client: installs it (with pytest, pytest-asyncio and
-# mypy) into a fresh virtualenv, checks its types with mypy --strict, and
-# runs its tests against a real `drover dev` started by the tests, with the
+# Tests of the Python client: installs it (with pytest, pytest-asyncio,
+# mypy, and the mcp package for tests/test_mcp.py against `drover mcp`)
+# into a fresh virtualenv, checks its types with mypy --strict, and runs
+# its tests against a real `drover dev` started by the tests, with the
 # release binary (DROVER_BIN, default target/release/drover: build it first).
 # Run from anywhere; CI runs it from the repository root after the build.
 set -euo pipefail
@@ -17,7 +18,7 @@ export DROVER_BIN=${DROVER_BIN:-$repo/target/release/drover}
 venv=$(mktemp -d -t drover-pyclient.XXXXXX)
 trap 'rm -rf "$venv"' EXIT
 python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check "$here" pytest pytest-asyncio "mypy==2.4.1"
+"$venv/bin/pip" install --quiet --disable-pip-version-check "$here" pytest pytest-asyncio "mypy==2.4.1" "mcp==2.3.0"
 
 echo "==> mypy --strict (package and tests)"
 (cd "$here" && "$venv/bin/python" -m mypy --strict --no-incremental --cache-dir=/dev/null src/drover_client tests)

@@ -40,6 +40,8 @@ pub enum Command {
     Workers(WorkersArgs),
     /// List queues with their counts.
     Queues(QueuesArgs),
+    /// Serve MCP on stdin/stdout: tools for an agent to submit, wait for, read and cancel tasks.
+    Mcp(McpArgs),
     /// Act on one queue's finished tasks.
     Queue {
         #[command(subcommand)]
@@ -209,6 +211,13 @@ pub struct QueuesArgs {
     pub api: ApiArgs,
     #[arg(long)]
     pub json: bool,
+}
+
+/// The flags of `drover mcp`: the API and the token its tools act with.
+#[derive(Args, Debug)]
+pub struct McpArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 /// The flags of `drover retry` and `drover discard`: one task.

@@ -9,6 +9,8 @@
 //! - `queues`: the operator's client subcommands (queues, retry, discard,
 //!   purge), one function each.
 //! - `tools`: the admin tools, one function each.
+//!
+//! `drover mcp` runs `crate::mcp::server` with the client its flags name.
 
 mod args;
 mod client;
@@ -18,7 +20,7 @@ mod tools;
 
 pub use args::{
     ApiArgs, BenchArgs, CancelArgs, Cli, Command, ConfigCommand, CoordinatorArgs, DevArgs, DistributorArgs, KeygenArgs,
-    QueueArgs, QueueCommand, QueuesArgs, RedisAclArgs, ServerArgs, SnapshotCommand, StatusArgs, SubmitArgs,
+    McpArgs, QueueArgs, QueueCommand, QueuesArgs, RedisAclArgs, ServerArgs, SnapshotCommand, StatusArgs, SubmitArgs,
     TaskActionArgs, TasksArgs, WorkerArgs, WorkersArgs,
 };
 pub use role::on_signals;
@@ -39,6 +41,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Tasks(args) => client::tasks(args).await,
         Command::Workers(args) => client::workers(args).await,
         Command::Queues(args) => queues::queues(args).await,
+        Command::Mcp(args) => crate::mcp::server::stdio(args.api.client()?).await,
         Command::Queue { command } => match command {
             QueueCommand::RetryDead(args) => queues::retry_dead(args).await,
             QueueCommand::Purge { queue, state } => queues::purge(queue, &state).await,

@@ -6,8 +6,9 @@
 //! input, nothing more, so submitting a task can never choose a program, a URL or an
 //! environment. The kinds are `builtin` (in-process helpers, see [`builtin`]), `exec`
 //! (a fixed program spawned without a shell, see [`exec`]), `http` (a POST to a
-//! fixed URL, see [`http`]) and `container` (a fixed image run in Docker with
-//! resource limits, see [`container`]). A handler may depend on something outside
+//! fixed URL, see [`http`]), `container` (a fixed image run in Docker with
+//! resource limits, see [`container`]) and `mcp` (one tool of an MCP server the
+//! worker starts and keeps, see [`mcp`]). A handler may depend on something outside
 //! the worker (Docker, for containers): [`Registry::unavailable`] says which cannot
 //! run right now and why, so the worker offers only the others.
 //!
@@ -22,6 +23,7 @@ pub mod container;
 pub mod exec;
 mod handler;
 pub mod http;
+pub mod mcp;
 mod outcome;
 mod registry;
 mod spec;
@@ -32,6 +34,7 @@ pub use container::{ContainerHandler, ContainerSpec, DockerEngine, DockerError};
 pub use exec::{ExecHandler, ExecSpec};
 pub use handler::{Handler, HandlerError, HandlerFuture, Probe, ProbeFuture, TaskContext};
 pub use http::{HttpHandler, HttpSpec};
+pub use mcp::{McpHandler, McpSpec};
 pub use registry::Registry;
 pub use spec::{HandlerSpec, SpecError, DEFAULT_MAX_OUTPUT};
 pub use unwind::run_catching_panics;

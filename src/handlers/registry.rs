@@ -14,6 +14,7 @@ use super::container::{self, ContainerHandler, DockerEngine, DockerError};
 use super::exec::ExecHandler;
 use super::handler::{Handler, Probe, ProbeFuture};
 use super::http::{self, HttpHandler};
+use super::mcp::McpHandler;
 use super::spec::{spec_duration, HandlerSpec, SpecError};
 
 /// A registered handler and the timeout its profile entry set, if any.
@@ -69,6 +70,10 @@ impl Registry {
                 ),
                 HandlerSpec::Http(spec) => Entry::plain(
                     Arc::new(HttpHandler::from_spec(name, spec, shared_client(&mut client, name)?)?),
+                    spec_duration(name, "timeout", spec.timeout.as_deref())?,
+                ),
+                HandlerSpec::Mcp(spec) => Entry::plain(
+                    Arc::new(McpHandler::from_spec(name, spec)?),
                     spec_duration(name, "timeout", spec.timeout.as_deref())?,
                 ),
                 HandlerSpec::Container(spec) => {

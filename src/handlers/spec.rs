@@ -14,6 +14,7 @@ use super::container::ContainerSpec;
 use super::exec::ExecSpec;
 use super::handler::RESERVED_ENV;
 use super::http::HttpSpec;
+use super::mcp::McpSpec;
 
 /// `max_output` when the profile does not set one.
 pub const DEFAULT_MAX_OUTPUT: usize = 1024 * 1024;
@@ -33,6 +34,7 @@ pub enum HandlerSpec {
     Exec(ExecSpec),
     Http(HttpSpec),
     Container(ContainerSpec),
+    Mcp(McpSpec),
 }
 
 /// A `[handlers]` entry that cannot be turned into a handler. Every message starts

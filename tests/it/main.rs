@@ -8,6 +8,7 @@ mod clock;
 mod containers;
 mod dev;
 mod lifecycle;
+mod mcp;
 mod network;
 mod poison;
 mod processes;
