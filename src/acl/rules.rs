@@ -139,9 +139,14 @@ mod tests {
             assert!(!worker.contains(k), "{k} in {worker}");
         }
         let distributor = rules("drover", Role::Distributor, None).unwrap().join(" ");
-        for k in ["leader", "events", "scheduled", "idem:", "handlers"] {
+        for k in ["leader", "scheduled", "idem:", "handlers"] {
             assert!(!distributor.contains(k), "{k} in {distributor}");
         }
+        // It follows the events of ended attempts (roles/completions.rs), read only.
+        assert!(
+            distributor.contains("(%R~{drover:0}:events +xread +xrevrange)"),
+            "{distributor}"
+        );
         // assign.lua takes the lease, so it may begin a new epoch.
         assert!(
             distributor.contains("(~{drover:0}:epoch +hmget +hset)"),
