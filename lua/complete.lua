@@ -1,14 +1,12 @@
 -- complete.lua — a worker reports how attempts ended (running → succeeded |
 -- scheduled (retry) | dead | cancelled | queued (handed back)).
 -- KEYS[1] leases zset        KEYS[2] scheduled zset     KEYS[3] counts hash
--- KEYS[4] worker hash        KEYS[5] events stream      KEYS[6] intake stream
+-- KEYS[4] worker hash        KEYS[5] events stream
 -- ARGV[1] key prefix         ARGV[2] worker id          ARGV[3] result TTL ms
 -- ARGV[4] '1' to file succeeded tasks in their queue's index, '0' for the
 --         expiry lists (limits.index_succeeded; prelude, finish)
 -- ARGV[5] signed events envelope naming the tasks      ARGV[6] events MAXLEN
--- ARGV[7] signed intake envelope for handed-back tasks, with the versions they
---         will have once queued ('' if none)
--- ARGV[8..] runs of attempts that ended the same way under one lease: a
+-- ARGV[7..] runs of attempts that ended the same way under one lease: a
 --           header of 3 — outcome ('ok' | 'fail' | 'cancelled' | 'release'),
 --           the batch's fencing token, number of tasks n — then per task:
 --           id, result JSON or error text, and for 'fail' a 3rd, the retry
@@ -24,13 +22,15 @@
 -- Each run retires its tasks from the batch record (`retire` in the
 -- prelude): the record and its deadline go with the batch's last task.
 -- 'release' hands a task back without charging an attempt (graceful
--- shutdown); it is queued again and announced on the intake stream, unless
--- a cancel was requested meanwhile: then it is cancelled.
+-- shutdown); it is queued again at the tail of its ready list, unless a
+-- cancel was requested meanwhile: then it is cancelled.
+-- Each queue's running count (`run` in `P q:<queue>:meta`, against its
+-- concurrency limit) is lowered once per queue and call.
 local prefix, wid = ARGV[1], ARGV[2]
 finish_succeeded_into(ARGV[4] == '1', ARGV[3])
 local now = int(now_ms())
-local reply, deltas, changed, released = {}, {}, 0, {}
-local i, position = 8, 0
+local reply, deltas, changed = {}, {}, 0
+local i, position = 7, 0
 while i <= #ARGV do
   local outcome, token, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local per_task = outcome == 'fail' and 3 or 2
@@ -52,7 +52,8 @@ while i <= #ARGV do
     else
       local v = int(t[3] + 1)
       ended = ended + 1
-      local back = outcome == 'release' and redis.call('HMGET', key, 'cr', 'att')
+      stopped_running(t[4], 1)
+      local back = outcome == 'release' and redis.call('HMGET', key, 'cr', 'att', 'h', 'tags', 'prio')
       if outcome == 'ok' then
         finish(key, id, t[4], 'succeeded', now, v, 'res', payload, t[5], t[6])
         state = 'succeeded'
@@ -62,7 +63,7 @@ while i <= #ARGV do
       elseif back then
         redis.call('HSET', key, 'state', 'queued', 'v', v, 'att', int(back[2] - 1), 'ut', now)
         bump(deltas, 'queued', 1)
-        released[#released + 1] = id
+        enqueue_later(id, t[4], back[3], back[4], back[5])
         state = 'queued'
       else
         state = settle_failure(key, id, now, delay, v, payload, deltas, KEYS[2])
@@ -78,7 +79,8 @@ if changed > 0 then
   release_slots(prefix, wid, changed)
   flush_counts(KEYS[3], deltas)
   append(KEYS[5], ARGV[5], ARGV[6])
-  announce(prefix, KEYS[6], ARGV[7], released)
+  file_stopped(prefix)
+  file_enqueued(prefix)
   file_finished(prefix, now)
 end
 return reply

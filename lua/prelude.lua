@@ -217,6 +217,98 @@ local function finish(key, id, q, state, now, v, field, value, uq, uw)
   unlock_later(id, uq, uw)
 end
 
+-- The backlog (docs/QUEUES.md, "The backlog as built"). A queued task's id
+-- waits in a ready list of its queue, class and priority level:
+--   P q:<queue>:ready:<class>:<level>   list, oldest first
+--   P q:<queue>:levels:<class>          zset of the levels whose list may hold ids
+--   P active                            set of '<queue> <class>' pairs with ready ids
+--   P backlogs                          hash '<queue> <class>' -> '<handler> <tags JSON>'
+--   P q:<queue>:meta                    hash: queued, run, paused, draining, conc,
+--                                       rate, burst, tokens, refill
+--   P wake                              stream: one entry per call that queued tasks
+-- A class is a handler and its required tags: a worker can run either every
+-- task of a class or none, so assign.lua takes only from the classes the
+-- worker offers and never walks past a task it cannot place.
+-- Invariant: a non-empty list's level is in its `levels` set, and a pair
+-- with a level is in `active` (both are added when a list goes from empty
+-- to not, and removed by assign.lua only once it finds the list empty).
+-- Priorities from LEVEL_MIN to LEVEL_MAX are kept apart; beyond them a
+-- task counts as the nearest end (mirrored by task::PRIORITY_LEVELS).
+local LEVEL_MIN, LEVEL_MAX = -10, 10
+local function level_of(prio)
+  local p = math.floor(tonumber(prio or '0') or 0)
+  if p < LEVEL_MIN then return LEVEL_MIN end
+  if p > LEVEL_MAX then return LEVEL_MAX end
+  return p
+end
+-- A short stable name for (handler, tags): the first 12 hex digits of a
+-- SHA-1, so list keys stay short whatever the tags.
+local function class_of(handler, tags)
+  return string.sub(redis.sha1hex(handler .. ' ' .. (tags or '[]')), 1, 12)
+end
+local function meta_key(prefix, q) return queue_key(prefix, q, 'meta') end
+local function levels_key(prefix, q, class) return queue_key(prefix, q, 'levels:' .. class) end
+local function ready_key(prefix, q, class, level)
+  return queue_key(prefix, q, 'ready:' .. class .. ':' .. level)
+end
+local WAKE_MAXLEN = '1000'
+
+-- Ids to put in ready lists at the end of the call (`file_enqueued`),
+-- grouped by queue, handler, tags and level: one RPUSH per group.
+local enqueued, enqueued_order = {}, {}
+local function enqueue_later(id, q, handler, tags, prio)
+  q, tags = queue_of(q), tags or '[]'
+  local level = level_of(prio)
+  local group = q .. '\n' .. handler .. '\n' .. tags .. '\n' .. level
+  local g = enqueued[group]
+  if not g then
+    g = { q = q, h = handler, tags = tags, level = level, ids = {} }
+    enqueued[group] = g
+    enqueued_order[#enqueued_order + 1] = g
+  end
+  g.ids[#g.ids + 1] = id
+end
+-- Writes what enqueue_later collected, counts each queue's queued tasks,
+-- and wakes the distributors once. Returns how many ids were queued.
+local function file_enqueued(prefix)
+  local total, per_queue = 0, {}
+  for _, g in ipairs(enqueued_order) do
+    local class = class_of(g.h, g.tags)
+    local list = ready_key(prefix, g.q, class, g.level)
+    local len, pushed = 0, #g.ids
+    for i = 1, pushed, CHUNK do
+      len = redis.call('RPUSH', list, unpack(g.ids, i, math.min(i + CHUNK - 1, pushed)))
+    end
+    if len == pushed then
+      -- The list was empty: its level, its pair and the pair's class
+      -- description may be missing.
+      local pair = g.q .. ' ' .. class
+      redis.call('ZADD', levels_key(prefix, g.q, class), g.level, g.level)
+      redis.call('SADD', prefix .. 'active', pair)
+      redis.call('HSETNX', prefix .. 'backlogs', pair, g.h .. ' ' .. g.tags)
+    end
+    per_queue[g.q] = (per_queue[g.q] or 0) + pushed
+    total = total + pushed
+  end
+  for q, n in pairs(per_queue) do redis.call('HINCRBY', meta_key(prefix, q), 'queued', n) end
+  if total > 0 then redis.call('XADD', prefix .. 'wake', 'MAXLEN', '~', WAKE_MAXLEN, '*', 'n', int(total)) end
+  return total
+end
+
+-- Tasks that stopped running, per queue: each queue's `run` (its running
+-- count, which its concurrency limit is checked against) is lowered once
+-- per call.
+local stopped = {}
+local function stopped_running(q, n)
+  q = queue_of(q)
+  stopped[q] = (stopped[q] or 0) + n
+end
+local function file_stopped(prefix)
+  for q, n in pairs(stopped) do
+    if n ~= 0 then redis.call('HINCRBY', meta_key(prefix, q), 'run', -n) end
+  end
+end
+
 -- Appends one signed envelope (bytes made in Rust) to a stream; returns
 -- the entry id (nil when there is no envelope).
 local function append(stream, envelope, maxlen)
@@ -225,17 +317,6 @@ local function append(stream, envelope, maxlen)
     return redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'm', envelope)
   end
   return redis.call('XADD', stream, '*', 'm', envelope)
-end
-
--- Announces queued tasks on the intake stream and records the entry in each
--- task (`ent`), so the reconciler can tell a task whose entry was lost.
--- (submit.lua appends first and writes `ent` with the task's own HSET.)
-local function announce(prefix, intake, envelope, ids)
-  if #ids == 0 then return end
-  local ent = append(intake, envelope)
-  for _, id in ipairs(ids) do
-    redis.call('HSET', task_key(prefix, id), 'ent', ent)
-  end
 end
 
 -- What happens to a task whose attempt ended without success: cancelled if

@@ -2,14 +2,12 @@
 -- (running → lease expired: retry, dead or cancelled; a lease whose
 -- assignment the worker never accepted → queued without using an attempt).
 -- KEYS[1] leases zset        KEYS[2] scheduled zset     KEYS[3] counts hash
--- KEYS[4] intake stream      KEYS[5] events stream
+-- KEYS[4] events stream
 -- ARGV[1] key prefix
--- ARGV[2] signed intake envelope for the tasks expected to be queued again,
---         with the versions they will have ('' if none)
--- ARGV[3] signed events envelope naming the tasks   ARGV[4] events MAXLEN
--- ARGV[5..] runs, one per due batch: a header of 3 — the batch's fencing
---           token, '1' if the caller listed its tasks in the intake
---           envelope as never run ('0' if not), the number of tasks n —
+-- ARGV[2] signed events envelope naming the tasks   ARGV[3] events MAXLEN
+-- ARGV[4..] runs, one per due batch: a header of 3 — the batch's fencing
+--           token, '1' if the caller found the batch never run ('0' if
+--           not), the number of tasks n —
 --           then n × 3: id, expected version, retry delay ms. The caller
 --           lists the tasks it read as running under the token; n = 0 for
 --           a batch whose record is gone.
@@ -29,8 +27,8 @@
 -- running under it), so its record and deadline go.
 local prefix = ARGV[1]
 local now = now_ms()
-local reply, deltas, requeued, changed = {}, {}, {}, 0
-local i = 5
+local reply, deltas, changed = {}, {}, 0
+local i = 4
 while i <= #ARGV do
   local token, listed, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   i = i + 3
@@ -42,7 +40,7 @@ while i <= #ARGV do
     local id, expected, delay = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     i = i + 3
     local key = task_key(prefix, id)
-    local t = expired and redis.call('HMGET', key, 'state', 'v', 'b', 'att', 'cr', 'q', 'uq', 'uw')
+    local t = expired and redis.call('HMGET', key, 'state', 'v', 'b', 'att', 'cr', 'q', 'uq', 'uw', 'h', 'tags', 'prio')
     local outcome
     if not t then
       outcome = 'renewed'
@@ -52,6 +50,7 @@ while i <= #ARGV do
       local v = int(t[2] + 1)
       ended = ended + 1
       bump(deltas, 'running', -1)
+      stopped_running(t[6], 1)
       if listed == '1' then
         -- The handler never ran: the attempt charged at assignment is
         -- given back.
@@ -63,7 +62,7 @@ while i <= #ARGV do
         else
           redis.call('HSET', key, 'state', 'queued', 'v', v, 'att', att, 'ut', now)
           bump(deltas, 'queued', 1)
-          requeued[#requeued + 1] = id
+          enqueue_later(id, t[6], t[9], t[10], t[11])
           outcome = 'queued'
         end
       else
@@ -82,7 +81,8 @@ while i <= #ARGV do
   changed = changed + ended
 end
 flush_counts(KEYS[3], deltas)
-announce(prefix, KEYS[4], ARGV[2], requeued)
-if changed > 0 then append(KEYS[5], ARGV[3], ARGV[4]) end
+file_stopped(prefix)
+file_enqueued(prefix)
+if changed > 0 then append(KEYS[4], ARGV[2], ARGV[3]) end
 file_finished(prefix, now)
 return reply

@@ -1,5 +1,5 @@
 -- restore.lua — write tasks read from a snapshot into this Redis (snapshot
--- import). Live tasks come back runnable: queued (and announced) unless they
+-- import). Live tasks come back runnable: queued (in their ready list) unless they
 -- were scheduled, which keep their run_at. Attempts, ids, inputs and the
 -- token of the last lease (`b`, shown as the task's fence) are kept; the
 -- worker and entry fields are dropped, since no worker holds anything in
@@ -9,22 +9,20 @@
 -- cancelled here, as the reaper would have ended it once its lease ran out.
 -- Terminal tasks keep their result for the result TTL from now: they are
 -- filed as if they finished at the import.
--- KEYS[1] intake stream      KEYS[2] scheduled zset     KEYS[3] counts hash
+-- KEYS[1] scheduled zset     KEYS[2] counts hash
 -- ARGV[1] key prefix         ARGV[2] result TTL ms
 -- ARGV[3] '1' to file succeeded tasks in their queue's index, '0' for the
 --         expiry lists (limits.index_succeeded)
--- ARGV[4] signed intake envelope naming the tasks expected to be queued, with
---         the versions they will have ('' if none)
--- ARGV[5..] 2 per task: id, the task's fields as a JSON object (strings)
+-- ARGV[4..] 2 per task: id, the task's fields as a JSON object (strings)
 -- Reply: flat array, 2 per task: id, 'queued' | 'scheduled' | 'terminal' |
 --        'cancelled' (live, with a cancel requested) | 'exists' (a task with
 --        this id is already here: left alone)
 local prefix = ARGV[1]
 finish_succeeded_into(ARGV[3] == '1', ARGV[2])
 local now = now_ms()
-local reply, deltas, queued = {}, {}, {}
+local reply, deltas = {}, {}
 local drop = { w = true, ent = true, cr = true }
-for i = 5, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   local id, fields = ARGV[i], cjson.decode(ARGV[i + 1])
   local key = task_key(prefix, id)
   local outcome
@@ -61,7 +59,7 @@ for i = 5, #ARGV, 2 do
       outcome = 'cancelled'
     elseif state == 'scheduled' then
       redis.call('HSET', key, 'v', v, 'ut', now)
-      redis.call('ZADD', KEYS[2], tonumber(fields['run_at'] or '0'), id)
+      redis.call('ZADD', KEYS[1], tonumber(fields['run_at'] or '0'), id)
       bump(deltas, 'scheduled', 1)
       outcome = 'scheduled'
     else
@@ -72,14 +70,14 @@ for i = 5, #ARGV, 2 do
       end
       redis.call('HSET', key, 'state', 'queued', 'v', v, 'ut', now)
       bump(deltas, 'queued', 1)
-      queued[#queued + 1] = id
+      enqueue_later(id, fields['q'], fields['h'] or '', fields['tags'], fields['prio'])
       outcome = 'queued'
     end
   end
   reply[#reply + 1] = id
   reply[#reply + 1] = outcome
 end
-flush_counts(KEYS[3], deltas)
-announce(prefix, KEYS[1], ARGV[4], queued)
+flush_counts(KEYS[2], deltas)
+file_enqueued(prefix)
 file_finished(prefix, now)
 return reply

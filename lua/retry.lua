@@ -1,11 +1,9 @@
 -- retry.lua — an operator runs dead or cancelled tasks again (dead |
 -- cancelled → queued), with their attempts reset.
--- KEYS[1] intake stream      KEYS[2] counts hash        KEYS[3] events stream
+-- KEYS[1] counts hash        KEYS[2] events stream
 -- ARGV[1] key prefix
--- ARGV[2] signed intake envelope naming the tasks with the versions they
---         will have once queued
--- ARGV[3] signed events envelope naming the tasks      ARGV[4] events MAXLEN
--- ARGV[5..] 2 per task: id, expected version
+-- ARGV[2] signed events envelope naming the tasks      ARGV[3] events MAXLEN
+-- ARGV[4..] 2 per task: id, expected version
 -- Reply: flat array, 2 per task: id, 'queued' | 'missing' | 'conflict' (the
 --        version moved on) | 'state:<s>' (not dead or cancelled: only
 --        those are retried)
@@ -16,11 +14,11 @@
 -- the finished state, so expire.lua never deletes it while it runs again.
 local prefix = ARGV[1]
 local now = int(now_ms())
-local reply, queued = {}, {}
-for i = 5, #ARGV, 2 do
+local reply, queued = {}, 0
+for i = 4, #ARGV, 2 do
   local id, expected = ARGV[i], ARGV[i + 1]
   local key = task_key(prefix, id)
-  local t = redis.call('HMGET', key, 'state', 'v', 'q', 'err', 'att', 'fin', 'hist')
+  local t = redis.call('HMGET', key, 'state', 'v', 'q', 'err', 'att', 'fin', 'hist', 'h', 'tags', 'prio')
   local outcome
   if not t[1] then
     outcome = 'missing'
@@ -37,14 +35,15 @@ for i = 5, #ARGV, 2 do
     redis.call('ZREM', index_key(prefix, t[3], t[1]), id)
     redis.call('HDEL', key, 'err', 'fin', 'res', 'cr')
     redis.call('HSET', key, 'state', 'queued', 'v', int(t[2] + 1), 'att', '0', 'ut', now, 'hist', cjson.encode(hist))
-    queued[#queued + 1] = id
+    queued = queued + 1
+    enqueue_later(id, t[3], t[8], t[9], t[10])
     outcome = 'queued'
   end
   reply[#reply + 1], reply[#reply + 2] = id, outcome
 end
-if #queued > 0 then
-  redis.call('HINCRBY', KEYS[2], 'queued', #queued)
-  announce(prefix, KEYS[1], ARGV[2], queued)
-  append(KEYS[3], ARGV[3], ARGV[4])
+if queued > 0 then
+  redis.call('HINCRBY', KEYS[1], 'queued', queued)
+  file_enqueued(prefix)
+  append(KEYS[2], ARGV[2], ARGV[3])
 end
 return reply

@@ -4,7 +4,7 @@
 //! when a task fails (retry). The [`Context`] they are handed lives in
 //! [`crate::context`].
 
-mod completions;
+mod wakes;
 pub mod coordinator;
 pub mod dev;
 pub mod distributor;

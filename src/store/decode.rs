@@ -4,7 +4,6 @@
 //! a task does not store read as their defaults (lua/README.md, key map).
 
 use super::{Result, StoreError};
-use crate::messages::IntakeTask;
 use crate::names::QueueName;
 use crate::task::{NewTask, TaskState, TaskView, UNSTORED_MAX_ATTEMPTS, UNSTORED_TIMEOUT_MS};
 use redis::Value;
@@ -116,40 +115,27 @@ impl TaskRow {
         self.state.as_deref() == Some(state.as_str())
     }
 
-    /// An intake entry announcing this task at version `v`.
-    pub(crate) fn intake(&self, id: &str, v: u64) -> IntakeTask {
-        IntakeTask {
-            id: id.to_string(),
-            v,
-            h: self.handler.clone(),
-            tags: self.tags.clone(),
-            prio: self.priority,
-        }
-    }
 }
 
-/// What the reconciler reads first of every task key it scans: enough to
-/// tell a queued task whose intake entry may be lost.
+/// What the reconciler reads of every task key it scans: enough to tell
+/// a queued task that no ready list holds (one that still names an intake
+/// entry, from a build whose backlog was the intake stream).
 #[derive(Debug, Clone)]
-pub(crate) struct QueuedSince {
+pub(crate) struct QueuedUnlisted {
     pub state: Option<String>,
-    /// The task's last change: `ut`, which is not stored until the task
-    /// first changes, else its creation `ct`.
-    pub changed_ms: Option<u64>,
-    /// The intake entry that last announced it ('' if none is stored).
-    pub entry: String,
+    pub version: u64,
+    /// The intake entry that last announced it, if one is stored.
+    pub entry: Option<String>,
 }
 
-impl Row for QueuedSince {
-    const FIELDS: &'static [&'static str] = &["state", "ut", "ct", "ent"];
+impl Row for QueuedUnlisted {
+    const FIELDS: &'static [&'static str] = &["state", "v", "ent"];
 
     fn from_fields(mut f: Fields) -> Self {
-        let state = f.next();
-        let (ut, ct) = (f.next(), f.next());
-        QueuedSince {
-            state,
-            changed_ms: ut.or(ct).and_then(|u| u.parse().ok()),
-            entry: f.next().unwrap_or_default(),
+        QueuedUnlisted {
+            state: f.next(),
+            version: num(f.next().as_ref()),
+            entry: f.next(),
         }
     }
 }
@@ -194,17 +180,6 @@ impl Row for DueBatch {
             holder,
             ids: ids.split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
         }
-    }
-}
-
-/// How `submit` announces a task it queues now: at version 1.
-pub(crate) fn submitted_intake(t: &NewTask) -> IntakeTask {
-    IntakeTask {
-        id: t.id.to_string(),
-        v: 1,
-        h: t.handler.clone(),
-        tags: t.tags.clone(),
-        prio: t.priority,
     }
 }
 

@@ -1,22 +1,21 @@
-//! Intake: writing tasks and announcing them on the intake stream —
-//! `submit` (new tasks), `reannounce` (queued tasks whose entry is gone or
-//! old) and `restore` (tasks from a snapshot).
+//! Intake: writing tasks into the backlog — `submit` (new tasks),
+//! `requeue` (queued tasks no ready list holds) and `restore` (tasks from
+//! a snapshot).
 
-use super::decode::{num, string_list, submitted_intake};
 use super::outcomes::{expand_positions, id_pairs, Announced, RestoreOutcome, SubmitReply, SubmitStatus};
-use super::{Result, Store};
-use crate::messages::{self, IntakeBody, IntakeTask};
+use super::{Result, Store, StoreError};
 use crate::task::NewTask;
 use std::collections::HashMap;
 
 /// Most tasks one script call handles where the caller's list can be long
-/// (re-announcements): keeps scripts short and envelopes small.
+/// (requeues): keeps scripts short.
 const SCRIPT_BATCH: usize = 500;
 
 impl Store {
-    /// Writes new tasks and announces the immediate ones on the intake
-    /// stream, in one script. Returns how each task was taken, in order;
-    /// a duplicate names the earlier task.
+    /// Writes new tasks, the immediate ones into their ready lists, in one
+    /// script. Returns how each task was taken, in order; a duplicate
+    /// names the earlier task. A call naming a draining queue writes
+    /// nothing ([`StoreError::Draining`]).
     pub async fn submit(&self, tasks: &[NewTask]) -> Result<Vec<SubmitReply>> {
         // Each task's run_at as the script takes it: 0 to queue now.
         let now = self.clock.now_ms();
@@ -24,20 +23,10 @@ impl Store {
             .iter()
             .map(|t| (t, t.run_at_ms.filter(|at| *at > now).unwrap_or(0)))
             .collect();
-        let intake = self.keys.intake();
-        let immediate: Vec<IntakeTask> = timed
-            .iter()
-            .filter(|(_, at)| *at == 0)
-            .map(|(t, _)| submitted_intake(t))
-            .collect();
-        let envelope = self.seal_intake(immediate);
-        let announces = !envelope.is_empty();
         let mut inv = self.scripts.submit.prepare_invoke();
-        inv.key(&intake)
-            .key(self.keys.scheduled())
+        inv.key(self.keys.scheduled())
             .key(self.keys.counts())
             .arg(self.keys.prefix())
-            .arg(envelope)
             .arg(self.opts.idempotency_ttl.as_millis() as u64);
         // Runs of tasks that share every setting: the settings once, then
         // id and input per task (submit.lua's header).
@@ -73,8 +62,8 @@ impl Store {
             }
         }
         let duplicates = self.call("submit", &inv).await?;
-        if announces {
-            Self::sent("intake");
+        if let Some(queue) = draining(&duplicates) {
+            return Err(StoreError::Draining(queue));
         }
         // Only duplicates are listed, with the earlier task's id.
         let listed = expand_positions("submit", tasks.len(), None, &duplicates, |_, id| {
@@ -100,38 +89,21 @@ impl Store {
             .collect())
     }
 
-    /// Announces queued tasks again (see `lua/reannounce.lua`); each task
-    /// carries its current version. Returns how many were announced.
-    pub async fn reannounce(&self, tasks: &[IntakeTask]) -> Result<u64> {
-        let mut announced = 0;
-        // Bounded scripts and envelopes: a huge batch would block Redis and
-        // exceed the message size limit.
+    /// Puts queued tasks into their ready lists (see `lua/requeue.lua`);
+    /// each task carries the version it was read at. Returns how many were
+    /// queued.
+    pub async fn requeue(&self, tasks: &[(String, u64)]) -> Result<u64> {
+        let mut queued = 0;
         for chunk in tasks.chunks(SCRIPT_BATCH) {
-            announced += self.reannounce_batch(chunk).await?;
+            let mut inv = self.scripts.requeue.prepare_invoke();
+            inv.arg(self.keys.prefix());
+            for (id, v) in chunk {
+                inv.arg(id).arg(v);
+            }
+            let statuses = self.call_each("requeue", &inv, chunk.len(), Announced::parse).await?;
+            queued += statuses.iter().filter(|s| **s == Announced::Queued).count() as u64;
         }
-        Ok(announced)
-    }
-
-    async fn reannounce_batch(&self, tasks: &[IntakeTask]) -> Result<u64> {
-        let intake = self.keys.intake();
-        let next: Vec<IntakeTask> = tasks
-            .iter()
-            .map(|t| IntakeTask {
-                v: t.v + 1,
-                ..t.clone()
-            })
-            .collect();
-        let mut inv = self.scripts.reannounce.prepare_invoke();
-        inv.key(&intake)
-            .arg(self.keys.prefix())
-            .arg(self.seal(&intake, messages::SUBMIT, &IntakeBody { tasks: next }));
-        for t in tasks {
-            inv.arg(&t.id).arg(t.v);
-        }
-        let statuses = self
-            .call_each("reannounce", &inv, tasks.len(), Announced::parse)
-            .await?;
-        Ok(self.count_announced(&statuses, tasks, "announced again on the intake stream"))
+        Ok(queued)
     }
 
     /// Writes tasks read from a snapshot (see `lua/restore.lua`); returns
@@ -140,41 +112,26 @@ impl Store {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
-        let intake = self.keys.intake();
-        let runnable: Vec<IntakeTask> = tasks
-            .iter()
-            .filter(|(_, f)| {
-                matches!(
-                    f.get("state").map(String::as_str),
-                    Some("queued" | "assigned" | "running")
-                )
-            })
-            .map(|(id, f)| IntakeTask {
-                id: id.clone(),
-                v: num::<u64>(f.get("v")) + 1,
-                h: f.get("h").cloned().unwrap_or_default(),
-                tags: string_list(f.get("tags")),
-                prio: num(f.get("prio")),
-            })
-            .collect();
-        let envelope = self.seal_intake(runnable);
         let mut inv = self.scripts.restore.prepare_invoke();
-        inv.key(&intake)
-            .key(self.keys.scheduled())
+        inv.key(self.keys.scheduled())
             .key(self.keys.counts())
             .arg(self.keys.prefix())
             .arg(self.opts.result_ttl.as_millis() as u64)
-            .arg(if self.opts.index_succeeded { "1" } else { "0" })
-            .arg(envelope);
+            .arg(if self.opts.index_succeeded { "1" } else { "0" });
         for (id, fields) in tasks {
             inv.arg(id)
                 .arg(serde_json::to_string(fields).expect("string maps serialize"));
         }
         let v = self.call("restore", &inv).await?;
-        let outcomes = id_pairs("restore", &v, RestoreOutcome::parse)?;
-        if outcomes.iter().any(|(_, o)| *o == RestoreOutcome::Queued) {
-            Self::sent("intake");
-        }
-        Ok(outcomes)
+        id_pairs("restore", &v, RestoreOutcome::parse)
+    }
+}
+
+/// The queue named in submit.lua's refusal `{ 0, 'draining:<queue>' }`
+/// (a duplicate's position is never 0).
+fn draining(reply: &[String]) -> Option<String> {
+    match reply {
+        [zero, word] if zero == "0" => word.strip_prefix("draining:").map(str::to_string),
+        _ => None,
     }
 }

@@ -27,8 +27,36 @@ impl Keys {
     pub fn task_pattern(&self) -> String {
         format!("{}t:*", self.prefix)
     }
+    /// The stream that was the backlog before the ready lists (builds
+    /// before `docs/QUEUES.md`'s backlog): only emptied now.
     pub fn intake(&self) -> String {
         format!("{}intake", self.prefix)
+    }
+    /// One small entry per call that queued tasks: wakes the distributors.
+    pub fn wake(&self) -> String {
+        format!("{}wake", self.prefix)
+    }
+    /// The backlogs (`<queue> <class>`) that may hold ready tasks.
+    pub fn active(&self) -> String {
+        format!("{}active", self.prefix)
+    }
+    /// Every backlog ever used → `<handler> <tags JSON>`, its class.
+    pub fn backlogs(&self) -> String {
+        format!("{}backlogs", self.prefix)
+    }
+    /// The priority levels of one class in a queue that may have ready
+    /// tasks.
+    pub fn levels(&self, queue: &str, class: &str) -> String {
+        format!("{}q:{queue}:levels:{class}", self.prefix)
+    }
+    /// The ready tasks of one queue, class and priority level, oldest first.
+    pub fn ready(&self, queue: &str, class: &str, level: &str) -> String {
+        format!("{}q:{queue}:ready:{class}:{level}", self.prefix)
+    }
+    /// A queue's settings and live counts (paused, draining, limits,
+    /// queued, run, the token bucket).
+    pub fn meta(&self, queue: &str) -> String {
+        format!("{}q:{queue}:meta", self.prefix)
     }
     pub fn events(&self) -> String {
         format!("{}events", self.prefix)

@@ -3,11 +3,10 @@
 //! (lua/expire.lua), the reconciler, and forgetting silent workers
 //! (lua/forget_workers.lua) and idle stream consumers.
 
-use super::decode::{QueuedSince, Row, TaskRow};
+use super::decode::{QueuedUnlisted, Row, TaskRow};
 use super::outcomes::Announced;
 use super::pool::Con;
 use super::{Result, Store};
-use crate::messages::{self, IntakeBody, IntakeTask};
 use crate::task::TaskState;
 use redis::Value;
 use std::collections::HashMap;
@@ -77,83 +76,47 @@ impl Store {
         if ids.is_empty() {
             return Ok(0);
         }
-        let intake = self.keys.intake();
-        let tasks: Vec<IntakeTask> = ids
-            .iter()
-            .zip(&rows)
-            .map(|(id, row)| row.intake(id, row.version + 1))
-            .collect();
         let mut inv = self.scripts.promote.prepare_invoke();
-        inv.key(self.keys.scheduled())
-            .key(self.keys.counts())
-            .key(&intake)
-            .arg(self.keys.prefix())
-            .arg(self.seal(&intake, messages::SUBMIT, &IntakeBody { tasks: tasks.clone() }));
-        for t in &tasks {
-            inv.arg(&t.id).arg(t.v - 1);
+        inv.key(self.keys.scheduled()).key(self.keys.counts()).arg(self.keys.prefix());
+        for (id, row) in ids.iter().zip(&rows) {
+            inv.arg(id).arg(row.version);
         }
-        let statuses = self.call_each("promote", &inv, tasks.len(), Announced::parse).await?;
-        Ok(self.count_announced(&statuses, &tasks, "promoted to queued"))
+        let statuses = self.call_each("promote", &inv, ids.len(), Announced::parse).await?;
+        Ok(self.count_queued(&statuses, &ids, "promoted to queued"))
     }
 
     /// One step of the reconciler: scans up to `count` task keys from
-    /// `cursor` and announces again every task that has been queued for
-    /// longer than `grace` while its intake entry is gone (lost with a Redis
-    /// restart, or refused as expired and trimmed). Returns the next cursor
-    /// ("0" when a sweep is complete) and how many tasks were announced.
-    pub async fn reconcile(&self, cursor: &str, count: usize, grace: Duration) -> Result<(String, u64)> {
+    /// `cursor` and puts into its ready list every queued task that still
+    /// carries an intake entry (`ent`): one written by a build whose
+    /// backlog was the intake stream, which no ready list holds. Returns
+    /// the next cursor ("0" when a sweep is complete) and how many tasks
+    /// were queued. (A task queued by this build is in its list from the
+    /// script that queued it; nothing else removes it there.)
+    pub async fn reconcile(&self, cursor: &str, count: usize) -> Result<(String, u64)> {
         let mut con = self.con().await?;
         let (next, keys) = self.scan_task_keys(&mut con, cursor, count).await?;
         if keys.is_empty() {
             return Ok((next, 0));
         }
-        // Most keys are not queued: read only what decides that first, and
-        // the fields to announce a task with only for the rare orphan.
-        let rows: Vec<QueuedSince> = self.rows(&mut con, "reconcile", &keys).await?;
-        let cutoff = self.clock.now_ms().saturating_sub(grace.as_millis() as u64);
-        let candidates: Vec<(&String, String)> = keys
-            .iter()
-            .zip(rows)
-            .filter(|(_, r)| r.state.as_deref() == Some(TaskState::Queued.as_str()))
-            .filter(|(_, r)| r.changed_ms.is_some_and(|u| u < cutoff))
-            .map(|(k, r)| (k, r.entry))
-            .collect();
-        if candidates.is_empty() {
-            return Ok((next, 0));
-        }
-        let intake = self.keys.intake();
-        let mut pipe = redis::pipe();
-        for (_, ent) in &candidates {
-            // An id that is not a stream id ('' for a task never announced)
-            // matches nothing; XRANGE would refuse it, so ask for "0-0".
-            let ent = if ent.contains('-') { ent.as_str() } else { "0-0" };
-            pipe.cmd("XRANGE").arg(&intake).arg(ent).arg(ent).arg("COUNT").arg(1);
-        }
-        let found: Vec<Value> = pipe.query_async(&mut con).await?;
-        let orphan_keys: Vec<String> = candidates
-            .into_iter()
-            .zip(found)
-            .filter(|(_, v)| matches!(v, Value::Array(a) if a.is_empty()))
-            .map(|((k, _), _)| k.clone())
-            .collect();
-        if orphan_keys.is_empty() {
-            return Ok((next, 0));
-        }
-        let rows: Vec<TaskRow> = self.rows(&mut con, "reconcile", &orphan_keys).await?;
-        let prefix_len = self.keys.task("").len();
-        // reannounce.lua checks the version read here: a task that moved on
-        // since the first read is left alone.
-        let orphans: Vec<IntakeTask> = orphan_keys
-            .iter()
-            .zip(rows)
-            .map(|(k, row)| row.intake(&k[prefix_len..], row.version))
-            .collect();
+        let rows: Vec<QueuedUnlisted> = self.rows(&mut con, "reconcile", &keys).await?;
         drop(con);
-        let n = self.reannounce(&orphans).await?;
+        let prefix_len = self.keys.task("").len();
+        // requeue.lua checks the version read here: a task that moved on
+        // since is left alone.
+        let unlisted: Vec<(String, u64)> = keys
+            .iter()
+            .zip(rows)
+            .filter(|(_, r)| r.state.as_deref() == Some(TaskState::Queued.as_str()) && r.entry.is_some())
+            .map(|(k, r)| (k[prefix_len..].to_string(), r.version))
+            .collect();
+        if unlisted.is_empty() {
+            return Ok((next, 0));
+        }
+        let n = self.requeue(&unlisted).await?;
         if n > 0 {
-            tracing::warn!(
+            tracing::info!(
                 tasks = n,
-                "reconciler: queued tasks had lost their intake entry; announced them again"
+                "reconciler: queued tasks from the intake stream's backlog moved into their ready lists"
             );
         }
         Ok((next, n))

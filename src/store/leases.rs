@@ -6,9 +6,9 @@
 
 use super::decode::{num, num_or, string_list, BatchHolder, Row, TaskFields};
 use super::keys;
-use super::outcomes::{expand_positions, AssignStatus, FinishedState, Refusal, RenewStatus};
+use super::outcomes::{expand_positions, Assigned, FinishedState, Refusal, RenewStatus};
 use super::{Result, Store};
-use crate::messages::{self, Assignment, EventBody, IntakeTask, PerTaskIntakeBody};
+use crate::messages::{self, EventBody};
 use crate::task::{FenceToken, TaskState, UNSTORED_MAX_ATTEMPTS, UNSTORED_TIMEOUT_MS};
 use redis::Value;
 use std::time::Duration;
@@ -83,73 +83,39 @@ pub struct Completion {
 }
 
 impl Store {
-    /// Places tasks on one worker and takes the lease for it there (the
-    /// worker then only reads them: [`Store::claim`]). Returns one status
-    /// per task, in order.
-    ///
-    /// `acks` names, per task, an intake entry for the script to acknowledge
-    /// ('' or missing for none) once none of the tasks named with it came
-    /// back 'full' or 'gone'. The caller names an entry only when the call
-    /// holds every task of it still to place.
-    pub async fn assign(
-        &self,
-        worker_id: &str,
-        tasks: &[IntakeTask],
-        acks: &[&str],
-        lease: Duration,
-    ) -> Result<Vec<AssignStatus>> {
+    /// Takes up to `want` ready tasks from `backlogs` (names from
+    /// [`Store::active_backlogs`], each a class the worker can run) and
+    /// leases them to one worker, in one script (lua/assign.lua): the
+    /// highest priority level first, on a tie the backlog named first. The
+    /// worker then only reads them: [`Store::claim`].
+    pub async fn assign(&self, worker_id: &str, want: usize, backlogs: &[&str], lease: Duration) -> Result<Assigned> {
         let stream = self.keys.worker_stream(worker_id);
-        let body = messages::AssignBody {
-            tasks: tasks
-                .iter()
-                .map(|t| Assignment {
-                    id: t.id.clone(),
-                    v: t.v + 1,
-                })
-                .collect(),
-        };
-        let envelope = self.seal(&stream, messages::ASSIGN, &body);
+        let envelope = self.seal(&stream, messages::ASSIGN, &messages::AssignBody {});
         let mut inv = self.scripts.assign.prepare_invoke();
         inv.key(self.keys.worker(worker_id))
             .key(&stream)
             .key(self.keys.leases())
             .key(self.keys.counts())
             .key(self.keys.epoch())
-            .key(self.keys.intake())
             .key(self.keys.batches())
             .arg(self.keys.prefix())
             .arg(envelope)
             .arg(lease.as_millis() as u64)
             .arg(worker_id)
-            .arg(keys::DISTRIBUTORS_GROUP);
-        // Runs of tasks named with one intake entry: the entry and the
-        // count once, then id and version per task (assign.lua's header).
-        let named: Vec<(&IntakeTask, &str)> = tasks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t, acks.get(i).copied().unwrap_or("")))
-            .collect();
-        for run in named.chunk_by(|a, b| a.1 == b.1) {
-            inv.arg(run[0].1).arg(run.len());
-            for (t, _) in run {
-                inv.arg(&t.id).arg(t.v);
-            }
+            .arg(want);
+        for b in backlogs {
+            inv.arg(*b);
         }
         let reply = self.call("assign", &inv).await?;
-        let statuses = expand_positions(
-            "assign",
-            tasks.len(),
-            AssignStatus::Assigned,
-            &reply,
-            AssignStatus::parse,
-        )?;
-        if statuses.contains(&AssignStatus::Assigned) {
+        let assigned = Assigned::parse("assign", &reply, backlogs.len())?;
+        if assigned.taken > 0 {
             Self::sent("worker");
         }
-        Ok(statuses)
+        Ok(assigned)
     }
 
-    /// Accepts the tasks an `assign` entry names: assign.lua has already
+    /// Accepts the tasks an `assign` entry names (its unsigned `ids`,
+    /// [`super::Entry::ids`]): assign.lua has already
     /// taken one lease for the batch on this worker, so this only reads the
     /// batch record and each task and acknowledges the entry, in one
     /// pipeline (no script, no write to the task). `batch` is the entry's
@@ -167,14 +133,14 @@ impl Store {
         worker_id: &str,
         entry_id: &str,
         batch: Option<&str>,
-        tasks: &[Assignment],
+        tasks: &[String],
     ) -> Result<Vec<StartReply>> {
         let stream = self.keys.worker_stream(worker_id);
         let batch = batch.unwrap_or_default();
         let mut pipe = redis::pipe();
         pipe.cmd("HMGET").arg(self.keys.batch(batch)).arg(BatchHolder::FIELDS);
-        for t in tasks {
-            pipe.cmd("HGETALL").arg(self.keys.task(&t.id));
+        for id in tasks {
+            pipe.cmd("HGETALL").arg(self.keys.task(id));
         }
         pipe.cmd("XACK")
             .arg(&stream)
@@ -205,7 +171,7 @@ impl Store {
                 <TaskFields as redis::FromRedisValue>::from_redis_value(raw).map_err(redis::RedisError::from)?;
             let reply = match lease {
                 Err(why) => StartReply::Refused(why),
-                Ok(_) if !seen.insert(t.id.as_str()) => StartReply::Refused(Refusal::Conflict),
+                Ok(_) if !seen.insert(t.as_str()) => StartReply::Refused(Refusal::Conflict),
                 Ok(token) => match started(t, batch, token, fields) {
                     Ok(task) => StartReply::Started(Box::new(task)),
                     Err(why) => StartReply::Refused(why),
@@ -254,26 +220,8 @@ impl Store {
     /// `Stale` where this worker no longer held the lease.
     pub async fn complete(&self, worker_id: &str, done: &[Completion]) -> Result<Vec<FinishedState>> {
         let events = self.keys.events();
-        let intake = self.keys.intake();
         let event = EventBody {
             ids: done.iter().map(|c| c.task.id.clone()).collect(),
-        };
-        let released: Vec<IntakeTask> = done
-            .iter()
-            .filter(|c| c.outcome == Outcome::Released)
-            .map(|c| IntakeTask {
-                id: c.task.id.clone(),
-                v: c.task.version + 1,
-                h: c.task.handler.clone(),
-                tags: c.task.tags.clone(),
-                prio: c.task.priority,
-            })
-            .collect();
-        // Workers are updated before distributors: per-task form (messages.rs).
-        let intake_env = if released.is_empty() {
-            Vec::new()
-        } else {
-            self.seal(&intake, messages::SUBMIT, &PerTaskIntakeBody { tasks: &released })
         };
         let mut inv = self.scripts.complete.prepare_invoke();
         inv.key(self.keys.leases())
@@ -281,14 +229,12 @@ impl Store {
             .key(self.keys.counts())
             .key(self.keys.worker(worker_id))
             .key(&events)
-            .key(&intake)
             .arg(self.keys.prefix())
             .arg(worker_id)
             .arg(self.opts.result_ttl.as_millis() as u64)
             .arg(if self.opts.index_succeeded { "1" } else { "0" })
             .arg(self.seal(&events, messages::EVENT, &event))
-            .arg(self.opts.events_maxlen)
-            .arg(intake_env);
+            .arg(self.opts.events_maxlen);
         // Runs of attempts that ended the same way under one lease: the
         // outcome and token once, then per task what differs (complete.lua).
         for run in done.chunk_by(|a, b| (a.outcome, a.task.token) == (b.outcome, b.task.token)) {
@@ -313,19 +259,16 @@ impl Store {
         if states.iter().any(|s| *s != FinishedState::Stale) {
             Self::sent("events");
         }
-        if states.contains(&FinishedState::Queued) {
-            Self::sent("intake");
-        }
         Ok(states)
     }
 }
 
 /// The task an assign entry names, from its hash, if it runs under this
-/// entry's lease: `running` at the named version under `batch`. One that
-/// has moved on since shows another state, version or token. An empty
-/// hash: the task is gone.
+/// entry's lease: `running` under `batch` (a token is never reused, so the
+/// token alone says it is this attempt). One that has moved on since shows
+/// another state or token. An empty hash: the task is gone.
 fn started(
-    t: &Assignment,
+    id: &str,
     batch: &str,
     token: FenceToken,
     mut f: TaskFields,
@@ -337,16 +280,13 @@ fn started(
             return Err(TaskState::parse(other).map_or(Refusal::Missing, Refusal::WrongState));
         }
     }
-    if num::<u64>(f.get("v")) != t.v {
-        return Err(Refusal::Conflict);
-    }
     if f.get("b").map(String::as_str) != Some(batch) {
         return Err(Refusal::OtherBatch);
     }
     let created: u64 = num(f.get("ct"));
     Ok(StartedTask {
-        id: t.id.clone(),
-        version: t.v,
+        id: id.to_string(),
+        version: num(f.get("v")),
         token,
         handler: f.remove("h").unwrap_or_default(),
         input: f.remove("in").unwrap_or_default(),

@@ -2,8 +2,9 @@
 //! `keys`, scripts in `scripts`, and every script reply is decoded in this
 //! module's files, so no role indexes a raw reply or builds a key by hand.
 //! One file per concern, each an `impl Store` block beside the scripts it
-//! runs: `intake` (submit, reannounce, restore), `leases` (assign, claim,
-//! renew, complete), `cancel`, `reap` and `leader` (the leader's duties),
+//! runs: `intake` (submit, requeue, restore), `leases` (assign, claim,
+//! renew, complete), `queues` (a queue's settings and counts), `cancel`,
+//! `reap` and `leader` (the leader's duties),
 //! `reads` (tasks), `workers` (heartbeats and the live workers), `streams`,
 //! `redis_info` (what Redis says of itself); replies become types in
 //! `outcomes` (per-task script statuses) and `decode` (hashes and rows).
@@ -16,6 +17,7 @@
 //! task the script did not move carries a version that no longer exists and
 //! is refused downstream as stale; nothing is ever applied twice.
 
+mod backlog;
 mod cancel;
 mod decode;
 mod intake;
@@ -32,12 +34,12 @@ pub mod scripts;
 mod streams;
 mod workers;
 
+pub use backlog::{Backlog, WakeCursor};
 pub use cancel::CancelOutcome;
-pub(crate) use decode::submitted_intake;
 pub use leases::{Completion, Outcome, StartReply, StartedTask};
 pub use outcomes::{
-    AssignStatus, DiscardOutcome, FinishedState, ReapOutcome, Refusal, RenewStatus, RestoreOutcome, RetryOutcome,
-    SubmitReply, SubmitStatus,
+    Assigned, BacklogStop, DiscardOutcome, FinishedState, ReapOutcome, Refusal, RenewStatus, RestoreOutcome, RetryOutcome,
+    SubmitReply, SubmitStatus, WorkerRoom,
 };
 pub use reads::{Page, PageCursor};
 pub use reap::ReapStats;
@@ -47,7 +49,6 @@ pub use workers::{Heartbeat, WorkerView};
 
 use crate::clock::Clock;
 use crate::envelope::{Keyring, Rejection, Verified};
-use crate::messages::{self, IntakeBody, IntakeTask};
 use crate::telemetry::catalog;
 use deadpool::managed::Timeouts;
 use deadpool::Runtime;
@@ -67,6 +68,9 @@ pub enum StoreError {
     Pool(String),
     #[error("unexpected reply from {script}: {detail}")]
     Reply { script: &'static str, detail: String },
+    /// A submit named a queue that is draining: nothing was written.
+    #[error("queue {0:?} is draining: it takes no new tasks")]
+    Draining(String),
 }
 
 impl From<pool::PoolError> for StoreError {
@@ -104,6 +108,9 @@ pub struct Entry {
     /// fencing token of the batch (checked against the batch record by
     /// [`Store::claim`], not trusted).
     pub batch: Option<String>,
+    /// The unsigned `ids` field of an assign entry: the tasks assign.lua
+    /// took, comma-joined (trusted only as [`Entry::batch`] is).
+    pub ids: Option<String>,
 }
 
 pub struct Store {
@@ -187,18 +194,15 @@ impl Store {
         words.iter().map(|w| parse(op, w)).collect()
     }
 
-    /// Counts the tasks a promote or reannounce put on the intake stream,
-    /// and logs each with `what`.
-    fn count_announced(&self, statuses: &[outcomes::Announced], tasks: &[IntakeTask], what: &str) -> u64 {
+    /// Counts the tasks a promote put into their ready lists, and logs
+    /// each with `what`.
+    fn count_queued(&self, statuses: &[outcomes::Announced], ids: &[String], what: &str) -> u64 {
         let mut n = 0;
-        for (status, t) in statuses.iter().zip(tasks) {
+        for (status, id) in statuses.iter().zip(ids) {
             if *status == outcomes::Announced::Queued {
-                tracing::debug!(task_id = %t.id, "{what}");
+                tracing::debug!(task_id = %id, "{what}");
                 n += 1;
             }
-        }
-        if n > 0 {
-            Self::sent("intake");
         }
         n
     }
@@ -248,15 +252,6 @@ impl Store {
     pub fn seal<T: Serialize>(&self, stream: &str, msg_type: &str, body: &T) -> Vec<u8> {
         let bytes = serde_json::to_vec(body).expect("message bodies always serialize");
         self.keyring.sign(stream, msg_type, self.expiry(), &bytes)
-    }
-
-    /// Signs an intake message naming `tasks`; no bytes when there are none
-    /// (the scripts then append nothing).
-    fn seal_intake(&self, tasks: Vec<IntakeTask>) -> Vec<u8> {
-        if tasks.is_empty() {
-            return Vec::new();
-        }
-        self.seal(&self.keys.intake(), messages::SUBMIT, &IntakeBody { tasks })
     }
 
     /// Verifies an entry read from `stream`; failures are counted by reason

@@ -6,7 +6,7 @@
 use super::decode::TaskRow;
 use super::outcomes::{id_pairs, DiscardOutcome, RetryOutcome};
 use super::{Result, Store};
-use crate::messages::{self, EventBody, IntakeTask};
+use crate::messages::{self, EventBody};
 use crate::names::QueueName;
 use crate::task::{TaskId, TaskState};
 use redis::AsyncCommands;
@@ -34,23 +34,11 @@ impl Store {
         let mut con = self.con().await?;
         let rows: Vec<TaskRow> = self.task_rows(&mut con, "retry", &ids).await?;
         drop(con);
-        // Announced at the version the script will give them; a task the
-        // script refuses is named but not queued, and distributors skip it.
-        let retryable = |r: &TaskRow| r.is(TaskState::Dead) || r.is(TaskState::Cancelled);
-        let announced: Vec<IntakeTask> = ids
-            .iter()
-            .zip(&rows)
-            .filter(|(_, r)| retryable(r))
-            .map(|(id, r)| r.intake(id, r.version + 1))
-            .collect();
         let events = self.keys.events();
-        let intake = self.keys.intake();
         let mut inv = self.scripts.retry.prepare_invoke();
-        inv.key(&intake)
-            .key(self.keys.counts())
+        inv.key(self.keys.counts())
             .key(&events)
             .arg(self.keys.prefix())
-            .arg(self.seal_intake(announced))
             .arg(self.seal(&events, messages::EVENT, &EventBody { ids: ids.clone() }))
             .arg(self.opts.events_maxlen);
         for (id, row) in ids.iter().zip(&rows) {
@@ -59,7 +47,6 @@ impl Store {
         let reply = self.call("retry", &inv).await?;
         let outcomes = id_pairs("retry", &reply, RetryOutcome::parse)?;
         if outcomes.iter().any(|(_, o)| *o == RetryOutcome::Queued) {
-            Self::sent("intake");
             Self::sent("events");
         }
         Ok(outcomes)

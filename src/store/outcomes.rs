@@ -49,50 +49,92 @@ pub struct SubmitReply {
     pub status: SubmitStatus,
 }
 
-/// What `assign` did with one task (lua/assign.lua).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AssignStatus {
-    /// Placed on the worker, under the call's lease.
-    Assigned,
-    /// The worker had no free slot left for it.
-    Full,
-    /// No such task.
-    Missing,
-    /// The worker is unknown or draining.
-    Gone,
-    /// The task moved on (another version), or was named twice.
-    Conflict,
-    /// The task is not queued.
-    WrongState(TaskState),
+/// What one `assign` call took from the backlog for a worker
+/// (lua/assign.lua).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assigned {
+    /// Tasks taken and leased to the worker.
+    pub taken: usize,
+    /// Whether the worker has room for more after the call.
+    pub worker: WorkerRoom,
+    /// The backlogs of the call (by position among those given) that could
+    /// give no more, and why.
+    pub stopped: Vec<(usize, BacklogStop)>,
 }
 
-impl AssignStatus {
-    pub(crate) fn parse(script: &'static str, w: &str) -> Result<Self> {
-        word(script, w, |w| match w {
-            "ok" => Some(AssignStatus::Assigned),
-            "full" => Some(AssignStatus::Full),
-            "missing" => Some(AssignStatus::Missing),
-            "gone" => Some(AssignStatus::Gone),
-            "conflict" => Some(AssignStatus::Conflict),
-            _ => wrong_state(w).map(AssignStatus::WrongState),
-        })
-    }
+/// A worker's room after an assign call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerRoom {
+    /// Free slots remain.
+    Room,
+    /// Every slot is taken.
+    Full,
+    /// The worker is unknown or draining.
+    Gone,
+}
 
-    /// The worker, not the task, was the reason: the task waits for the
-    /// next round (with a fresh view of the workers).
-    pub fn worker_was_unable(self) -> bool {
-        matches!(self, AssignStatus::Full | AssignStatus::Gone)
+/// Why a backlog gave no more tasks in an assign call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BacklogStop {
+    /// No ready task is left in it.
+    Empty,
+    /// Its queue is paused.
+    Paused,
+    /// Its queue is at its concurrency limit.
+    Busy,
+    /// Its queue's token bucket is empty; the next token comes in this long.
+    Rate(std::time::Duration),
+}
+
+impl BacklogStop {
+    fn parse(script: &'static str, w: &str) -> Result<Self> {
+        word(script, w, |w| match w {
+            "empty" => Some(BacklogStop::Empty),
+            "paused" => Some(BacklogStop::Paused),
+            "busy" => Some(BacklogStop::Busy),
+            _ => w
+                .strip_prefix("rate:")?
+                .parse()
+                .ok()
+                .map(|ms| BacklogStop::Rate(std::time::Duration::from_millis(ms))),
+        })
     }
 
     pub fn label(self) -> &'static str {
         match self {
-            AssignStatus::Assigned => "assigned",
-            AssignStatus::Full => "full",
-            AssignStatus::Missing => "missing",
-            AssignStatus::Gone => "gone",
-            AssignStatus::Conflict => "conflict",
-            AssignStatus::WrongState(_) => "wrong-state",
+            BacklogStop::Empty => "empty",
+            BacklogStop::Paused => "paused",
+            BacklogStop::Busy => "busy",
+            BacklogStop::Rate(_) => "rate",
         }
+    }
+}
+
+impl Assigned {
+    /// Parses assign.lua's reply: the count taken, the worker's room, then
+    /// 2 per backlog that stopped: its position (1-based) and why.
+    pub(crate) fn parse(script: &'static str, reply: &[String], backlogs: usize) -> Result<Self> {
+        let bad = |detail: String| StoreError::Reply { script, detail };
+        let (taken, worker, rest) = match reply {
+            [taken, worker, rest @ ..] if rest.len() % 2 == 0 => (taken, worker, rest),
+            _ => return Err(bad(format!("{} words", reply.len()))),
+        };
+        let taken = taken.parse().map_err(|_| bad(format!("taken {taken:?}")))?;
+        let worker = word(script, worker, |w| match w {
+            "room" => Some(WorkerRoom::Room),
+            "full" => Some(WorkerRoom::Full),
+            "gone" => Some(WorkerRoom::Gone),
+            _ => None,
+        })?;
+        let mut stopped = Vec::with_capacity(rest.len() / 2);
+        for pair in rest.chunks(2) {
+            let position: usize = pair[0].parse().map_err(|_| bad(format!("position {:?}", pair[0])))?;
+            if position == 0 || position > backlogs {
+                return Err(bad(format!("position {position} of {backlogs} backlogs")));
+            }
+            stopped.push((position - 1, BacklogStop::parse(script, &pair[1])?));
+        }
+        Ok(Assigned { taken, worker, stopped })
     }
 }
 

@@ -7,7 +7,7 @@ use super::keys;
 use super::outcomes::{id_pairs, ReapOutcome};
 use super::pool::Con;
 use super::{Result, Store};
-use crate::messages::{self, EventBody, IntakeTask};
+use crate::messages::{self, EventBody};
 use crate::task::TaskState;
 use crate::telemetry::catalog;
 use redis::Value;
@@ -51,8 +51,6 @@ struct ReapRun {
 #[derive(Default)]
 struct ReapPlan {
     runs: Vec<ReapRun>,
-    /// Tasks of batches that never ran, for the intake envelope.
-    requeue: Vec<IntakeTask>,
     /// Every task of the runs, for the events envelope.
     named: Vec<String>,
 }
@@ -132,8 +130,8 @@ impl Store {
                 .filter(|(_, row)| row.is(TaskState::Running) && row.batch.as_deref() == Some(token.as_str()))
                 .collect();
             // No handler of the batch ran when the worker never acknowledged
-            // its assign entry: the tasks go back to queued (listed in the
-            // intake envelope, flagged for reap.lua) without using an attempt.
+            // its assign entry: the tasks go back to queued (the run flagged
+            // for reap.lua) without using an attempt.
             let never_ran = match (&batch.holder.worker, &batch.holder.entry) {
                 (Some(wid), Some(ent)) if !running.is_empty() => {
                     !self.assignment_acknowledged(con, &mut last_delivered, wid, ent).await
@@ -142,9 +140,6 @@ impl Store {
             };
             let mut tasks = Vec::with_capacity(running.len());
             for (id, row) in running {
-                if never_ran {
-                    plan.requeue.push(row.intake(&id, row.version + 1));
-                }
                 plan.named.push(id.clone());
                 tasks.push((id, row.version, retry_delay(row.attempts)));
             }
@@ -159,17 +154,13 @@ impl Store {
 
     /// Runs reap.lua over the plan; returns each task's outcome.
     async fn run_reap(&self, plan: ReapPlan) -> Result<Vec<(String, ReapOutcome)>> {
-        let intake = self.keys.intake();
         let events = self.keys.events();
-        let intake_env = self.seal_intake(plan.requeue);
         let mut inv = self.scripts.reap.prepare_invoke();
         inv.key(self.keys.leases())
             .key(self.keys.scheduled())
             .key(self.keys.counts())
-            .key(&intake)
             .key(&events)
             .arg(self.keys.prefix())
-            .arg(intake_env)
             .arg(self.seal(&events, messages::EVENT, &EventBody { ids: plan.named }))
             .arg(self.opts.events_maxlen);
         for run in &plan.runs {
@@ -183,9 +174,6 @@ impl Store {
         let moved = |o: &ReapOutcome| !matches!(o, ReapOutcome::Renewed | ReapOutcome::Conflict);
         if outcomes.iter().any(|(_, o)| moved(o)) {
             Self::sent("events");
-        }
-        if outcomes.iter().any(|(_, o)| *o == ReapOutcome::Queued) {
-            Self::sent("intake");
         }
         Ok(outcomes)
     }

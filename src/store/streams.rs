@@ -94,11 +94,12 @@ impl Store {
                     Some(Value::BulkString(b)) => b.clone(),
                     _ => Vec::new(), // verify() refuses it as malformed
                 };
-                let batch = match e.map.get("b") {
+                let text = |field: &str| match e.map.get(field) {
                     Some(Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
                     _ => None,
                 };
-                out.push(Entry { id: e.id, raw, batch });
+                let (batch, ids) = (text("b"), text("ids"));
+                out.push(Entry { id: e.id, raw, batch, ids });
             }
         }
         out
@@ -147,7 +148,12 @@ impl Store {
                         }
                         // Only intake entries are claimed here; they carry
                         // no batch token.
-                        out.push(Entry { id, raw, batch: None });
+                        out.push(Entry {
+                            id,
+                            raw,
+                            batch: None,
+                            ids: None,
+                        });
                     }
                 }
             }
