@@ -94,6 +94,10 @@ for i = 6, #ARGV do
 end
 
 local taken_ids, taken_keys, taken_fields = {}, {}, {}
+-- Ids taken in this call: a task is marked running only after the loop,
+-- so an id found twice in the lists (pushed again by a bug or by hand)
+-- would otherwise read `queued` twice and take two slots.
+local seen = {}
 -- Ids popped that are no longer queued cost a pop each: a call pops at
 -- most this many in all, so a list of cancelled ids is drained over calls.
 local budget = 4 * need + 100
@@ -132,7 +136,8 @@ while need > 0 and budget > 0 do
   for _, id in ipairs(ids) do
     local key = task_key(prefix, id)
     local t = redis.call('HMGET', key, 'state', 'v', 'att')
-    if t[1] == 'queued' then
+    if t[1] == 'queued' and not seen[id] then
+      seen[id] = true
       local j = #taken_ids + 1
       taken_ids[j], taken_keys[j], taken_fields[j] = id, key, t
       need, r.room, r.taken = need - 1, r.room - 1, r.taken + 1

@@ -15,9 +15,9 @@
 //! selector `(~keys +commands)` allows a few commands on a few keys. A
 //! command passes if one selector allows both it and all of its keys, so a
 //! command granted on one key is not granted on the others: the distributor
-//! may `XACK` the intake stream but not a worker's stream, a worker may
-//! `XTRIM` its own stream but not the intake stream, and no role may `DEL`
-//! what it does not delete itself.
+//! may `LPOP` a ready list but not `DEL` it, a worker may `XTRIM` its own
+//! stream but not the events stream, and no role may `DEL` what it does not
+//! delete itself.
 //!
 //! Passwords are given as SHA-256 hashes (`#<hex>`), so neither the printed
 //! commands nor an ACL file hold them in clear.

@@ -34,7 +34,8 @@ impl Role {
                 "reap.lua",
                 "expire.lua",
                 "promote.lua",
-                "reannounce.lua",
+                "requeue.lua",
+                "control.lua",
                 "leader.lua",
                 "forget_workers.lua",
                 "restore.lua",
@@ -43,7 +44,7 @@ impl Role {
                 "discard.lua",
                 "purge.lua",
             ],
-            Role::Distributor => &["assign.lua", "reannounce.lua", "trim.lua"],
+            Role::Distributor => &["assign.lua"],
             Role::Worker => &["heartbeat.lua", "renew.lua", "complete.lua", "trim.lua"],
         }
     }
@@ -121,9 +122,9 @@ const COORDINATOR: Profile = Profile {
     // SCAN: task listing, the reconciler and snapshots (SCAN MATCH t:*).
     extra_root: &["+info", "+scan"],
     script_keys: &[
-        "intake",
         "scheduled",
         "counts",
+        "wake",
         "leases",
         "expiring",
         "events",
@@ -135,7 +136,7 @@ const COORDINATOR: Profile = Profile {
         "done",
     ],
     grants: &[
-        // submit, cancel, reap, promote, reannounce, restore, retry, and
+        // submit, cancel, reap, promote, requeue, restore, retry, and
         // the reads of the API, `cancel`, the reaper, the scheduler and the
         // reconciler; expire.lua, discard.lua and purge.lua delete finished
         // tasks (UNLINK), expire.lua checks a legacy entry's state (HGET).
@@ -155,10 +156,21 @@ const COORDINATOR: Profile = Profile {
         rw(&["queues"], &["+sadd", "+smembers", "+sismember"]),
         // The queues' indexes of finished tasks: filed by cancel, reap and
         // restore, paged by page.lua, counted by the API, left by retry
-        // and discard, cut from the low end by expire and purge.
+        // and discard, cut from the low end by expire and purge. Their
+        // backlogs: the ready lists and levels that submit, reap, promote,
+        // requeue, retry and restore queue tasks into (RPUSH, ZADD), and
+        // the meta hash of counts, flags and limits (HINCRBY; HMGET, HSET,
+        // HDEL by control.lua and the API).
         rw(
             &["q:*"],
             &[
+                "+rpush",
+                "+llen",
+                "+hincrby",
+                "+hmget",
+                "+hgetall",
+                "+hset",
+                "+hdel",
                 "+zadd",
                 "+zrem",
                 "+zrange",
@@ -176,12 +188,16 @@ const COORDINATOR: Profile = Profile {
         // Unique keys: submit takes them, restore takes them back, and a
         // finish (cancel, reap) lets them go.
         rw(&["uniq:*"], &["+get", "+set", "+del", "+pexpireat"]),
-        // announce (submit, reap, promote, reannounce, restore); the
-        // reconciler's XRANGE; the janitor's idle-consumer cleanup.
-        rw(
-            &["intake"],
-            &["+xadd", "+xrange", "+xinfo|consumers", "+xgroup|delconsumer"],
-        ),
+        // The backlogs that may hold ready tasks, and what each one is:
+        // added to when a script queues into an empty list.
+        rw(&["active"], &["+sadd", "+smembers"]),
+        rw(&["backlogs"], &["+hsetnx", "+hmget", "+hgetall"]),
+        // Woken distributors: one entry per call that queued tasks, and per
+        // control.lua change.
+        rw(&["wake"], &["+xadd"]),
+        // The intake stream of a build before the ready lists, deleted once
+        // the reconciler moved its tasks (`Store::retire_intake`).
+        rw(&["intake"], &["+unlink"]),
         // The janitor trims events older than limits.events_retention.
         rw(&["events"], &["+xadd", "+xread", "+xrevrange", "+xtrim"]),
         rw(&["leases"], &["+zrem", "+zscore", "+zrangebyscore"]),
@@ -211,36 +227,40 @@ const COORDINATOR: Profile = Profile {
     ],
 };
 
-/// The distributor: reads the intake stream as group `distributors` and
-/// places tasks on workers.
+/// The distributor: takes tasks from the backlogs (assign.lua) and places
+/// them on workers, woken by the wake and events streams.
 const DISTRIBUTOR: Profile = Profile {
     // INFO: assign.lua takes the lease and reads the run_id (INFO server)
     // to know the epoch.
     extra_root: &["+info"],
-    script_keys: &["w:{w}", "w:{w}:in", "leases", "counts", "epoch", "intake", "batches"],
+    script_keys: &["w:{w}", "w:{w}:in", "leases", "counts", "epoch", "batches"],
     grants: &[
-        // assign, reannounce (and announce's `ent`).
+        // assign.lua reads each task it pops and marks it running.
         rw(&["t:*"], &["+hmget", "+hset"]),
         // assign.lua numbers the batch and writes its lease record.
         rw(&["batches"], &["+incr"]),
         rw(&["b:*"], &["+hset"]),
-        // The group, claims, acks (also in assign.lua), reannounce's XADD,
-        // trim.lua.
+        // assign.lua: a queue's flags, limits and token bucket, and its
+        // queued and running counts (meta); the top level of a backlog
+        // (levels), its ids (ready). The distributor counts a backlog's
+        // ready tasks for the unplaceable gauge (LLEN).
         rw(
-            &["intake"],
+            &["q:*"],
             &[
-                "+xgroup|create",
-                "+xreadgroup",
-                "+xack",
-                "+xclaim",
-                "+xautoclaim",
-                "+xadd",
-                "+exists",
-                "+xinfo|groups",
-                "+xpending",
-                "+xtrim",
+                "+hmget",
+                "+hset",
+                "+hincrby",
+                "+zrevrange",
+                "+zrange",
+                "+zrem",
+                "+lpop",
+                "+llen",
             ],
         ),
+        // Which backlogs may hold tasks (assign.lua drops an empty one),
+        // and what each one is.
+        rw(&["active"], &["+smembers", "+srem"]),
+        ro(&["backlogs"], &["+hmget", "+hgetall"]),
         // assign.lua reads cap/used/draining and spends credit (`used`);
         // `Store::workers` reads the whole hash.
         rw(&["w:{w}"], &["+hmget", "+hgetall", "+hincrby"]),
@@ -249,8 +269,9 @@ const DISTRIBUTOR: Profile = Profile {
         rw(&["counts"], &["+hincrby"]),
         rw(&["epoch"], &["+hmget", "+hset"]),
         ro(&["workers"], &["+zrangebyscore"]),
-        // Woken by the events of ended attempts (roles/completions.rs).
-        ro(&["events"], &["+xread", "+xrevrange"]),
+        // Woken by queued tasks and by the events of ended attempts
+        // (roles/wakes.rs).
+        ro(&["wake", "events"], &["+xread", "+xrevrange"]),
     ],
 };
 
@@ -267,15 +288,18 @@ const WORKER: Profile = Profile {
         "counts",
         "scheduled",
         "events",
-        "intake",
     ],
     grants: &[
         // claim (HGETALL, no script), renew, complete (finish,
         // settle_failure, announce).
         rw(&["t:*"], &["+hmget", "+hgetall", "+hset"]),
         // complete files the tasks it finished in their queue's index and
-        // lets their unique keys go.
-        rw(&["q:*"], &["+zadd"]),
+        // lets their unique keys go; a task handed back or retried at once
+        // goes into its ready list (RPUSH, and ZADD of its level), and the
+        // queue's counts move (HINCRBY).
+        rw(&["q:*"], &["+zadd", "+rpush", "+hincrby"]),
+        rw(&["active"], &["+sadd"]),
+        rw(&["backlogs"], &["+hsetnx"]),
         rw(&["uniq:*"], &["+get", "+del", "+pexpireat"]),
         // ... or, for succeeded tasks not indexed, in the expiry lists.
         rw(&["done"], &["+zadd"]),
@@ -305,8 +329,8 @@ const WORKER: Profile = Profile {
         rw(&["leases"], &["+zadd", "+zrem"]),
         rw(&["scheduled"], &["+zadd"]),
         rw(&["counts"], &["+hincrby"]),
-        // complete: the events envelope, and tasks handed back on intake.
-        rw(&["events", "intake"], &["+xadd"]),
+        // complete: the events envelope, and a wake for tasks queued again.
+        rw(&["events", "wake"], &["+xadd"]),
     ],
 };
 
@@ -443,7 +467,7 @@ mod tests {
     #[test]
     fn the_parser_sees_helpers_and_subcommands() {
         let assign = script_commands("assign.lua");
-        for c in ["time", "info", "hset", "zadd", "xack", "incr"] {
+        for c in ["time", "info", "hset", "zadd", "lpop", "incr"] {
             assert!(assign.contains(c), "{c} in {assign:?}");
         }
         let trim = script_commands("trim.lua");

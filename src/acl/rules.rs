@@ -142,9 +142,10 @@ mod tests {
         for k in ["leader", "scheduled", "idem:", "handlers"] {
             assert!(!distributor.contains(k), "{k} in {distributor}");
         }
-        // It follows the events of ended attempts (roles/completions.rs), read only.
+        // It follows the wake stream and the events of ended attempts
+        // (roles/wakes.rs), read only.
         assert!(
-            distributor.contains("(%R~{drover:0}:events +xread +xrevrange)"),
+            distributor.contains("(%R~{drover:0}:wake %R~{drover:0}:events +xread +xrevrange)"),
             "{distributor}"
         );
         // assign.lua takes the lease, so it may begin a new epoch.

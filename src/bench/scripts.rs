@@ -17,13 +17,9 @@
 use super::cluster::new_task;
 use super::report::{redis_usage, RedisUsage};
 use crate::context::Context;
-use crate::messages::{AssignBody, Assignment, IntakeTask, ASSIGN};
+use crate::messages::{AssignBody, ASSIGN};
 use crate::store::keys::WORKER_GROUP;
-use crate::store::{
-    submitted_intake, AssignStatus, Completion, FinishedState, Heartbeat, Outcome, StartReply, StartedTask,
-    SubmitStatus,
-};
-use crate::task::NewTask;
+use crate::store::{Completion, FinishedState, Heartbeat, Outcome, StartReply, StartedTask, SubmitStatus};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -51,11 +47,12 @@ pub async fn run(ctx: &Context, rounds: usize, batch: usize, input: &str) -> any
     let mut steps = serde_json::Map::new();
 
     let before = redis_usage(ctx).await?;
-    let batches = submit(ctx, rounds, batch, input).await?;
+    submit(ctx, rounds, batch, input).await?;
     steps.insert("submit".into(), cost(&before, &redis_usage(ctx).await?, n));
 
+    let backlogs = store.active_backlogs().await?;
     let before = redis_usage(ctx).await?;
-    assign(ctx, &batches).await?;
+    assign(ctx, rounds, batch, &backlogs).await?;
     steps.insert("assign".into(), cost(&before, &redis_usage(ctx).await?, n));
 
     // Reading the stream is the worker's part too, but it is one call per
@@ -74,10 +71,9 @@ pub async fn run(ctx: &Context, rounds: usize, batch: usize, input: &str) -> any
 }
 
 /// An assign entry as the worker reads it: its id, batch token and tasks.
-type AssignEntry = (String, Option<String>, Vec<Assignment>);
+type AssignEntry = (String, Option<String>, Vec<String>);
 
-async fn submit(ctx: &Context, rounds: usize, batch: usize, input: &str) -> anyhow::Result<Vec<Vec<NewTask>>> {
-    let mut batches = Vec::with_capacity(rounds);
+async fn submit(ctx: &Context, rounds: usize, batch: usize, input: &str) -> anyhow::Result<()> {
     for _ in 0..rounds {
         let tasks: Vec<_> = (0..batch).map(|_| new_task(input)).collect();
         let replies = ctx.store.submit(&tasks).await?;
@@ -85,19 +81,17 @@ async fn submit(ctx: &Context, rounds: usize, batch: usize, input: &str) -> anyh
             replies.iter().all(|r| r.status == SubmitStatus::Queued),
             "submit: {replies:?}"
         );
-        batches.push(tasks);
     }
-    Ok(batches)
+    Ok(())
 }
 
-async fn assign(ctx: &Context, batches: &[Vec<NewTask>]) -> anyhow::Result<()> {
-    for tasks in batches {
-        let intake: Vec<IntakeTask> = tasks.iter().map(submitted_intake).collect();
-        let replies = ctx.store.assign(WORKER, &intake, &[], LEASE).await?;
-        anyhow::ensure!(
-            replies.iter().all(|s| *s == AssignStatus::Assigned),
-            "assign: {replies:?}"
-        );
+/// One assign call per submitted batch, each taking `batch` tasks, as a
+/// distributor's call for a worker with that many free slots does.
+async fn assign(ctx: &Context, rounds: usize, batch: usize, backlogs: &[String]) -> anyhow::Result<()> {
+    let names: Vec<&str> = backlogs.iter().map(String::as_str).collect();
+    for _ in 0..rounds {
+        let assigned = ctx.store.assign(WORKER, batch, &names, LEASE).await?;
+        anyhow::ensure!(assigned.taken == batch, "assign: {assigned:?}");
     }
     Ok(())
 }
@@ -115,14 +109,15 @@ async fn read_assign_entries(ctx: &Context, stream: &str, rounds: usize) -> anyh
             entries.len()
         );
         for entry in read {
-            let body: AssignBody = store
+            let _: AssignBody = store
                 .open(stream, &entry)
                 .map_err(|r| anyhow::anyhow!("assign entry: {}", r.reason()))
                 .and_then(|v| {
                     anyhow::ensure!(v.msg_type() == ASSIGN, "not an assign entry");
                     v.parse().map_err(|r| anyhow::anyhow!("assign body: {}", r.reason()))
                 })?;
-            entries.push((entry.id, entry.batch, body.tasks));
+            let ids = entry.task_ids();
+            entries.push((entry.id, entry.batch, ids));
         }
     }
     Ok(entries)

@@ -19,10 +19,6 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// A queued task whose intake entry is gone is announced again once it has
-/// been queued this long (scripts set state and entry together, so this only
-/// guards against reading a task mid-way through a sweep).
-const RECONCILE_GRACE: Duration = Duration::from_secs(5);
 /// Task keys the reconciler looks at on each leader pass (every
 /// `timing.tick`): 2,000 keys a second at the default tick. One small step
 /// per pass instead of a large sweep every few seconds, because a burst of
@@ -149,7 +145,7 @@ async fn lead(ctx: Context, id: String, shutdown: CancellationToken) {
     let mut held_until: Option<Instant> = None;
     let mut last_renew: Option<Instant> = None;
     let mut last_janitor = Instant::now();
-    let mut reconcile_cursor = "0".to_string();
+    let mut reconcile = ReconcilePass::default();
     let mut retry = RetryDelay::default();
     while !shutdown.is_cancelled() {
         if last_renew.is_none_or(|r| r.elapsed() >= t.leader_ttl / 3) {
@@ -185,13 +181,7 @@ async fn lead(ctx: Context, id: String, shutdown: CancellationToken) {
         let leading = held_until.is_some_and(|h| h > Instant::now());
         metrics::gauge!(catalog::LEADER.name).set(if leading { 1.0 } else { 0.0 });
         if leading {
-            match leader_pass(
-                &ctx,
-                last_janitor.elapsed() >= Duration::from_secs(5),
-                &mut reconcile_cursor,
-            )
-            .await
-            {
+            match leader_pass(&ctx, last_janitor.elapsed() >= Duration::from_secs(5), &mut reconcile).await {
                 Ok(janitor_ran) => {
                     retry.success();
                     if janitor_ran {
@@ -221,7 +211,7 @@ async fn lead(ctx: Context, id: String, shutdown: CancellationToken) {
 async fn leader_pass(
     ctx: &Context,
     janitor: bool,
-    reconcile_cursor: &mut String,
+    reconcile: &mut ReconcilePass,
 ) -> Result<bool, crate::store::StoreError> {
     let t = &ctx.settings.timing;
     metrics::counter!(catalog::REAPER_RUNS.name).increment(1);
@@ -264,18 +254,36 @@ async fn leader_pass(
         if !gone.is_empty() {
             tracing::info!(workers = ?gone, "forgot workers silent for too long");
         }
-        let intake = ctx.store.keys.intake();
-        ctx.store
-            .forget_idle_consumers(&intake, crate::store::keys::DISTRIBUTORS_GROUP, t.forget_worker_after)
-            .await?;
         ctx.store.trim_events(ctx.settings.events_retention).await?;
     }
-    let (next, _) = ctx
-        .store
-        .reconcile(reconcile_cursor, RECONCILE_STEP, RECONCILE_GRACE)
-        .await?;
-    *reconcile_cursor = next;
+    let (next, moved) = ctx.store.reconcile(&reconcile.cursor, RECONCILE_STEP).await?;
+    reconcile.moved += moved;
+    if next == "0" {
+        // A whole pass over the keyspace found no task of an earlier
+        // build's intake stream left: that stream is nobody's backlog now.
+        if reconcile.moved == 0 {
+            ctx.store.retire_intake().await?;
+        }
+        reconcile.moved = 0;
+    }
+    reconcile.cursor = next;
     Ok(janitor)
+}
+
+/// Where the reconciler's walk over the task keys is, and how many queued
+/// tasks of an earlier build it moved into ready lists in this pass.
+struct ReconcilePass {
+    cursor: String,
+    moved: u64,
+}
+
+impl Default for ReconcilePass {
+    fn default() -> Self {
+        Self {
+            cursor: "0".into(),
+            moved: 0,
+        }
+    }
 }
 
 /// Publishes backlog and worker gauges every second.

@@ -203,7 +203,10 @@ impl Distributor {
                     self.view_behind = true;
                 }
                 for (i, stop) in got.stopped {
-                    let b = self.described.get(&names[i]).expect("named from the described backlogs");
+                    let b = self
+                        .described
+                        .get(&names[i])
+                        .expect("named from the described backlogs");
                     match stop {
                         BacklogStop::Empty => {
                             empty.insert(b.name.clone());
@@ -227,7 +230,11 @@ impl Distributor {
             if empty.contains(&b.name) || held.contains(&b.queue) {
                 continue;
             }
-            if self.workers.iter().any(|w| !w.draining && b.runs_on(&w.handlers, &w.tags)) {
+            if self
+                .workers
+                .iter()
+                .any(|w| !w.draining && b.runs_on(&w.handlers, &w.tags))
+            {
                 waits_for_room = true;
             }
         }
@@ -272,13 +279,20 @@ impl Distributor {
     /// Warns once per backlog that no live worker can run, and counts its
     /// tasks for `drover_unplaceable_tasks` every few seconds.
     async fn count_unplaceable(&mut self, backlogs: &[Backlog]) -> Result<(), StoreError> {
-        if self.unplaceable_counted.is_some_and(|t| t.elapsed() < UNPLACEABLE_EVERY) {
+        if self
+            .unplaceable_counted
+            .is_some_and(|t| t.elapsed() < UNPLACEABLE_EVERY)
+        {
             return Ok(());
         }
         self.unplaceable_counted = Some(Instant::now());
         let mut tasks = 0;
         for b in backlogs {
-            if self.workers.iter().any(|w| !w.draining && b.runs_on(&w.handlers, &w.tags)) {
+            if self
+                .workers
+                .iter()
+                .any(|w| !w.draining && b.runs_on(&w.handlers, &w.tags))
+            {
                 continue;
             }
             tasks += self.ctx.store.ready_count(b).await?;

@@ -4,10 +4,10 @@
 //! when a task fails (retry). The [`Context`] they are handed lives in
 //! [`crate::context`].
 
-mod wakes;
 pub mod coordinator;
 pub mod dev;
 pub mod distributor;
+mod wakes;
 pub mod worker;
 
 use crate::context::Context;

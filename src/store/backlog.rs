@@ -79,11 +79,11 @@ impl Store {
     /// How many ids a backlog's ready lists hold (over every level; a
     /// cancelled task's id counts until assign.lua drops it).
     pub async fn ready_count(&self, backlog: &Backlog) -> Result<u64> {
-        let Some((_, class)) = backlog.name.split_once(' ') else { return Ok(0) };
+        let Some((_, class)) = backlog.name.split_once(' ') else {
+            return Ok(0);
+        };
         let mut con = self.con().await?;
-        let levels: Vec<String> = con
-            .zrange(self.keys.levels(&backlog.queue, class), 0, -1)
-            .await?;
+        let levels: Vec<String> = con.zrange(self.keys.levels(&backlog.queue, class), 0, -1).await?;
         let mut pipe = redis::pipe();
         for level in &levels {
             pipe.cmd("LLEN").arg(self.keys.ready(&backlog.queue, class, level));
@@ -95,7 +95,15 @@ impl Store {
     /// The newest entries of the wake-up streams: a reader starts after them.
     pub async fn wake_cursor(&self) -> Result<WakeCursor> {
         let mut con = self.con().await?;
-        let newest = |stream: String| redis::cmd("XREVRANGE").arg(stream).arg("+").arg("-").arg("COUNT").arg(1).clone();
+        let newest = |stream: String| {
+            redis::cmd("XREVRANGE")
+                .arg(stream)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .clone()
+        };
         let (wake, events): (Vec<(String, Vec<String>)>, Vec<(String, Vec<String>)>) = redis::pipe()
             .add_command(newest(self.keys.wake()))
             .add_command(newest(self.keys.events()))

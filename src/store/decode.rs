@@ -5,7 +5,7 @@
 
 use super::{Result, StoreError};
 use crate::names::QueueName;
-use crate::task::{NewTask, TaskState, TaskView, UNSTORED_MAX_ATTEMPTS, UNSTORED_TIMEOUT_MS};
+use crate::task::{TaskState, TaskView, UNSTORED_MAX_ATTEMPTS, UNSTORED_TIMEOUT_MS};
 use redis::Value;
 use std::collections::HashMap;
 
@@ -78,15 +78,11 @@ impl Fields {
 }
 
 /// What a leader duty or cancel reads of a task to move it: its state and
-/// version, what an intake entry names, the attempts used and the token
-/// of its latest lease.
+/// version, the attempts used and the token of its latest lease.
 #[derive(Debug, Clone)]
 pub(crate) struct TaskRow {
     pub state: Option<String>,
     pub version: u64,
-    pub handler: String,
-    pub tags: Vec<String>,
-    pub priority: i32,
     /// Attempts charged so far; 1 when not stored (the reaper's backoff
     /// is for at least a first attempt).
     pub attempts: u32,
@@ -95,15 +91,12 @@ pub(crate) struct TaskRow {
 }
 
 impl Row for TaskRow {
-    const FIELDS: &'static [&'static str] = &["state", "v", "h", "tags", "prio", "att", "b"];
+    const FIELDS: &'static [&'static str] = &["state", "v", "att", "b"];
 
     fn from_fields(mut f: Fields) -> Self {
         TaskRow {
             state: f.next(),
             version: num(f.next().as_ref()),
-            handler: f.next().unwrap_or_default(),
-            tags: string_list(f.next().as_ref()),
-            priority: num(f.next().as_ref()),
             attempts: num_or(f.next().as_ref(), 1),
             batch: f.next(),
         }
@@ -114,7 +107,6 @@ impl TaskRow {
     pub(crate) fn is(&self, state: TaskState) -> bool {
         self.state.as_deref() == Some(state.as_str())
     }
-
 }
 
 /// What the reconciler reads of every task key it scans: enough to tell
@@ -248,33 +240,17 @@ mod tests {
 
     #[test]
     fn rows_take_their_fields_by_name_and_defaults_where_unstored() {
-        let row = TaskRow::decode(
-            "reap",
-            reply(&[
-                Some("running"),
-                Some("4"),
-                Some("noop"),
-                Some(r#"["gpu"]"#),
-                None,
-                None,
-                Some("1.9"),
-            ]),
-        )
-        .unwrap();
+        let row = TaskRow::decode("reap", reply(&[Some("running"), Some("4"), None, Some("1.9")])).unwrap();
         assert!(row.is(TaskState::Running));
-        assert_eq!(
-            (row.version, row.handler.as_str(), row.priority, row.attempts),
-            (4, "noop", 0, 1)
-        );
-        assert_eq!(row.tags, vec!["gpu".to_string()]);
+        assert_eq!((row.version, row.attempts), (4, 1));
         assert_eq!(row.batch.as_deref(), Some("1.9"));
 
         let due = DueBatch::decode("reap", reply(&[Some("w1"), Some("5-0"), Some("a,b,")])).unwrap();
         assert_eq!(due.holder.worker.as_deref(), Some("w1"));
         assert_eq!(due.ids, vec!["a".to_string(), "b".to_string()]);
 
-        let q = QueuedSince::decode("reconcile", reply(&[Some("queued"), None, Some("17"), None])).unwrap();
-        assert_eq!((q.changed_ms, q.entry.as_str()), (Some(17), ""));
+        let q = QueuedUnlisted::decode("reconcile", reply(&[Some("queued"), None, Some("1-0")])).unwrap();
+        assert_eq!((q.version, q.entry.as_deref()), (0, Some("1-0")));
     }
 
     #[test]

@@ -8,8 +8,8 @@ use super::outcomes::Announced;
 use super::pool::Con;
 use super::{Result, Store};
 use crate::task::TaskState;
+use redis::AsyncCommands;
 use redis::Value;
-use std::collections::HashMap;
 use std::time::Duration;
 
 impl Store {
@@ -77,7 +77,9 @@ impl Store {
             return Ok(0);
         }
         let mut inv = self.scripts.promote.prepare_invoke();
-        inv.key(self.keys.scheduled()).key(self.keys.counts()).arg(self.keys.prefix());
+        inv.key(self.keys.scheduled())
+            .key(self.keys.counts())
+            .arg(self.keys.prefix());
         for (id, row) in ids.iter().zip(&rows) {
             inv.arg(id).arg(row.version);
         }
@@ -122,41 +124,16 @@ impl Store {
         Ok((next, n))
     }
 
-    /// Removes consumers of `group` that hold nothing and have been idle for
-    /// `idle` (e.g. distributors that were restarted under a new id).
-    pub async fn forget_idle_consumers(&self, stream: &str, group: &str, idle: Duration) -> Result<u64> {
+    /// Deletes the intake stream of an earlier build, whose backlog it
+    /// was. Called once a whole reconciler pass found no queued task that
+    /// still names one of its entries: nothing reads it any more.
+    pub async fn retire_intake(&self) -> Result<()> {
         let mut con = self.con().await?;
-        let info: redis::RedisResult<Vec<HashMap<String, Value>>> = redis::cmd("XINFO")
-            .arg("CONSUMERS")
-            .arg(stream)
-            .arg(group)
-            .query_async(&mut con)
-            .await;
-        let Ok(consumers) = info else { return Ok(0) };
-        let mut n = 0;
-        for c in consumers {
-            let field = |k: &str| {
-                c.get(k)
-                    .and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
-                    .unwrap_or(0)
-            };
-            let name = c
-                .get("name")
-                .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok());
-            if let Some(name) = name {
-                if field("pending") == 0 && field("idle") as u128 >= idle.as_millis() {
-                    let _: i64 = redis::cmd("XGROUP")
-                        .arg("DELCONSUMER")
-                        .arg(stream)
-                        .arg(group)
-                        .arg(&name)
-                        .query_async(&mut con)
-                        .await?;
-                    n += 1;
-                }
-            }
+        let gone: i64 = con.unlink(self.keys.intake()).await?;
+        if gone > 0 {
+            tracing::info!("deleted the intake stream of an earlier build: every task it held is in a ready list");
         }
-        Ok(n)
+        Ok(())
     }
 
     pub async fn forget_workers(&self, silent_for: Duration) -> Result<Vec<String>> {

@@ -267,12 +267,7 @@ impl Store {
 /// entry's lease: `running` under `batch` (a token is never reused, so the
 /// token alone says it is this attempt). One that has moved on since shows
 /// another state or token. An empty hash: the task is gone.
-fn started(
-    id: &str,
-    batch: &str,
-    token: FenceToken,
-    mut f: TaskFields,
-) -> std::result::Result<StartedTask, Refusal> {
+fn started(id: &str, batch: &str, token: FenceToken, mut f: TaskFields) -> std::result::Result<StartedTask, Refusal> {
     match f.remove("state").as_deref() {
         None => return Err(Refusal::Missing),
         Some("running") => {}

@@ -38,8 +38,8 @@ pub use backlog::{Backlog, WakeCursor};
 pub use cancel::CancelOutcome;
 pub use leases::{Completion, Outcome, StartReply, StartedTask};
 pub use outcomes::{
-    Assigned, BacklogStop, DiscardOutcome, FinishedState, ReapOutcome, Refusal, RenewStatus, RestoreOutcome, RetryOutcome,
-    SubmitReply, SubmitStatus, WorkerRoom,
+    Assigned, BacklogStop, DiscardOutcome, FinishedState, ReapOutcome, Refusal, RenewStatus, RestoreOutcome,
+    RetryOutcome, SubmitReply, SubmitStatus, WorkerRoom,
 };
 pub use reads::{Page, PageCursor};
 pub use reap::ReapStats;
@@ -111,6 +111,17 @@ pub struct Entry {
     /// The unsigned `ids` field of an assign entry: the tasks assign.lua
     /// took, comma-joined (trusted only as [`Entry::batch`] is).
     pub ids: Option<String>,
+}
+
+impl Entry {
+    /// The task ids of an assign entry's unsigned `ids` field (empty when
+    /// it has none). Claiming them checks each against the batch record.
+    pub fn task_ids(&self) -> Vec<String> {
+        match self.ids.as_deref() {
+            Some(ids) if !ids.is_empty() => ids.split(',').map(str::to_owned).collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 pub struct Store {

@@ -470,25 +470,54 @@ mod tests {
     #[test]
     fn listed_statuses_land_in_their_places() {
         let got = expand_positions(
-            "assign",
+            "complete",
             4,
-            AssignStatus::Assigned,
-            &strings(&["2", "missing", "4", "full"]),
-            AssignStatus::parse,
+            FinishedState::Succeeded,
+            &strings(&["2", "dead", "4", "stale"]),
+            FinishedState::parse,
         )
         .unwrap();
-        use AssignStatus::*;
-        assert_eq!(got, vec![Assigned, Missing, Assigned, Full]);
-        let none = expand_positions("assign", 2, Assigned, &[], AssignStatus::parse).unwrap();
-        assert_eq!(none, vec![Assigned, Assigned]);
+        use FinishedState::*;
+        assert_eq!(got, vec![Succeeded, Dead, Succeeded, Stale]);
+        let none = expand_positions("complete", 2, Succeeded, &[], FinishedState::parse).unwrap();
+        assert_eq!(none, vec![Succeeded, Succeeded]);
     }
 
     #[test]
     fn a_reply_naming_no_task_of_the_call_is_an_error() {
-        for bad in [&["0", "full"][..], &["3", "full"], &["x", "full"], &["1"]] {
-            let err =
-                expand_positions("assign", 2, AssignStatus::Assigned, &strings(bad), AssignStatus::parse).unwrap_err();
+        for bad in [&["0", "dead"][..], &["3", "dead"], &["x", "dead"], &["1"]] {
+            let err = expand_positions(
+                "complete",
+                2,
+                FinishedState::Succeeded,
+                &strings(bad),
+                FinishedState::parse,
+            )
+            .unwrap_err();
             assert!(err.to_string().contains("unknown position"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_assign_reply_names_what_was_taken_and_why_backlogs_stopped() {
+        let got = Assigned::parse("assign", &strings(&["3", "room", "2", "rate:250", "1", "paused"]), 2).unwrap();
+        assert_eq!(got.taken, 3);
+        assert_eq!(got.worker, WorkerRoom::Room);
+        assert_eq!(
+            got.stopped,
+            vec![
+                (1, BacklogStop::Rate(std::time::Duration::from_millis(250))),
+                (0, BacklogStop::Paused)
+            ]
+        );
+        for bad in [
+            &["1"][..],
+            &["x", "room"],
+            &["1", "roomy"],
+            &["0", "full", "3", "empty"],
+            &["0", "full", "1", "odd"],
+        ] {
+            assert!(Assigned::parse("assign", &strings(bad), 2).is_err(), "{bad:?}");
         }
     }
 
@@ -503,17 +532,12 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("\"exploded\""), "{err}");
-        assert!(AssignStatus::parse("assign", "state:nonsense").is_err());
+        assert!(BacklogStop::parse("assign", "rate:soon").is_err());
         assert!(ReapOutcome::parse("reap", "").is_err());
     }
 
     #[test]
     fn words_parse_to_their_variants_and_labels_are_stable() {
-        assert_eq!(
-            AssignStatus::parse("assign", "state:running").unwrap(),
-            AssignStatus::WrongState(TaskState::Running)
-        );
-        assert_eq!(AssignStatus::WrongState(TaskState::Dead).label(), "wrong-state");
         assert_eq!(Refusal::WrongState(TaskState::Succeeded).to_string(), "state:succeeded");
         assert_eq!(Refusal::LeaseEnded.to_string(), "lease-ended");
         for w in ["succeeded", "scheduled", "dead", "cancelled", "queued", "stale"] {
@@ -540,10 +564,8 @@ mod tests {
         for w in ["queued", "scheduled", "terminal", "cancelled", "exists"] {
             assert_eq!(RestoreOutcome::parse("restore", w).unwrap().label(), w);
         }
-        assert!(AssignStatus::Full.worker_was_unable() && AssignStatus::Gone.worker_was_unable());
-        assert!(!AssignStatus::Conflict.worker_was_unable());
         assert_eq!(
-            Announced::parse("reannounce", "state:running").unwrap(),
+            Announced::parse("requeue", "state:running").unwrap(),
             Announced::LeftAlone
         );
     }

@@ -99,7 +99,12 @@ impl Store {
                     _ => None,
                 };
                 let (batch, ids) = (text("b"), text("ids"));
-                out.push(Entry { id: e.id, raw, batch, ids });
+                out.push(Entry {
+                    id: e.id,
+                    raw,
+                    batch,
+                    ids,
+                });
             }
         }
         out

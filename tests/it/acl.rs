@@ -9,12 +9,11 @@ use crate::support::*;
 use drover::acl::{self, Format, GeneratedUser, Options};
 use drover::client::Client;
 use drover::context::Context;
-use drover::messages::{AssignBody, IntakeBody, IntakeTask};
 use drover::names::QueueName;
 use drover::redis_server::{Persistence, RedisServer};
 use drover::store::{
-    AssignStatus, CancelOutcome, Completion, FinishedState, Heartbeat, Outcome, RenewStatus, RestoreOutcome,
-    StartReply, StartedTask, SubmitReply, SubmitStatus,
+    CancelOutcome, Completion, FinishedState, Heartbeat, Outcome, RenewStatus, RestoreOutcome, StartReply, StartedTask,
+    SubmitReply, SubmitStatus,
 };
 use drover::task::{NewTask, TaskId, TaskState};
 use redis::aio::MultiplexedConnection;
@@ -187,18 +186,13 @@ async fn check_refusals(redis: &RedisServer, users: &[GeneratedUser]) {
                     vec!["SET".into(), p("idem:k"), "x".into()],
                     vec!["DEL".into(), t.clone()],
                     vec!["HDEL".into(), t.clone(), "res".into()],
-                    vec!["XACK".into(), p("intake"), "distributors".into(), "0-1".into()],
-                    vec!["XTRIM".into(), p("intake"), "MAXLEN".into(), "0".into()],
-                    vec!["XGROUP".into(), "DESTROY".into(), p("intake"), "distributors".into()],
-                    vec![
-                        "XREADGROUP".into(),
-                        "GROUP".into(),
-                        "distributors".into(),
-                        "x".into(),
-                        "STREAMS".into(),
-                        p("intake"),
-                        ">".into(),
-                    ],
+                    // The backlog: a worker may not take from it, empty it,
+                    // or pause, limit or drop a queue.
+                    vec!["LPOP".into(), p("q:default:ready:c:0")],
+                    vec!["DEL".into(), p("q:default:ready:c:0")],
+                    vec!["HSET".into(), p("q:default:meta"), "paused".into(), "1".into()],
+                    vec!["SREM".into(), p("active"), "default c".into()],
+                    vec!["XTRIM".into(), p("wake"), "MAXLEN".into(), "0".into()],
                     vec!["XADD".into(), p("w:w9:in"), "*".into(), "m".into(), "x".into()],
                     vec!["HSET".into(), p("counts"), "queued".into(), "0".into()],
                     vec!["ZREM".into(), p("workers"), "w9".into()],
@@ -224,7 +218,11 @@ async fn check_refusals(redis: &RedisServer, users: &[GeneratedUser]) {
                 vec!["HSET".into(), p("w:w1"), "cap".into(), "100".into()],
                 vec!["XACK".into(), p("w:w1:in"), "worker".into(), "0-1".into()],
                 vec!["XGROUP".into(), "DESTROY".into(), p("w:w1:in"), "worker".into()],
-                vec!["DEL".into(), p("intake")],
+                // It takes from the backlog, never adds to it or drops it.
+                vec!["RPUSH".into(), p("q:default:ready:c:0"), "x".into()],
+                vec!["DEL".into(), p("q:default:ready:c:0")],
+                vec!["XADD".into(), p("wake"), "*".into(), "n".into(), "1".into()],
+                vec!["HSET".into(), p("backlogs"), "default c".into(), "x".into()],
                 vec!["DEL".into(), t.clone()],
                 vec!["PEXPIRE".into(), t.clone(), "1".into()],
                 vec!["SET".into(), p("idem:k"), "x".into()],
@@ -233,9 +231,10 @@ async fn check_refusals(redis: &RedisServer, users: &[GeneratedUser]) {
             acl::Role::Coordinator => vec![
                 vec!["HSET".into(), p("epoch"), "epoch".into(), "1".into()],
                 vec!["HMGET".into(), p("epoch"), "epoch".into()],
-                vec!["XACK".into(), p("intake"), "distributors".into(), "0-1".into()],
                 vec!["XACK".into(), p("w:w1:in"), "worker".into(), "0-1".into()],
-                vec!["XGROUP".into(), "DESTROY".into(), p("intake"), "distributors".into()],
+                // Taking from the backlog is the distributor's.
+                vec!["LPOP".into(), p("q:default:ready:c:0")],
+                vec!["SREM".into(), p("active"), "default c".into()],
                 vec![
                     "XGROUP".into(),
                     "DELCONSUMER".into(),
@@ -312,8 +311,8 @@ async fn check_refusals(redis: &RedisServer, users: &[GeneratedUser]) {
 /// The three roles as real processes, each under its own user, through
 /// submit, placement, success, failure and retry, a delayed task, an
 /// idempotent repeat, cancels of a running and a scheduled task, a lease
-/// that expires on a killed worker, the janitor forgetting that worker and
-/// an idle distributor, and a worker handing a task back when it stops.
+/// that expires on a killed worker, the janitor forgetting that worker, and
+/// a worker handing a task back when it stops.
 #[tokio::test]
 async fn each_role_runs_end_to_end_under_its_own_acl_user() {
     let Some(redis) = redis(Persistence::None) else {
@@ -361,54 +360,16 @@ async fn each_role_runs_end_to_end_under_its_own_acl_user() {
     );
     let client = Client::new(&format!("http://{api_addr}"), Some(ADMIN_TOKEN.into())).unwrap();
     let con = admin(&redis).await;
-    let consumers = |con: &MultiplexedConnection| {
-        let mut con = con.clone();
-        async move {
-            let r: redis::RedisResult<Vec<HashMap<String, Value>>> = redis::cmd("XINFO")
-                .arg("CONSUMERS")
-                .arg(format!("{P}intake"))
-                .arg("distributors")
-                .query_async(&mut con)
-                .await;
-            r.unwrap_or_default()
-                .iter()
-                .filter_map(|c| {
-                    c.get("name")
-                        .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
-                })
-                .collect::<Vec<String>>()
-        }
-    };
-    // A distributor that dies idle, before any task: the janitor will drop
-    // its consumer. (Killed before the other starts, so it cannot take an
-    // entry meant for the other.)
-    let mut d_gone = spawn(
-        "d-gone",
-        &["distributor", "--id", "d-gone"],
-        &by_file(distributor, &[]),
-        dir.path(),
-    );
-    eventually(Duration::from_secs(20), "the first distributor's consumer", || async {
-        consumers(&con).await.iter().any(|c| c == "d-gone").then_some(())
-    })
-    .await;
-    d_gone.signal(libc::SIGKILL);
-    d_gone.wait_exit(Duration::from_secs(5));
     let _dist = spawn(
         "d1",
         &["distributor", "--id", "d1"],
         &by_file(distributor, &[]),
         dir.path(),
     );
-    eventually(
-        Duration::from_secs(20),
-        "the first worker and the distributor",
-        || async {
-            let w = client.workers().await.ok()?;
-            let c = consumers(&con).await;
-            (w.workers.iter().any(|w| w.id == "w-gone") && c.iter().any(|c| c == "d1")).then_some(())
-        },
-    )
+    eventually(Duration::from_secs(20), "the first worker", || async {
+        let w = client.workers().await.ok()?;
+        w.workers.iter().any(|w| w.id == "w-gone").then_some(())
+    })
     .await;
 
     // A long task lands on the only worker, which is then killed: the
@@ -481,8 +442,7 @@ async fn each_role_runs_end_to_end_under_its_own_acl_user() {
     );
     assert!(w1.log_text().contains(&long.id), "w1 ran the retry");
 
-    // The janitor forgets the killed worker (its hash and stream) and the
-    // idle consumer of the killed distributor.
+    // The janitor forgets the killed worker (its hash and stream).
     eventually(Duration::from_secs(20), "the janitor's turn", || async {
         let mut con = con.clone();
         let n: i64 = redis::cmd("EXISTS")
@@ -491,8 +451,7 @@ async fn each_role_runs_end_to_end_under_its_own_acl_user() {
             .query_async(&mut con)
             .await
             .ok()?;
-        let c = consumers(&con).await;
-        (n == 0 && !c.iter().any(|c| c == "d-gone")).then_some(())
+        (n == 0).then_some(())
     })
     .await;
 
@@ -534,16 +493,6 @@ fn new_task(handler: &str, run_at_ms: Option<u64>, idem: Option<&str>) -> NewTas
     }
 }
 
-fn intake(t: &NewTask, v: u64) -> IntakeTask {
-    IntakeTask {
-        id: t.id.to_string(),
-        v,
-        h: t.handler.clone(),
-        tags: vec![],
-        prio: 0,
-    }
-}
-
 /// Reads the worker's stream and accepts what each entry assigns.
 async fn start_all(ctx: &Context, wid: &str) -> Vec<StartedTask> {
     let stream = ctx.store.keys.worker_stream(wid);
@@ -554,13 +503,7 @@ async fn start_all(ctx: &Context, wid: &str) -> Vec<StartedTask> {
         .unwrap();
     let mut out = Vec::new();
     for e in &entries {
-        let body: AssignBody = ctx.store.open(&stream, e).unwrap().parse().unwrap();
-        for r in ctx
-            .store
-            .claim(wid, &e.id, e.batch.as_deref(), &body.tasks)
-            .await
-            .unwrap()
-        {
+        for r in crate::taking::claim(ctx, wid, e).await {
             match r {
                 StartReply::Started(t) => out.push(*t),
                 StartReply::Refused(why) => panic!("claim refused: {why}"),
@@ -609,7 +552,6 @@ async fn every_store_call_of_each_role_passes_under_its_user() {
         c.store.ping().await.unwrap();
     }
     let keys = coord.store.keys.clone();
-    let intake_key = keys.intake();
     let handlers = vec!["noop".to_string()];
     let beat = |wid: &'static str| Heartbeat {
         worker_id: wid,
@@ -634,8 +576,11 @@ async fn every_store_call_of_each_role_passes_under_its_user() {
     let soon = new_task("noop", Some(now + 150), None);
     let later = new_task("noop", Some(now + 3_600_000), None);
     let keyed = new_task("noop", None, Some("key-1"));
-    let mut batch = ts.clone();
-    batch.extend([soon.clone(), later.clone(), keyed.clone()]);
+    // Queued in this order, which is the order assign takes them in.
+    let mut batch = ts[..5].to_vec();
+    batch.push(keyed.clone());
+    batch.extend(ts[5..].iter().cloned());
+    batch.extend([soon.clone(), later.clone()]);
     coord.store.submit(&batch).await.unwrap();
     let repeat = coord
         .store
@@ -659,80 +604,34 @@ async fn every_store_call_of_each_role_passes_under_its_user() {
     coord.store.trim_events(Duration::from_secs(600)).await.unwrap();
     coord.store.read_events(&last, Duration::from_millis(10)).await.unwrap();
 
-    // Distributor: its group, reads, placement, claims, acks, trim.
-    dist.store.ensure_group(&intake_key, "distributors").await.unwrap();
+    // Distributor: the backlogs, the wake-up streams, placement.
+    let names = dist.store.active_backlogs().await.unwrap();
+    assert_eq!(names.len(), 1, "{names:?}");
+    let backlogs = dist.store.describe_backlogs(&names).await.unwrap();
+    let backlog = backlogs[0].clone().expect("described");
+    assert_eq!(dist.store.ready_count(&backlog).await.unwrap(), 9);
+    let mut cursor = dist.store.wake_cursor().await.unwrap();
     dist.store
-        .read_group(&intake_key, "distributors", "d1", 100, None, true)
+        .wait_for_wake(&mut cursor, Duration::from_millis(10))
         .await
         .unwrap();
-    let entries = dist
-        .store
-        .read_group(
-            &intake_key,
-            "distributors",
-            "d1",
-            100,
-            Some(Duration::from_millis(50)),
-            false,
-        )
-        .await
-        .unwrap();
-    assert!(!entries.is_empty());
-    for e in &entries {
-        let _: IntakeBody = dist.store.open(&intake_key, e).unwrap().parse().unwrap();
-    }
     assert_eq!(dist.store.workers(Duration::from_secs(10)).await.unwrap().len(), 3);
-    let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
-    dist.store.touch(&intake_key, "distributors", "d1", &ids).await.unwrap();
-    let claimed = dist
-        .store
-        .claim_idle(&intake_key, "distributors", "d2", Duration::ZERO, 100)
-        .await
-        .unwrap();
-    assert_eq!(claimed.len(), ids.len());
-    assert_eq!(dist.store.reannounce(&[intake(&ts[7], 1)]).await.unwrap(), 1);
-    let ok = |v: Vec<AssignStatus>| assert!(v.iter().all(|s| *s == AssignStatus::Assigned), "{v:?}");
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let take = async |wid: &str, want: usize, lease: Duration| {
+        dist.store.assign(wid, want, &names, lease).await.unwrap().taken
+    };
     let ttl = Duration::from_secs(10);
-    ok(dist
-        .store
-        .assign(
-            "w1",
-            &[intake(&ts[0], 1), intake(&ts[1], 1), intake(&ts[2], 1)],
-            &[],
-            ttl,
-        )
-        .await
-        .unwrap());
-    ok(dist.store.assign("w1", &[intake(&ts[3], 1)], &[], ttl).await.unwrap());
+    assert_eq!(take("w1", 3, ttl).await, 3, "ts[0..3]");
+    assert_eq!(take("w1", 1, ttl).await, 1, "ts[3]");
     // A 1 ms lease, taken at assignment: it runs out before the reaper looks.
-    ok(dist
-        .store
-        .assign(
-            "w2",
-            &[intake(&ts[4], 1), intake(&keyed, 1)],
-            &[],
-            Duration::from_millis(1),
-        )
-        .await
-        .unwrap());
+    assert_eq!(take("w2", 2, Duration::from_millis(1)).await, 2, "ts[4] and keyed");
     // Assigned with no lease left: the reaper charges the attempt.
-    ok(dist
-        .store
-        .assign("w3", &[intake(&ts[5], 1)], &[], Duration::ZERO)
-        .await
-        .unwrap());
+    assert_eq!(take("w3", 1, Duration::ZERO).await, 1, "ts[5]");
     // Assigned to a worker that never reads its stream: running there, so
     // a cancel is requested through that stream.
-    ok(dist.store.assign("w3", &[intake(&ts[6], 1)], &[], ttl).await.unwrap());
-    assert_eq!(
-        dist.store
-            .assign("nobody", &[intake(&ts[7], 2)], &[], ttl)
-            .await
-            .unwrap(),
-        vec![AssignStatus::Gone]
-    );
-    dist.store.ack(&intake_key, "distributors", &ids).await.unwrap();
-    dist.store.trim(&intake_key, "distributors").await.unwrap();
+    assert_eq!(take("w3", 1, ttl).await, 1, "ts[6]");
+    let gone = dist.store.assign("nobody", 1, &names, ttl).await.unwrap();
+    assert_eq!(gone.worker, drover::store::WorkerRoom::Gone);
 
     // Worker w1, shared user: claim (two entries), renew, complete.
     let first = start_all(&wk, "w1").await;
@@ -819,18 +718,27 @@ async fn every_store_call_of_each_role_passes_under_its_user() {
     assert_eq!(t6.state, TaskState::Running, "{t6:?}");
     assert_eq!(coord.store.cancel(&ts[6].id).await.unwrap(), CancelOutcome::Requested);
 
-    // The reconciler announces queued tasks whose intake entry is gone.
+    // The reconciler moves a queued task of an earlier build's intake
+    // stream into its ready list, and the stream goes after a clean pass.
     let mut admin_con = admin(&redis).await;
-    let _: i64 = redis::cmd("XTRIM")
-        .arg(&intake_key)
-        .arg("MAXLEN")
-        .arg(0)
+    let _: () = redis::cmd("HSET")
+        .arg(keys.task(ts[7].id.as_str()))
+        .arg("ent")
+        .arg("1-0")
         .query_async(&mut admin_con)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    let (_, announced) = coord.store.reconcile("0", 1000, Duration::ZERO).await.unwrap();
-    assert!(announced >= 1);
+    let _: String = redis::cmd("XADD")
+        .arg(keys.intake())
+        .arg("*")
+        .arg("m")
+        .arg("x")
+        .query_async(&mut admin_con)
+        .await
+        .unwrap();
+    let (_, moved) = coord.store.reconcile("0", 1000).await.unwrap();
+    assert_eq!(moved, 1);
+    coord.store.retire_intake().await.unwrap();
     // Snapshot export and import use the coordinator's user.
     let (_, tasks) = coord.store.scan_tasks("0", 1000).await.unwrap();
     assert!(!tasks.is_empty());
@@ -843,11 +751,6 @@ async fn every_store_call_of_each_role_passes_under_its_user() {
         .unwrap();
     assert_eq!(restored[0].1, RestoreOutcome::Queued);
     // The janitor.
-    coord
-        .store
-        .forget_idle_consumers(&intake_key, "distributors", Duration::ZERO)
-        .await
-        .unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
     let gone = coord.store.forget_workers(Duration::ZERO).await.unwrap();
     assert_eq!(gone.len(), 3, "{gone:?}");

@@ -4,8 +4,8 @@
 //! accepted task succeeded; per task, fences in the ledger strictly increase
 //! (no effect applied twice under the same or an older token) and the last
 //! one is the fence of the attempt that succeeded; and nothing is left
-//! behind: no leases or batch records, no scheduled tasks, no pending
-//! intake entries, and the backlog counts are zero.
+//! behind: no leases or batch records, no scheduled tasks, no id left in a
+//! ready list, and the backlog counts are zero.
 
 use crate::lifecycle::task;
 use crate::support::*;
@@ -140,7 +140,7 @@ async fn killing_workers_again_and_again_loses_nothing_and_applies_nothing_twice
         .await
         .unwrap();
     assert!(records.is_empty(), "every batch record retired: {records:?}");
-    assert_eq!(pending_count(&mut con, "{drover:0}:intake", "distributors").await, 0);
+    crate::taking::assert_backlog_drained(&mut con).await;
     let counts: HashMap<String, i64> = redis::AsyncCommands::hgetall(&mut con, "{drover:0}:counts")
         .await
         .unwrap();

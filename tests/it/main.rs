@@ -21,6 +21,7 @@ mod scripts;
 mod shutdown;
 mod snapshot;
 mod support;
+mod taking;
 mod tls;
 mod waits;
 mod worker;

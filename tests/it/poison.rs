@@ -1,15 +1,14 @@
 //! Poison tasks and redelivery: a handler that crashes or hangs every time
 //! ends dead after its attempts, spaced by backoff, while other tasks keep
-//! flowing; the same stream entry delivered to two consumers lets exactly
-//! one start win.
+//! flowing; one task placed by two distributors at once, or found twice
+//! in its list, starts exactly once.
 
 use crate::lifecycle::task;
 use crate::support::*;
 use drover::context::Context;
 use drover::handlers::{HandlerSpec, Registry};
-use drover::messages::{AssignBody, IntakeBody};
 use drover::redis_server::Persistence;
-use drover::store::{AssignStatus, Heartbeat, StartReply};
+use drover::store::{Heartbeat, StartReply};
 use drover::task::TaskState;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -67,7 +66,7 @@ async fn poison_tasks_die_after_their_attempts_while_others_flow() {
 }
 
 #[tokio::test]
-async fn one_entry_delivered_to_two_consumers_starts_once() {
+async fn one_task_placed_twice_at_once_starts_once() {
     let Some(redis) = redis(Persistence::None) else { return };
     let ctx = Context::new(settings(&redis.url(), &[]), "test", "test").unwrap();
     ctx.store.ping().await.unwrap();
@@ -89,8 +88,6 @@ async fn one_entry_delivered_to_two_consumers_starts_once() {
             .await
             .unwrap();
     }
-    let intake = ctx.store.keys.intake();
-    ctx.store.ensure_group(&intake, "distributors").await.unwrap();
     let t = drover::task::NewTask {
         id: drover::task::TaskId::generate(),
         handler: "noop".into(),
@@ -105,36 +102,34 @@ async fn one_entry_delivered_to_two_consumers_starts_once() {
         unique_key: None,
         unique_for_ms: 0,
     };
-    ctx.store.submit(&[t]).await.unwrap();
-    // d1 reads the entry; d2 takes it over as if d1 had died.
-    let e1 = ctx
-        .store
-        .read_group(&intake, "distributors", "d1", 10, None, false)
+    ctx.store.submit(std::slice::from_ref(&t)).await.unwrap();
+    // Two distributors place it at once, for w1 and w2: the backlog gives
+    // it to one of them only.
+    let names = ctx.store.active_backlogs().await.unwrap();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (r1, r2) = tokio::join!(
+        ctx.store.assign("w1", 1, &names, Duration::from_secs(5)),
+        ctx.store.assign("w2", 1, &names, Duration::from_secs(5)),
+    );
+    let taken = [r1.unwrap().taken, r2.unwrap().taken];
+    assert_eq!(taken.iter().sum::<usize>(), 1, "taken once: {taken:?}");
+    // A copy of the task's id in its list (as a lost reply retried could
+    // leave) gives it to nobody else either.
+    let list = crate::taking::ready_list(&ctx, "default", 0).await;
+    let mut con = ctx.store.con().await.unwrap();
+    let _: () = redis::cmd("RPUSH")
+        .arg(&list)
+        .arg(t.id.as_str())
+        .query_async(&mut con)
         .await
         .unwrap();
-    let e2 = ctx
-        .store
-        .claim_idle(&intake, "distributors", "d2", Duration::ZERO, 10)
-        .await
-        .unwrap();
-    assert_eq!(e1[0].id, e2[0].id, "the same entry, twice");
-    let b1: IntakeBody = ctx.store.open(&intake, &e1[0]).unwrap().parse().unwrap();
-    let b2: IntakeBody = ctx.store.open(&intake, &e2[0]).unwrap().parse().unwrap();
-    let r1 = ctx
-        .store
-        .assign("w1", &b1.tasks, &[], Duration::from_secs(5))
-        .await
-        .unwrap();
-    let r2 = ctx
-        .store
-        .assign("w2", &b2.tasks, &[], Duration::from_secs(5))
-        .await
-        .unwrap();
-    assert_eq!(r1, vec![AssignStatus::Assigned]);
     assert_eq!(
-        r2,
-        vec![AssignStatus::WrongState(TaskState::Running)],
-        "the second placement loses by state and version"
+        ctx.store
+            .assign("w2", 1, &names, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .taken,
+        0
     );
     // Each worker stream got what was appended; only w1's can start, and
     // only once even if w1 reads it twice (a restart re-reads pending).
@@ -148,13 +143,7 @@ async fn one_entry_delivered_to_two_consumers_starts_once() {
                 .await
                 .unwrap()
             {
-                let body: AssignBody = ctx.store.open(&stream, &e).unwrap().parse().unwrap();
-                for r in ctx
-                    .store
-                    .claim(w, &e.id, e.batch.as_deref(), &body.tasks)
-                    .await
-                    .unwrap()
-                {
+                for r in crate::taking::claim(&ctx, w, &e).await {
                     if let StartReply::Started(_) = r {
                         started += 1;
                     }

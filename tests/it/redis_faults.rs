@@ -104,8 +104,10 @@ async fn redis_killed_with_aof_everysec_leaves_no_task_stuck() {
     tokio::task::block_in_place(|| crash_redis(&mut c, Duration::from_millis(1500), Duration::from_millis(500)));
     let (accepted, _) = load.await.unwrap();
     // Up to a second of writes may be gone: such tasks read as unknown;
-    // every task Redis still knows reaches a terminal state (tasks whose
-    // intake entry was lost are announced again by the reconciler).
+    // every task Redis still knows reaches a terminal state (a task and its
+    // place in its ready list are written by one script, and Redis drops an
+    // unfinished transaction at the end of a truncated AOF: both or
+    // neither are kept).
     let states = settle(&client, &accepted, Duration::from_secs(90)).await;
     let known: Vec<_> = states.iter().flatten().collect();
     assert!(known.len() > 100);

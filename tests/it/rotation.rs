@@ -7,7 +7,7 @@ use crate::lifecycle::task;
 use crate::support::*;
 use drover::client::Client;
 use drover::envelope::Keyring;
-use drover::messages::{IntakeBody, IntakeTask, SUBMIT};
+use drover::messages::{AssignBody, ASSIGN};
 use drover::redis_server::Persistence;
 use drover::task::TaskState;
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ struct Roles {
     dir: tempfile::TempDir,
     url: String,
     api_port: u16,
-    dist_admin: u16,
+    worker_admin: u16,
     procs: Vec<Proc>,
 }
 
@@ -31,7 +31,7 @@ impl Roles {
         ];
         match role {
             "coordinator" => extra.push(("DROVER_HTTP_ADDR", format!("127.0.0.1:{}", self.api_port))),
-            "distributor" => extra.push(("DROVER_ADMIN_ADDR", format!("127.0.0.1:{}", self.dist_admin))),
+            "worker" => extra.push(("DROVER_ADMIN_ADDR", format!("127.0.0.1:{}", self.worker_admin))),
             _ => {}
         }
         let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -72,7 +72,7 @@ impl Roles {
         for _ in 0..3 {
             self.procs.clear(); // Drop kills them
             self.api_port = free();
-            self.dist_admin = free();
+            self.worker_admin = free();
             for role in ["worker", "distributor", "coordinator"] {
                 let p = self.spawn(role, keys, active);
                 self.procs.push(p);
@@ -130,7 +130,7 @@ async fn rotating_the_signing_key_under_load_fails_no_task() {
         dir: tempfile::tempdir().unwrap(),
         url: redis.url(),
         api_port: 0,
-        dist_admin: 0,
+        worker_admin: 0,
         procs: Vec::new(),
     };
     let client = roles.start(K1, "k1").await;
@@ -171,35 +171,27 @@ async fn rotating_the_signing_key_under_load_fails_no_task() {
         assert_eq!(t.state, TaskState::Succeeded, "{t:?}");
     }
 
-    // The retired key opens nothing any more.
-    let intake = "{drover:0}:intake";
-    let body = serde_json::to_vec(&IntakeBody {
-        tasks: vec![IntakeTask {
-            id: accepted[0].clone(),
-            v: 99,
-            h: "sleep".into(),
-            tags: vec![],
-            prio: 0,
-        }],
-    })
-    .unwrap();
+    // The retired key opens nothing any more: an assignment signed with
+    // it is refused by the worker.
+    let stream = "{drover:0}:w:w1:in";
+    let body = serde_json::to_vec(&AssignBody {}).unwrap();
     let old = Keyring::parse(K1, None)
         .unwrap()
-        .sign(intake, SUBMIT, u64::MAX / 2, &body);
+        .sign(stream, ASSIGN, u64::MAX / 2, &body);
     let mut con = redis::Client::open(redis.url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
     let _: String = redis::cmd("XADD")
-        .arg(intake)
+        .arg(stream)
         .arg("*")
         .arg("m")
         .arg(old)
         .query_async(&mut con)
         .await
         .unwrap();
-    let metrics_url = format!("http://127.0.0.1:{}/metrics", roles.dist_admin);
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", roles.worker_admin);
     eventually(
         Duration::from_secs(30),
         "the old-key message refused by signature",

@@ -5,15 +5,16 @@
 //! the right reason, and trimming never drops an unacknowledged entry.
 
 use crate::support::*;
+use crate::taking::{claim, claim_next_entry, ready_ids, ready_list, started, take, take_batch};
 use drover::context::Context;
 use drover::envelope::{Keyring, Rejection};
 use drover::handlers::Registry;
-use drover::messages::{self, AssignBody, Assignment, IntakeBody, IntakeTask};
+use drover::messages::{self, AssignBody};
 use drover::names::QueueName;
 use drover::redis_server::Persistence;
 use drover::store::{
-    AssignStatus, Completion, Entry, FinishedState, Heartbeat, Outcome, Refusal, RenewStatus, StartReply, StartedTask,
-    SubmitReply, SubmitStatus,
+    BacklogStop, Completion, Entry, FinishedState, Heartbeat, Outcome, Refusal, RenewStatus, StartReply, StartedTask,
+    SubmitReply, SubmitStatus, WorkerRoom,
 };
 use drover::task::{NewTask, TaskId, TaskState};
 use std::time::Duration;
@@ -70,44 +71,13 @@ async fn w1_and_tasks(n: usize) -> Option<(drover::redis_server::RedisServer, Co
     Some((redis, ctx, tasks))
 }
 
-/// Assigns one queued task (at version `v`) to `wid`, which takes a 300 ms
-/// lease there, and has `wid` accept it.
-async fn assign_and_start(ctx: &Context, wid: &str, id: &str, v: u64) -> StartedTask {
-    let it = IntakeTask {
-        id: id.into(),
-        v,
-        h: "noop".into(),
-        tags: vec![],
-        prio: 0,
-    };
-    let r = ctx
-        .store
-        .assign(wid, &[it], &[], Duration::from_millis(300))
+/// Assigns the oldest queued task, which must be `id`, to `wid` under a
+/// 300 ms lease, and has `wid` accept it.
+async fn assign_and_start(ctx: &Context, wid: &str, id: &str) -> StartedTask {
+    take_batch(ctx, wid, &[id], Duration::from_millis(300))
         .await
-        .unwrap();
-    assert_eq!(r, vec![AssignStatus::Assigned]);
-    let entries = ctx
-        .store
-        .read_group(&ctx.store.keys.worker_stream(wid), "worker", wid, 10, None, false)
-        .await
-        .unwrap();
-    assert_eq!(entries.len(), 1);
-    let body: AssignBody = ctx
-        .store
-        .open(&ctx.store.keys.worker_stream(wid), &entries[0])
-        .unwrap()
-        .parse()
-        .unwrap();
-    match ctx
-        .store
-        .claim(wid, &entries[0].id, entries[0].batch.as_deref(), &body.tasks)
-        .await
-        .unwrap()
+        .1
         .remove(0)
-    {
-        StartReply::Started(t) => *t,
-        StartReply::Refused(why) => panic!("claim refused: {why}"),
-    }
 }
 
 #[tokio::test]
@@ -119,7 +89,7 @@ async fn a_stale_fence_can_neither_renew_nor_complete() {
     register(&ctx, "w2").await;
     let t = new_task("noop");
     ctx.store.submit(std::slice::from_ref(&t)).await.unwrap();
-    let first = assign_and_start(&ctx, "w1", t.id.as_str(), 1).await;
+    let first = assign_and_start(&ctx, "w1", t.id.as_str()).await;
 
     // w1 stalls past its lease; the reaper charges the attempt and
     // schedules a retry, the scheduler queues it, w2 takes it.
@@ -129,7 +99,7 @@ async fn a_stale_fence_can_neither_renew_nor_complete() {
     assert_eq!(ctx.store.promote(100).await.unwrap(), 1);
     let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
     assert_eq!(view.state, TaskState::Queued);
-    let second = assign_and_start(&ctx, "w2", t.id.as_str(), view.version).await;
+    let second = assign_and_start(&ctx, "w2", t.id.as_str()).await;
     assert!(second.token > first.token, "{:?} then {:?}", first.token, second.token);
     assert_eq!(second.token.epoch, first.token.epoch);
 
@@ -195,7 +165,7 @@ async fn every_entry(con: &mut drover::store::pool::Con, stream: &str) -> RawEnt
 
 /// Copies the first entry of `stream` back into it, byte for byte, and
 /// returns what the worker's next read of its stream yields for it.
-async fn replay_first_entry(ctx: &Context, stream: &str, wid: &str) -> (Entry, AssignBody) {
+async fn replay_first_entry(ctx: &Context, stream: &str, wid: &str) -> Entry {
     let mut con = ctx.store.con().await.unwrap();
     let all = every_entry(&mut con, stream).await;
     let mut copy = redis::cmd("XADD");
@@ -211,13 +181,13 @@ async fn replay_first_entry(ctx: &Context, stream: &str, wid: &str) -> (Entry, A
         .unwrap();
     assert_eq!(entries.len(), 1);
     let entry = entries.remove(0);
-    let body: AssignBody = ctx
+    let _: AssignBody = ctx
         .store
         .open(stream, &entry)
         .expect("the signature is still valid")
         .parse()
         .unwrap();
-    (entry, body)
+    entry
 }
 
 #[tokio::test]
@@ -227,15 +197,15 @@ async fn a_replayed_assignment_is_not_started_again() {
     };
     let t = tasks.remove(0);
     let stream = ctx.store.keys.worker_stream("w1");
-    let started = assign_and_start(&ctx, "w1", t.id.as_str(), 1).await;
+    let started = assign_and_start(&ctx, "w1", t.id.as_str()).await;
 
     // While the attempt still runs (same state, version, worker and fence
     // as the original), the copy is refused: it is not the entry that
     // took the lease. This also covers a worker restarted under the same id.
-    let (entry, body) = replay_first_entry(&ctx, &stream, "w1").await;
+    let entry = replay_first_entry(&ctx, &stream, "w1").await;
     let r = ctx
         .store
-        .claim("w1", &entry.id, entry.batch.as_deref(), &body.tasks)
+        .claim("w1", &entry.id, entry.batch.as_deref(), &entry.task_ids())
         .await
         .unwrap();
     assert!(matches!(&r[0], StartReply::Refused(Refusal::Replayed)), "{r:?}");
@@ -249,10 +219,10 @@ async fn a_replayed_assignment_is_not_started_again() {
     ctx.store.complete("w1", &[c]).await.unwrap();
     // After it finished, the batch record went with its last task: a copy
     // names a lease that has ended.
-    let (entry, body) = replay_first_entry(&ctx, &stream, "w1").await;
+    let entry = replay_first_entry(&ctx, &stream, "w1").await;
     let r = ctx
         .store
-        .claim("w1", &entry.id, entry.batch.as_deref(), &body.tasks)
+        .claim("w1", &entry.id, entry.batch.as_deref(), &entry.task_ids())
         .await
         .unwrap();
     assert!(matches!(&r[0], StartReply::Refused(Refusal::LeaseEnded)), "{r:?}");
@@ -265,61 +235,11 @@ async fn a_replayed_assignment_is_not_started_again() {
     assert_eq!(ctx.store.get_task(&t.id).await.unwrap().unwrap().attempts, 1);
 }
 
-/// Assigns queued tasks (each at version 1) to `wid` in one call, which
-/// makes them one batch under one lease, and has `wid` accept them.
+/// Assigns queued tasks, the oldest, to `wid` in one call, which makes them
+/// one batch under one lease, and has `wid` accept them.
 async fn assign_batch(ctx: &Context, wid: &str, tasks: &[NewTask], lease: Duration) -> (Entry, Vec<StartedTask>) {
-    let intake: Vec<IntakeTask> = tasks
-        .iter()
-        .map(|t| IntakeTask {
-            id: t.id.to_string(),
-            v: 1,
-            h: "noop".into(),
-            tags: vec![],
-            prio: 0,
-        })
-        .collect();
-    let r = ctx.store.assign(wid, &intake, &[], lease).await.unwrap();
-    assert!(r.iter().all(|s| *s == AssignStatus::Assigned), "{r:?}");
-    let (entry, replies) = claim_next_entry(ctx, wid).await;
-    let started = replies
-        .into_iter()
-        .map(|r| match r {
-            StartReply::Started(t) => *t,
-            StartReply::Refused(why) => panic!("claim refused: {why}"),
-        })
-        .collect();
-    (entry, started)
-}
-
-/// Reads the one new entry on `wid`'s stream, an assignment, and has `wid`
-/// claim it as the worker does.
-async fn claim_next_entry(ctx: &Context, wid: &str) -> (Entry, Vec<StartReply>) {
-    let stream = ctx.store.keys.worker_stream(wid);
-    let mut entries = ctx
-        .store
-        .read_group(&stream, "worker", wid, 10, None, false)
-        .await
-        .unwrap();
-    assert_eq!(entries.len(), 1);
-    let entry = entries.remove(0);
-    let body: AssignBody = ctx.store.open(&stream, &entry).unwrap().parse().unwrap();
-    let replies = ctx
-        .store
-        .claim(wid, &entry.id, entry.batch.as_deref(), &body.tasks)
-        .await
-        .unwrap();
-    (entry, replies)
-}
-
-/// The tasks a claim started.
-fn started(replies: Vec<StartReply>) -> Vec<StartedTask> {
-    replies
-        .into_iter()
-        .filter_map(|r| match r {
-            StartReply::Started(t) => Some(*t),
-            StartReply::Refused(_) => None,
-        })
-        .collect()
+    let ids: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+    take_batch(ctx, wid, &ids, lease).await
 }
 
 /// The batch record `P b:<token>` and the token's deadline in `P leases`,
@@ -457,35 +377,39 @@ async fn the_reaper_ends_only_the_tasks_still_running_under_an_expired_lease() {
     );
 }
 
-/// A task named twice in one assign call (a copied intake entry read with
-/// the original) is taken once: one slot, one running task in the batch,
-/// and the worker starts it once.
+/// An id found twice in a ready list (pushed again by hand, as a bug or an
+/// attacker could), or one with no task behind it, is taken once or not at
+/// all: one slot, one running task in the batch, and the worker starts it
+/// once. assign.lua takes only tasks it finds `queued`.
 #[tokio::test]
-async fn a_task_named_twice_in_one_assign_call_is_taken_once() {
+async fn an_id_found_twice_in_a_ready_list_is_taken_once() {
     let Some((_redis, ctx, mut tasks)) = w1_and_tasks(1).await else {
         return;
     };
     let t = tasks.remove(0);
-    let it = IntakeTask {
-        id: t.id.to_string(),
-        v: 1,
-        h: "noop".into(),
-        tags: vec![],
-        prio: 0,
-    };
-    let r = ctx
-        .store
-        .assign("w1", &[it.clone(), it], &[], Duration::from_secs(30))
+    let list = ready_list(&ctx, "default", 0).await;
+    let mut con = ctx.store.con().await.unwrap();
+    let _: () = redis::cmd("RPUSH")
+        .arg(&list)
+        .arg(t.id.as_str())
+        .arg("no-such-task")
+        .query_async(&mut con)
         .await
         .unwrap();
-    assert_eq!(r, vec![AssignStatus::Assigned, AssignStatus::Conflict]);
+    let r = take(&ctx, "w1", 4, Duration::from_secs(30)).await;
+    assert_eq!(r.taken, 1, "{r:?}");
     assert_eq!(slots_used(&ctx, "w1").await, "1");
+    assert!(
+        ready_ids(&ctx, &list).await.is_empty(),
+        "the copies were popped and dropped"
+    );
     let started = started(claim_next_entry(&ctx, "w1").await.1);
     assert_eq!(started.len(), 1, "started once");
     let (record, _) = lease_of(&ctx, &started[0].token.to_string()).await;
     assert_eq!(record.get("n").map(String::as_str), Some("1"), "{record:?}");
     let counts = ctx.store.counts().await.unwrap();
     assert_eq!(counts.get("running").copied(), Some(1), "{counts:?}");
+    assert_eq!(counts.get("queued").copied(), Some(0), "{counts:?}");
 }
 
 /// The reaper's limit counts tasks in whole batches, and it says when
@@ -521,20 +445,7 @@ async fn a_forged_batch_token_on_an_assign_entry_is_refused() {
     ctx.store.submit(&tasks).await.unwrap();
     let (_, mine) = assign_batch(&ctx, "w1", &tasks[..1], Duration::from_secs(30)).await;
     let (_, theirs) = assign_batch(&ctx, "w2", &tasks[1..2], Duration::from_secs(30)).await;
-    let it = IntakeTask {
-        id: tasks[2].id.to_string(),
-        v: 1,
-        h: "noop".into(),
-        tags: vec![],
-        prio: 0,
-    };
-    assert_eq!(
-        ctx.store
-            .assign("w1", &[it], &[], Duration::from_secs(30))
-            .await
-            .unwrap(),
-        vec![AssignStatus::Assigned]
-    );
+    assert_eq!(take(&ctx, "w1", 1, Duration::from_secs(30)).await.taken, 1);
     let stream = ctx.store.keys.worker_stream("w1");
     let mut con = ctx.store.con().await.unwrap();
     let all = every_entry(&mut con, &stream).await;
@@ -548,7 +459,13 @@ async fn a_forged_batch_token_on_an_assign_entry_is_refused() {
     ];
     for (token, _) in &cases {
         let mut forged = redis::cmd("XADD");
-        forged.arg(&stream).arg("*").arg("m").arg(&envelope);
+        forged
+            .arg(&stream)
+            .arg("*")
+            .arg("m")
+            .arg(&envelope)
+            .arg("ids")
+            .arg(tasks[2].id.as_str());
         if let Some(token) = token {
             forged.arg("b").arg(token);
         }
@@ -562,21 +479,10 @@ async fn a_forged_batch_token_on_an_assign_entry_is_refused() {
     // The real entry first, then the forged copies in order.
     assert_eq!(entries.len(), 1 + cases.len());
     for (entry, (token, why)) in entries[1..].iter().zip(&cases) {
-        let body: AssignBody = ctx.store.open(&stream, entry).unwrap().parse().unwrap();
-        let r = ctx
-            .store
-            .claim("w1", &entry.id, entry.batch.as_deref(), &body.tasks)
-            .await
-            .unwrap();
+        let r = claim(&ctx, "w1", entry).await;
         assert!(matches!(&r[0], StartReply::Refused(w) if w == why), "{token:?}: {r:?}");
     }
-    let real = &entries[0];
-    let body: AssignBody = ctx.store.open(&stream, real).unwrap().parse().unwrap();
-    let r = ctx
-        .store
-        .claim("w1", &real.id, real.batch.as_deref(), &body.tasks)
-        .await
-        .unwrap();
+    let r = claim(&ctx, "w1", &entries[0]).await;
     assert!(matches!(&r[0], StartReply::Started(_)), "{r:?}");
 }
 
@@ -741,7 +647,9 @@ async fn finished_tasks_are_deleted_once_their_result_ttl_has_passed() {
     }
     let live = ctx.store.get_task(&tasks[3].id).await.unwrap().unwrap();
     assert_eq!(live.state, TaskState::Queued);
-    for pattern in ["q:*", "done*"] {
+    // Of the queue's keys only the indexes go: its meta hash and the live
+    // task's ready list stay.
+    for pattern in ["q:*:idx:*", "done*"] {
         let left: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}{pattern}", ctx.store.keys.prefix()))
             .query_async(&mut con)
@@ -822,22 +730,12 @@ async fn an_expired_lease_on_an_assignment_never_acknowledged_uses_no_attempt() 
     let stream = ctx.store.keys.worker_stream("w1");
     let tasks: Vec<NewTask> = (0..3).map(|_| new_task("noop")).collect();
     ctx.store.submit(&tasks).await.unwrap();
-    let assign = |t: &NewTask| IntakeTask {
-        id: t.id.to_string(),
-        v: 1,
-        h: "noop".into(),
-        tags: vec![],
-        prio: 0,
-    };
     let lease = Duration::from_millis(1);
     // tasks[0]: read and claimed (acknowledged). tasks[1]: delivered, never
     // acknowledged (the worker died right after reading). tasks[2]: never
-    // delivered.
-    for (i, t) in tasks.iter().enumerate() {
-        assert_eq!(
-            ctx.store.assign("w1", &[assign(t)], &[], lease).await.unwrap(),
-            vec![AssignStatus::Assigned]
-        );
+    // delivered. Each call takes the oldest queued task.
+    for i in 0..tasks.len() {
+        assert_eq!(take(&ctx, "w1", 1, lease).await.taken, 1);
         if i == 2 {
             continue;
         }
@@ -847,13 +745,9 @@ async fn an_expired_lease_on_an_assignment_never_acknowledged_uses_no_attempt() 
             .await
             .unwrap();
         assert_eq!(read.len(), 1);
+        assert_eq!(read[0].task_ids(), vec![tasks[i].id.to_string()]);
         if i == 0 {
-            let body: AssignBody = ctx.store.open(&stream, &read[0]).unwrap().parse().unwrap();
-            let claimed = ctx
-                .store
-                .claim("w1", &read[0].id, read[0].batch.as_deref(), &body.tasks)
-                .await
-                .unwrap();
+            let claimed = claim(&ctx, "w1", &read[0]).await;
             assert!(matches!(claimed[0], StartReply::Started(_)), "{claimed:?}");
         }
     }
@@ -873,17 +767,13 @@ async fn an_expired_lease_on_an_assignment_never_acknowledged_uses_no_attempt() 
     let counts = ctx.store.counts().await.unwrap();
     assert_eq!(counts.get("queued").copied(), Some(2), "{counts:?}");
     assert_eq!(counts.get("running").copied(), Some(0), "{counts:?}");
-    // The two queued again were announced: a distributor reads them.
-    let intake = ctx.store.keys.intake();
-    ctx.store.ensure_group(&intake, "distributors").await.unwrap();
-    let entries = read_intake_from_the_start(&ctx).await;
-    let announced: Vec<String> = entries
-        .iter()
-        .flat_map(|e| ctx.store.open(&intake, e).unwrap().parse::<IntakeBody>().unwrap().tasks)
-        .filter(|t| t.v == 3)
-        .map(|t| t.id)
-        .collect();
-    assert_eq!(announced, vec![tasks[1].id.to_string(), tasks[2].id.to_string()]);
+    // The two queued again are back in their ready list, in the order they
+    // were reaped, for the next assign call to take.
+    let list = ready_list(&ctx, "default", 0).await;
+    assert_eq!(
+        ready_ids(&ctx, &list).await,
+        vec![tasks[1].id.to_string(), tasks[2].id.to_string()]
+    );
 }
 
 #[tokio::test]
@@ -891,21 +781,12 @@ async fn forged_expired_moved_and_truncated_messages_are_refused_by_reason() {
     let Some((_redis, ctx)) = store_ctx().await else {
         return;
     };
-    let intake = ctx.store.keys.intake();
-    let body = serde_json::to_vec(&IntakeBody {
-        tasks: vec![IntakeTask {
-            id: "x".into(),
-            v: 1,
-            h: "noop".into(),
-            tags: vec![],
-            prio: 0,
-        }],
-    })
-    .unwrap();
+    let stream = ctx.store.keys.worker_stream("w1");
+    let body = serde_json::to_vec(&AssignBody {}).unwrap();
     let ours = Keyring::parse(SIGNING_KEYS, None).unwrap();
     let theirs = Keyring::generate();
     let far = u64::MAX / 2;
-    let good = ours.sign(&intake, messages::SUBMIT, far, &body);
+    let good = ours.sign(&stream, messages::ASSIGN, far, &body);
     let mut flipped = good.clone();
     let n = flipped.len();
     flipped[n / 2] ^= 1;
@@ -913,17 +794,17 @@ async fn forged_expired_moved_and_truncated_messages_are_refused_by_reason() {
         ("unsigned", b"{\"tasks\":[]}".to_vec(), Rejection::Malformed),
         (
             "other key",
-            theirs.sign(&intake, messages::SUBMIT, far, &body),
+            theirs.sign(&stream, messages::ASSIGN, far, &body),
             Rejection::Signature,
         ),
         (
             "moved from another stream",
-            ours.sign(&ctx.store.keys.events(), messages::SUBMIT, far, &body),
+            ours.sign(&ctx.store.keys.events(), messages::ASSIGN, far, &body),
             Rejection::Signature,
         ),
         (
             "expired",
-            ours.sign(&intake, messages::SUBMIT, 1, &body),
+            ours.sign(&stream, messages::ASSIGN, 1, &body),
             Rejection::Expired,
         ),
         ("flipped bit", flipped, Rejection::Signature),
@@ -935,25 +816,27 @@ async fn forged_expired_moved_and_truncated_messages_are_refused_by_reason() {
             id: "1-1".into(),
             raw,
             batch: None,
+            ids: None,
         };
-        let got = ctx.store.open(&intake, &entry).map(|_| ()).unwrap_err();
+        let got = ctx.store.open(&stream, &entry).map(|_| ()).unwrap_err();
         assert_eq!(got, want, "{what}");
     }
     assert!(ctx
         .store
         .open(
-            &intake,
+            &stream,
             &Entry {
                 id: "1-1".into(),
                 raw: good,
                 batch: None,
+                ids: None,
             }
         )
         .is_ok());
 }
 
 #[tokio::test]
-async fn forged_intake_and_worker_messages_are_never_executed() {
+async fn forged_worker_and_wake_messages_are_never_executed() {
     let Some(mut c) = Cluster::start(&[]).await else {
         return;
     };
@@ -995,25 +878,15 @@ async fn forged_intake_and_worker_messages_are_never_executed() {
     let fresh = new_task("count");
     let mut con = c.redis_con().await;
     let ws = ctx.store.keys.worker_stream("w1");
-    let fake = serde_json::to_vec(&AssignBody {
-        tasks: vec![
-            Assignment {
-                id: real.id.clone(),
-                v: 3,
-            },
-            Assignment {
-                id: fresh.id.to_string(),
-                v: 2,
-            },
-        ],
-    })
-    .unwrap();
+    let fake = serde_json::to_vec(&AssignBody {}).unwrap();
     let forged = attacker.sign(&ws, messages::ASSIGN, u64::MAX / 2, &fake);
     let _: String = redis::cmd("XADD")
         .arg(&ws)
         .arg("*")
         .arg("m")
         .arg(forged)
+        .arg("ids")
+        .arg(format!("{},{}", real.id, fresh.id))
         .query_async(&mut con)
         .await
         .unwrap();
@@ -1025,59 +898,42 @@ async fn forged_intake_and_worker_messages_are_never_executed() {
         .query_async(&mut con)
         .await
         .unwrap();
-    // 2 MiB written straight into the intake stream: refused by size before
-    // any verification, and acknowledged like the rest.
+    // 2 MiB written straight into the worker's stream: refused by size
+    // before any verification, and set aside like the rest.
     let _: String = redis::cmd("XADD")
-        .arg(ctx.store.keys.intake())
+        .arg(&ws)
         .arg("*")
         .arg("m")
         .arg(vec![b'x'; 2 << 20])
         .query_async(&mut con)
         .await
         .unwrap();
-    let intake = ctx.store.keys.intake();
-    let fake_intake = serde_json::to_vec(&IntakeBody {
-        tasks: vec![IntakeTask {
-            id: real.id.clone(),
-            v: 5,
-            h: "count".into(),
-            tags: vec![],
-            prio: 0,
-        }],
-    })
-    .unwrap();
+    // A forged wake entry is only a hint: a distributor looks at the
+    // backlogs once more and finds nothing to place.
     let _: String = redis::cmd("XADD")
-        .arg(&intake)
+        .arg(ctx.store.keys.wake())
         .arg("*")
-        .arg("m")
-        .arg(attacker.sign(&intake, messages::SUBMIT, u64::MAX / 2, &fake_intake))
+        .arg("n")
+        .arg("1000")
         .query_async(&mut con)
         .await
         .unwrap();
-    // The distributor acknowledges what it cannot verify at once. The
-    // worker sets such entries aside unacknowledged for two leases (4 s
-    // here), so that any real lease in them runs out unacknowledged and
-    // costs no attempt, then acknowledges them.
-    eventually(Duration::from_secs(5), "forged intake entries acknowledged", || {
+    // The worker sets entries it cannot verify aside unacknowledged for two
+    // leases (4 s here), so that any real lease in them runs out
+    // unacknowledged and costs no attempt, then acknowledges them.
+    eventually(Duration::from_secs(5), "forged entries set aside", || {
         let mut con = con.clone();
-        let intake = intake.clone();
-        async move { (pending_count(&mut con, &intake, "distributors").await == 0).then_some(()) }
+        let ws = ws.clone();
+        async move { (pending_count(&mut con, &ws, "worker").await == 3).then_some(()) }
     })
     .await;
-    assert_eq!(
-        pending_count(&mut con, &ws, "worker").await,
-        2,
-        "set aside, not yet acknowledged"
-    );
     eventually(Duration::from_secs(15), "forged entries acknowledged", || {
         let mut con = con.clone();
         let ws = ws.clone();
-        let intake = intake.clone();
         async move {
-            let a = pending_count(&mut con, &ws, "worker").await;
-            let b = pending_count(&mut con, &intake, "distributors").await;
+            let pending = pending_count(&mut con, &ws, "worker").await;
             let len: u64 = redis::cmd("XLEN").arg(&ws).query_async(&mut con).await.unwrap();
-            (a == 0 && b == 0 && len >= 1).then_some(())
+            (pending == 0 && len >= 1).then_some(())
         }
     })
     .await;
@@ -1096,84 +952,92 @@ async fn forged_intake_and_worker_messages_are_never_executed() {
 
 #[tokio::test]
 async fn trimming_keeps_every_unacknowledged_entry() {
-    let Some((_redis, ctx)) = store_ctx().await else {
+    let Some((_redis, ctx, _tasks)) = w1_and_tasks(4).await else {
         return;
     };
-    let stream = ctx.store.keys.intake();
-    ctx.store.ensure_group(&stream, "distributors").await.unwrap();
-    for _ in 0..5 {
-        ctx.store.submit(&[new_task("noop")]).await.unwrap();
+    // Four assign entries on w1's stream, one task each.
+    for _ in 0..4 {
+        assert_eq!(take(&ctx, "w1", 1, Duration::from_secs(30)).await.taken, 1);
     }
+    let stream = ctx.store.keys.worker_stream("w1");
     // Deliver three, acknowledge the second only.
     let got = ctx
         .store
-        .read_group(&stream, "distributors", "d1", 3, None, false)
+        .read_group(&stream, "worker", "w1", 3, None, false)
         .await
         .unwrap();
-    ctx.store
-        .ack(&stream, "distributors", &[got[1].id.clone()])
-        .await
-        .unwrap();
-    ctx.store.trim(&stream, "distributors").await.unwrap();
+    ctx.store.ack(&stream, "worker", &[got[1].id.clone()]).await.unwrap();
+    ctx.store.trim(&stream, "worker").await.unwrap();
     let mut con = ctx.store.con().await.unwrap();
     let len: u64 = redis::cmd("XLEN").arg(&stream).query_async(&mut con).await.unwrap();
-    assert_eq!(len, 5, "the oldest pending entry bounds the trim");
+    assert_eq!(len, 4, "the oldest pending entry bounds the trim");
     // Acknowledge the rest of the delivered ones: only delivered, acked
-    // entries go; the two never delivered stay.
+    // entries go; the one never delivered stays.
     ctx.store
-        .ack(&stream, "distributors", &[got[0].id.clone(), got[2].id.clone()])
+        .ack(&stream, "worker", &[got[0].id.clone(), got[2].id.clone()])
         .await
         .unwrap();
-    ctx.store.trim(&stream, "distributors").await.unwrap();
+    ctx.store.trim(&stream, "worker").await.unwrap();
     let len: u64 = redis::cmd("XLEN").arg(&stream).query_async(&mut con).await.unwrap();
-    assert_eq!(len, 3, "the last delivered entry and the two undelivered remain");
+    assert_eq!(len, 2, "the last delivered entry and the undelivered one remain");
     let rest = ctx
         .store
-        .read_group(&stream, "distributors", "d1", 10, None, false)
+        .read_group(&stream, "worker", "w1", 10, None, false)
         .await
         .unwrap();
-    assert_eq!(rest.len(), 2);
+    assert_eq!(rest.len(), 1);
 }
 
-/// The `m` field of the first entry in an XRANGE reply.
+/// A build before the ready lists kept queued tasks in the intake stream
+/// (each task naming its entry in `ent`). The reconciler puts such a task
+/// into its ready list, once, so an upgrade loses none; the intake stream
+/// is deleted after a pass that found no such task left.
 #[tokio::test]
-async fn the_reconciler_announces_again_a_queued_task_whose_entry_was_lost() {
+async fn the_reconciler_moves_a_task_of_the_intake_stream_into_its_ready_list() {
     let Some((_redis, ctx)) = store_ctx().await else {
         return;
     };
     let t = new_task("noop");
     ctx.store.submit(std::slice::from_ref(&t)).await.unwrap();
-    let intake = ctx.store.keys.intake();
+    let list = ready_list(&ctx, "default", 0).await;
     let mut con = ctx.store.con().await.unwrap();
-    // Lose the entry, as a Redis restart with AOF everysec can.
-    let _: () = redis::cmd("DEL").arg(&intake).query_async(&mut con).await.unwrap();
-    let (cursor, n) = ctx.store.reconcile("0", 1000, Duration::ZERO).await.unwrap();
-    assert_eq!((cursor.as_str(), n), ("0", 1));
-    let len: u64 = redis::cmd("XLEN").arg(&intake).query_async(&mut con).await.unwrap();
-    assert_eq!(len, 1, "announced again");
-    let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
-    assert_eq!((view.state, view.version), (TaskState::Queued, 2));
-    // With its entry present, a second sweep leaves it alone.
-    let (_, n) = ctx.store.reconcile("0", 1000, Duration::ZERO).await.unwrap();
-    assert_eq!(n, 0);
-    // The announcement is a valid one: the task can be assigned from it.
-    register(&ctx, "w1").await;
-    ctx.store.ensure_group(&intake, "distributors").await.unwrap();
-    let e = ctx
-        .store
-        .read_group(&intake, "distributors", "d", 10, None, true)
+    // As the earlier build left it: queued, named by an intake entry, in
+    // no ready list.
+    let _: () = redis::cmd("DEL").arg(&list).query_async(&mut con).await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(ctx.store.keys.task(t.id.as_str()))
+        .arg("ent")
+        .arg("1-0")
+        .query_async(&mut con)
         .await
         .unwrap();
-    assert!(e.is_empty());
-    let e = read_intake_from_the_start(&ctx).await;
-    let body: IntakeBody = ctx.store.open(&intake, &e[0]).unwrap().parse().unwrap();
-    assert_eq!(
-        ctx.store
-            .assign("w1", &body.tasks, &[], Duration::from_secs(5))
-            .await
-            .unwrap(),
-        vec![AssignStatus::Assigned]
-    );
+    let _: String = redis::cmd("XADD")
+        .arg(ctx.store.keys.intake())
+        .arg("*")
+        .arg("m")
+        .arg("an entry of the earlier build")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let (cursor, n) = ctx.store.reconcile("0", 1000).await.unwrap();
+    assert_eq!((cursor.as_str(), n), ("0", 1));
+    assert_eq!(ready_ids(&ctx, &list).await, vec![t.id.to_string()], "in its list");
+    let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
+    assert_eq!((view.state, view.version), (TaskState::Queued, 2));
+    // It no longer names an entry: a second pass leaves it alone.
+    let (_, n) = ctx.store.reconcile("0", 1000).await.unwrap();
+    assert_eq!(n, 0);
+    assert_eq!(ready_ids(&ctx, &list).await.len(), 1, "queued once");
+    ctx.store.retire_intake().await.unwrap();
+    let gone: bool = redis::cmd("EXISTS")
+        .arg(ctx.store.keys.intake())
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(!gone, "the intake stream was deleted");
+    // And it runs from there.
+    register(&ctx, "w1").await;
+    assert_eq!(take(&ctx, "w1", 4, Duration::from_secs(5)).await.taken, 1);
 }
 
 #[tokio::test]
@@ -1215,7 +1079,7 @@ async fn a_redis_restart_starts_a_new_epoch_and_running_tasks_keep_theirs() {
     register(&ctx, "w1").await;
     let a = new_task("noop");
     ctx.store.submit(std::slice::from_ref(&a)).await.unwrap();
-    let first = assign_and_start(&ctx, "w1", a.id.as_str(), 1).await;
+    let first = assign_and_start(&ctx, "w1", a.id.as_str()).await;
     redis.restart().unwrap();
     // The pool reconnects on the next call.
     let b = new_task("noop");
@@ -1223,7 +1087,7 @@ async fn a_redis_restart_starts_a_new_epoch_and_running_tasks_keep_theirs() {
         ctx.store.submit(std::slice::from_ref(&b)).await.ok().map(|_| ())
     })
     .await;
-    let second = assign_and_start(&ctx, "w1", b.id.as_str(), 1).await;
+    let second = assign_and_start(&ctx, "w1", b.id.as_str()).await;
     assert!(
         second.token.epoch > first.token.epoch,
         "{:?} then {:?}",
@@ -1249,7 +1113,7 @@ async fn handing_back_a_task_with_a_cancel_request_cancels_it() {
         return;
     };
     let t = tasks.remove(0);
-    let started = assign_and_start(&ctx, "w1", t.id.as_str(), 1).await;
+    let started = assign_and_start(&ctx, "w1", t.id.as_str()).await;
     assert_eq!(
         ctx.store.cancel(&t.id).await.unwrap(),
         drover::store::CancelOutcome::Requested
@@ -1264,25 +1128,6 @@ async fn handing_back_a_task_with_a_cancel_request_cancels_it() {
         ctx.store.complete("w1", &[back]).await.unwrap(),
         vec![FinishedState::Cancelled]
     );
-}
-
-/// Rewinds the distributors' group to the start of the intake stream and
-/// reads up to 10 entries as consumer "d".
-async fn read_intake_from_the_start(ctx: &Context) -> Vec<Entry> {
-    let intake = ctx.store.keys.intake();
-    let mut con = ctx.store.con().await.unwrap();
-    let _: () = redis::cmd("XGROUP")
-        .arg("SETID")
-        .arg(&intake)
-        .arg("distributors")
-        .arg("0")
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    ctx.store
-        .read_group(&intake, "distributors", "d", 10, None, false)
-        .await
-        .unwrap()
 }
 
 /// The process-wide count of messages rejected for `reason`.
@@ -1355,53 +1200,40 @@ async fn an_assignment_the_worker_cannot_verify_uses_no_attempt() {
     c.stop().await;
 }
 
-/// The assign script acknowledges an intake entry named with its tasks once
-/// none of them has to wait ('full' or 'gone'), saving the distributor a
-/// round trip; an entry with a task still waiting stays pending.
+/// An assign call says how it ended: how many it took, whether the worker
+/// has room left, and which backlogs had nothing more to give, so the
+/// distributor knows whom to ask next.
 #[tokio::test]
-async fn assign_acknowledges_an_intake_entry_only_when_all_its_tasks_settled() {
-    let Some((_redis, ctx)) = store_ctx().await else {
+async fn assign_says_whether_the_worker_or_the_backlog_ran_out() {
+    let Some((_redis, ctx, _tasks)) = w1_and_tasks(3).await else {
         return;
     };
-    register(&ctx, "w1").await; // capacity 4
-    let intake = ctx.store.keys.intake();
-    ctx.store.ensure_group(&intake, "distributors").await.unwrap();
-    let mut con = ctx.store.con().await.unwrap();
-    let read_entry = async |n: usize| {
-        let tasks: Vec<NewTask> = (0..n).map(|_| new_task("noop")).collect();
-        ctx.store.submit(&tasks).await.unwrap();
-        let e = ctx
-            .store
-            .read_group(&intake, "distributors", "d", 10, None, false)
-            .await
-            .unwrap();
-        assert_eq!(e.len(), 1);
-        let body: IntakeBody = ctx.store.open(&intake, &e[0]).unwrap().parse().unwrap();
-        (e[0].id.clone(), body.tasks)
-    };
-    // Three tasks, all placed: acknowledged by the script.
-    let (first, tasks) = read_entry(3).await;
-    let acks = vec![first.as_str(); 3];
-    let r = ctx
-        .store
-        .assign("w1", &tasks, &acks, Duration::from_secs(5))
-        .await
-        .unwrap();
+    // Capacity 4, three queued: all taken, room left, the backlog empty.
+    let r = take(&ctx, "w1", 10, Duration::from_secs(5)).await;
     assert_eq!(
-        r,
-        vec![AssignStatus::Assigned, AssignStatus::Assigned, AssignStatus::Assigned]
+        (r.taken, r.worker, r.stopped),
+        (3, WorkerRoom::Room, vec![(0, BacklogStop::Empty)])
     );
-    assert_eq!(pending_count(&mut con, &intake, "distributors").await, 0);
-    // Two more: one slot left, so one waits ('full'): still pending.
-    let (second, tasks) = read_entry(2).await;
-    let acks = vec![second.as_str(); 2];
+    assert!(
+        ctx.store.active_backlogs().await.unwrap().is_empty(),
+        "an empty backlog leaves P active"
+    );
+    // Two more: one slot left, so one waits in its list.
+    let more: Vec<NewTask> = (0..2).map(|_| new_task("noop")).collect();
+    ctx.store.submit(&more).await.unwrap();
+    let r = take(&ctx, "w1", 10, Duration::from_secs(5)).await;
+    assert_eq!((r.taken, r.worker, r.stopped), (1, WorkerRoom::Full, vec![]));
+    let r = take(&ctx, "w1", 10, Duration::from_secs(5)).await;
+    assert_eq!((r.taken, r.worker), (0, WorkerRoom::Full));
+    let names = ctx.store.active_backlogs().await.unwrap();
     let r = ctx
         .store
-        .assign("w1", &tasks, &acks, Duration::from_secs(5))
+        .assign("nobody", 1, &[names[0].as_str()], Duration::from_secs(5))
         .await
         .unwrap();
-    assert_eq!(r, vec![AssignStatus::Assigned, AssignStatus::Full]);
-    assert_eq!(pending_count(&mut con, &intake, "distributors").await, 1);
+    assert_eq!((r.taken, r.worker), (0, WorkerRoom::Gone), "an unknown worker");
+    let counts = ctx.store.counts().await.unwrap();
+    assert_eq!(counts.get("queued").copied(), Some(1), "{counts:?}");
 }
 
 /// `ut` is written by neither assign.lua nor a finish: the reader takes the
@@ -1417,7 +1249,7 @@ async fn the_update_time_follows_every_change() {
     assert_eq!(view.updated_ms, view.created_ms, "{view:?}");
 
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let started = assign_and_start(&ctx, "w1", t.id.as_str(), 1).await;
+    let started = assign_and_start(&ctx, "w1", t.id.as_str()).await;
     let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
     let st = view.started_ms.expect("a lease start");
     assert!(st > view.created_ms, "{view:?}");
@@ -1436,7 +1268,7 @@ async fn the_update_time_follows_every_change() {
     let released_at = view.updated_ms;
 
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let again = assign_and_start(&ctx, "w1", t.id.as_str(), view.version).await;
+    let again = assign_and_start(&ctx, "w1", t.id.as_str()).await;
     let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
     assert!(view.updated_ms > released_at, "assigned again: {view:?}");
     assert_eq!(Some(view.updated_ms), view.started_ms, "{view:?}");
@@ -1503,53 +1335,39 @@ async fn each_task_keeps_its_status_across_runs() {
         ]
     );
 
-    // Assign: two runs (no entry, then one entry), a missing and a stale
-    // task between placed ones, and the worker's 4 slots run out at the end.
-    let intake = ctx.store.keys.intake();
-    ctx.store.ensure_group(&intake, "distributors").await.unwrap();
-    let placed = |t: &NewTask, v: u64| IntakeTask {
-        id: t.id.to_string(),
-        v,
-        h: "noop".into(),
-        tags: vec![],
-        prio: 0,
-    };
-    let ghost = IntakeTask {
-        id: TaskId::generate().to_string(),
-        ..placed(&a, 1)
-    };
-    let offered = [placed(&a, 1), ghost, placed(&b, 2), placed(&c, 1), placed(&f, 1)];
-    let acks = ["", "", "0-1", "0-1", "0-1"];
-    let r = ctx
-        .store
-        .assign("w1", &offered, &acks, Duration::from_secs(5))
+    // Assign: the higher level first, then level 0 oldest first, past an
+    // id with no task behind it; the worker's 4 slots run out at f.
+    let list = ready_list(&ctx, "default", 0).await;
+    let mut con = ctx.store.con().await.unwrap();
+    let _: () = redis::cmd("LPUSH")
+        .arg(&list)
+        .arg(TaskId::generate().to_string())
+        .query_async(&mut con)
         .await
         .unwrap();
-    assert_eq!(
-        r,
-        vec![
-            AssignStatus::Assigned,
-            AssignStatus::Missing,
-            AssignStatus::Conflict,
-            AssignStatus::Assigned,
-            AssignStatus::Assigned
-        ]
-    );
+    assert_eq!(take(&ctx, "w1", 10, Duration::from_secs(5)).await.taken, 4);
 
     // Complete: a success, a failure with attempts left, and a stale
     // fence, in three runs.
     let started = started(claim_next_entry(&ctx, "w1").await.1);
-    assert_eq!(started.len(), 3, "a, c and f run");
+    let ids: Vec<&str> = started.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, [&c, &a, &b, &f].map(|t| t.id.as_str()), "c (priority 5) first");
     let mut stale = started[2].clone();
     stale.token.fence += 1;
     let done = [
         completion(started[0].clone(), Outcome::Succeeded, "1"),
         completion(started[1].clone(), Outcome::Failed, "boom"),
         completion(stale, Outcome::Succeeded, "2"),
+        completion(started[3].clone(), Outcome::Succeeded, "3"),
     ];
     assert_eq!(
         ctx.store.complete("w1", &done).await.unwrap(),
-        vec![FinishedState::Succeeded, FinishedState::Scheduled, FinishedState::Stale]
+        vec![
+            FinishedState::Succeeded,
+            FinishedState::Scheduled,
+            FinishedState::Stale,
+            FinishedState::Succeeded
+        ]
     );
 }
 
@@ -1589,7 +1407,7 @@ async fn a_task_stored_without_max_and_timeout_reads_as_their_defaults() {
 
     let view = ctx.store.get_task(&t.id).await.unwrap().unwrap();
     assert_eq!((view.max_attempts, view.timeout_ms), (3, 300_000), "{view:?}");
-    let started = assign_and_start(&ctx, "w1", t.id.as_str(), 1).await;
+    let started = assign_and_start(&ctx, "w1", t.id.as_str()).await;
     assert_eq!((started.max_attempts, started.timeout_ms), (3, 300_000));
     // One attempt of three used: a failure is retried, not final.
     let failed = [completion(started, Outcome::Failed, "boom")];
@@ -1627,7 +1445,7 @@ async fn a_task_with_a_kilobyte_input_and_result_stays_a_listpack() {
             .unwrap()
     }
     assert_eq!(encoding(&mut con, &key).await, "listpack", "queued");
-    let started = assign_and_start(&ctx, "w1", t.id.as_str(), 1).await;
+    let started = assign_and_start(&ctx, "w1", t.id.as_str()).await;
     assert_eq!(encoding(&mut con, &key).await, "listpack", "running");
     let result = format!("\"{}\"", "r".repeat(998));
     let done = [completion(started, Outcome::Succeeded, &result)];
