@@ -11,7 +11,8 @@
 -- ARGV[6..] the backlogs to take from, as `P active` names them:
 --           '<queue> <class>', each a class the worker can run
 -- Reply: flat array: the number of tasks taken; the worker's room after
---        the call ('room' | 'full' | 'gone': unknown or draining); then 2
+--        the call ('room' | 'full' | 'gone': unknown or draining); the ids
+--        taken, comma-joined (for the distributor's log); then 2
 --        per backlog that could give no more: its position among ARGV[6..]
 --        (1-based) and why: 'empty' | 'paused' | 'busy' (its queue is at
 --        its concurrency limit) | 'rate:<ms>' (its queue's token bucket is
@@ -44,9 +45,9 @@
 -- the current epoch (see current_epoch in the prelude).
 local prefix, envelope, lease, wid, want = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local w = redis.call('HMGET', KEYS[1], 'cap', 'used', 'draining')
-if not w[1] or w[3] == '1' then return { 0, 'gone' } end
+if not w[1] or w[3] == '1' then return { 0, 'gone', '' } end
 local need = math.min(want, tonumber(w[1]) - tonumber(w[2] or '0'))
-if need <= 0 then return { 0, 'full' } end
+if need <= 0 then return { 0, 'full', '' } end
 local now = now_ms()
 
 -- Why a queue gave all this call may take from it: its bucket ran dry,
@@ -145,7 +146,8 @@ while need > 0 and budget > 0 do
   end
 end
 
-local reply = { int(#taken_ids), need > 0 and 'room' or 'full' }
+local ids = table.concat(taken_ids, ',')
+local reply = { int(#taken_ids), need > 0 and 'room' or 'full', ids }
 for _, b in ipairs(backlogs) do
   if b.why then reply[#reply + 1], reply[#reply + 2] = int(b.position), b.why end
 end
@@ -156,7 +158,6 @@ local number = redis.call('INCR', KEYS[6])
 -- A fresh counter (a new Redis, or the first assign of this layout) gives
 -- numbers an earlier token may already hold: a new epoch keeps them apart.
 local token = current_epoch(KEYS[5], now, number == 1) .. '.' .. int(number)
-local ids = table.concat(taken_ids, ',')
 local ent = redis.call('XADD', KEYS[2], '*', 'm', envelope, 'b', token, 'ids', ids)
 -- `ut` is not written here: `st` is the time of this change, and readers
 -- take the later of the two (one field less in the hottest write).

@@ -46,6 +46,54 @@ pub fn parse_size(s: &str) -> Option<u64> {
     number.checked_mul(multiplier)
 }
 
+/// A rate as people write it: a whole number of events per period,
+/// `100/s`, `5000/m`, `10/h`, or per any duration `parse_duration` takes
+/// (`30/10s`). Queue rate limits use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u64,
+    pub per: Duration,
+}
+
+impl Rate {
+    /// Parses `<count>/<period>`; the period is a unit alone (`s`, `m`,
+    /// `h`) or a duration. A count of 0 or a period under 1 ms is refused.
+    pub fn parse(s: &str) -> Option<Rate> {
+        let (count, per) = s.trim().split_once('/')?;
+        let count = count.trim();
+        if count.is_empty() || !count.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let count: u64 = count.parse().ok().filter(|&n| n > 0)?;
+        let per = per.trim();
+        let per = match per {
+            "s" | "m" | "h" => parse_duration(&format!("1{per}"))?,
+            other => parse_duration(other)?,
+        };
+        (per >= Duration::from_millis(1)).then_some(Rate { count, per })
+    }
+
+    /// Events a second.
+    pub fn per_second(self) -> f64 {
+        self.count as f64 / self.per.as_secs_f64()
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.per.as_millis();
+        match ms {
+            1_000 => write!(f, "{}/s", self.count),
+            60_000 => write!(f, "{}/m", self.count),
+            3_600_000 => write!(f, "{}/h", self.count),
+            _ if ms % 3_600_000 == 0 => write!(f, "{}/{}h", self.count, ms / 3_600_000),
+            _ if ms % 60_000 == 0 => write!(f, "{}/{}m", self.count, ms / 60_000),
+            _ if ms % 1_000 == 0 => write!(f, "{}/{}s", self.count, ms / 1_000),
+            _ => write!(f, "{}/{}ms", self.count, ms),
+        }
+    }
+}
+
 /// Splits `"  64 KiB "` into `(64, "KiB")`. Only ASCII digits are accepted for the
 /// number, so signs, fractions and exponents are all rejected.
 fn split_number(s: &str) -> Option<(u64, &str)> {
@@ -61,6 +109,26 @@ fn split_number(s: &str) -> Option<(u64, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_parse_by_unit_or_duration_and_print_back() {
+        for (text, per_second, shown) in [
+            ("100/s", 100.0, "100/s"),
+            ("5000/m", 5000.0 / 60.0, "5000/m"),
+            (" 10 / h ", 10.0 / 3600.0, "10/h"),
+            ("30/10s", 3.0, "30/10s"),
+            ("1/500ms", 2.0, "1/500ms"),
+            ("6/2m", 0.05, "6/2m"),
+        ] {
+            let r = Rate::parse(text).unwrap_or_else(|| panic!("{text}"));
+            assert!((r.per_second() - per_second).abs() < 1e-9, "{text}");
+            assert_eq!(r.to_string(), shown);
+            assert_eq!(Rate::parse(shown), Some(r));
+        }
+        for bad in ["", "100", "/s", "0/s", "-1/s", "1.5/s", "100/x", "100/0s", "100/s/s", "1e3/s", "100/"] {
+            assert_eq!(Rate::parse(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn parse_duration_table() {

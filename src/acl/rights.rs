@@ -159,14 +159,17 @@ const COORDINATOR: Profile = Profile {
         // and discard, cut from the low end by expire and purge. Their
         // backlogs: the ready lists and levels that submit, reap, promote,
         // requeue, retry and restore queue tasks into (RPUSH, ZADD), and
-        // the meta hash of counts, flags and limits (HINCRBY; HMGET, HSET,
-        // HDEL by control.lua and the API).
+        // the meta hash of counts, flags and limits (HINCRBY; HGET by
+        // submit for `draining`; HMGET, HSET, HDEL by control.lua and the
+        // API), and the heads of the lists (LINDEX: the oldest queued age).
         rw(
             &["q:*"],
             &[
                 "+rpush",
                 "+llen",
+                "+lindex",
                 "+hincrby",
+                "+hget",
                 "+hmget",
                 "+hgetall",
                 "+hset",

@@ -4,7 +4,7 @@
 use super::error::{self, ErrorBody};
 use super::requests::{BatchRequest, FinishedTaskState, SubmitRequest};
 use super::responses::{
-    BatchResponse, CancelResponse, Discarded, Purged, QueueBody, QueueList, Retried, RetriedDead, Submitted, TaskBody,
+    BatchResponse, CancelResponse, Discarded, Purged, QueueBody, QueueLimitsBody, QueueList, Retried, RetriedDead, Submitted, TaskBody,
     TaskList, WorkerBody, WorkerList,
 };
 // Globs, because `paths(...)` finds each operation as `__path_<handler>`
@@ -12,6 +12,7 @@ use super::responses::{
 // tagged with the module's name, and the document would change.
 use super::dead_letter::*;
 use super::listing::*;
+use super::queue_control::*;
 use super::queues::*;
 use super::tasks::*;
 use super::workers::*;
@@ -37,9 +38,10 @@ impl utoipa::Modify for BearerScheme {
 #[openapi(
     info(title = "drover", description = "Distributed task system: coordinator API"),
     paths(submit, submit_batch, get_task, wait_task, cancel_task, list_tasks, retry_task, discard_task,
-        list_queues, get_queue, retry_dead, purge, list_workers),
+        list_queues, get_queue, pause_queue, resume_queue, drain_queue, set_queue_limits, retry_dead, purge,
+        list_workers),
     components(schemas(SubmitRequest, BatchRequest, Submitted, BatchResponse, TaskBody, TaskState, TaskList,
-        PriorEnd, FinishedTaskState, QueueBody, QueueList, Retried, Discarded, RetriedDead, Purged,
+        PriorEnd, FinishedTaskState, QueueBody, QueueLimitsBody, QueueList, Retried, Discarded, RetriedDead, Purged,
         WorkerList, WorkerBody, CancelResponse, ErrorBody, error::ErrorDetail)),
     modifiers(&BearerScheme)
 )]

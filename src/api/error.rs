@@ -20,6 +20,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Draining(String),
     #[error("request body exceeds {0} bytes")]
     TooLarge(usize),
     #[error("{0}")]
@@ -44,6 +46,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Draining(_) => (StatusCode::CONFLICT, "queue_draining"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_task"),
             ApiError::UnknownHandler(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_handler"),
@@ -64,6 +67,9 @@ impl From<crate::store::StoreError> for ApiError {
             {
                 ApiError::Unavailable("redis is unavailable; retry shortly".into())
             }
+            crate::store::StoreError::Draining(queue) => ApiError::Draining(format!(
+                "queue {queue:?} is draining: it accepts no new tasks until an operator resumes it"
+            )),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -17,6 +17,7 @@ mod dead_letter;
 mod doc;
 pub mod error;
 mod listing;
+mod queue_control;
 mod queues;
 mod requests;
 mod responses;
@@ -38,7 +39,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use error::ApiError;
 use std::sync::Arc;
@@ -70,6 +71,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/tasks/{id}/retry", post(dead_letter::retry_task))
         .route("/v1/queues", get(queues::list_queues))
         .route("/v1/queues/{queue}", get(queues::get_queue))
+        .route("/v1/queues/{queue}/pause", post(queue_control::pause_queue))
+        .route("/v1/queues/{queue}/resume", post(queue_control::resume_queue))
+        .route("/v1/queues/{queue}/drain", post(queue_control::drain_queue))
+        .route("/v1/queues/{queue}/limits", put(queue_control::set_queue_limits))
         .route("/v1/queues/{queue}/retry-dead", post(dead_letter::retry_dead))
         .route("/v1/queues/{queue}/purge", post(dead_letter::purge))
         .route("/v1/tasks/{id}/wait", get(wait_task))

@@ -1,9 +1,11 @@
-//! The queue routes: every queue with its counts, and one queue. A queue
-//! exists once a task has named it (`default` once any task was submitted).
+//! The queue routes that read: every queue with its counts, settings and
+//! limits, and one queue. A queue exists once a task has named it
+//! (`default` once any task was submitted). Changing a queue is
+//! `queue_control.rs`.
 
 use super::auth::Scope;
 use super::error::{ApiError, ErrorBody};
-use super::responses::{QueueBody, QueueList};
+use super::responses::{QueueBody, QueueLimitsBody, QueueList};
 use super::state::ApiState;
 use super::validate::queue_path;
 use crate::names::QueueName;
@@ -23,13 +25,24 @@ impl ApiState {
         }
     }
 
-    async fn queue_body(&self, queue: QueueName) -> Result<QueueBody, ApiError> {
-        let [succeeded, dead, cancelled] = self.ctx.store.finished_counts(&queue).await?;
+    pub(super) async fn queue_body(&self, queue: QueueName) -> Result<QueueBody, ApiError> {
+        let q = self.ctx.store.queue_state(&queue).await?;
+        let [succeeded, dead, cancelled] = q.finished;
         Ok(QueueBody {
-            name: queue.into_string(),
+            name: q.name.into_string(),
+            queued: q.queued,
+            running: q.running,
             succeeded: self.ctx.settings.index_succeeded.then_some(succeeded),
             dead,
             cancelled,
+            paused: q.paused,
+            draining: q.draining,
+            limits: QueueLimitsBody {
+                concurrency: q.limits.concurrency,
+                rate: q.limits.rate.map(|r| r.to_string()),
+                burst: q.limits.burst,
+            },
+            oldest_queued_ms: q.oldest_queued.map(|d| d.as_millis() as u64),
         })
     }
 }

@@ -33,18 +33,48 @@ pub struct TaskList {
     pub next_cursor: Option<String>,
 }
 
-/// A queue and how many tasks it holds. Live states are counted for all
-/// queues together (`drover_backlog`) until the queues' own backlogs exist
-/// (docs/QUEUES.md).
+/// A queue: how many tasks it holds, whether it takes and starts them, and
+/// its limits.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct QueueBody {
     pub name: String,
+    /// Tasks waiting in its backlog to start.
+    pub queued: u64,
+    /// Its tasks running now, over every worker.
+    pub running: u64,
     /// Finished tasks whose result is still kept, by state. Succeeded ones
     /// are counted only when they are indexed (`limits.index_succeeded`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub succeeded: Option<u64>,
     pub dead: u64,
     pub cancelled: u64,
+    /// Nothing starts while paused; queued tasks stay queued.
+    pub paused: bool,
+    /// New submissions are refused (409 `queue_draining`) while draining.
+    pub draining: bool,
+    pub limits: QueueLimitsBody,
+    /// How long the oldest queued task has waited, in ms; absent when none
+    /// is queued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_queued_ms: Option<u64>,
+}
+
+/// A queue's limits, enforced in Redis across every distributor. Absent
+/// fields are no limit.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueLimitsBody {
+    /// Most of the queue's tasks running at once (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Most tasks started per period, as `<count>/<period>`: `100/s`,
+    /// `5000/m`, `10/h`, `30/10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
+    /// How many may start at once after a quiet spell (the token bucket's
+    /// size); with `rate` only. Defaults to the rate's count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -193,7 +193,9 @@ impl Distributor {
                 let wid = w.id.clone();
                 let refs: Vec<&str> = names.iter().map(String::as_str).collect();
                 let got = self.ctx.store.assign(&wid, want, &refs, lease).await?;
-                tracing::debug!(worker = %wid, taken = got.taken, "assigned");
+                for id in &got.ids {
+                    tracing::debug!(task_id = %id, worker = %wid, "assigned");
+                }
                 placed += got.taken;
                 let w = &mut self.workers[j];
                 w.used += got.taken as u32;

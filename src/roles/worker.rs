@@ -296,12 +296,12 @@ impl Worker {
                     match reply {
                         // The lease was taken at assignment. If more than
                         // half of it was used before this worker even read
-                        // it (it was stalled or far behind), too little is
-                        // left for the first renewal: hand it back instead.
+                        // it (it was stalled, far behind, or on a slow
+                        // link), the first timed renewal may come too late:
+                        // renew at once instead (below).
                         StartReply::Started(task)
                             if now.saturating_sub(task.leased_ms) >= lease.as_millis() as u64 / 2 =>
                         {
-                            tracing::warn!(task_id = %task.id, "assignment read late: handing it back");
                             late.push(*task);
                         }
                         StartReply::Started(task) => {
@@ -318,7 +318,7 @@ impl Worker {
                         }
                     }
                 }
-                self.hand_back(late).await
+                self.start_late(late).await
             }
             CANCEL => {
                 match verified.parse::<CancelBody>() {
@@ -373,6 +373,31 @@ impl Worker {
     /// Gives tasks this worker holds but will not run back without charging
     /// an attempt (`complete` with `release`): they are queued again at once
     /// instead of waiting for the reaper.
+    /// Starts tasks whose assignment was read with more than half of its
+    /// lease used, once their leases are renewed; hands back those whose
+    /// lease is no longer this worker's to renew (ended, or cancelled).
+    async fn start_late(self: Arc<Self>, tasks: Vec<StartedTask>) -> Result<(), StoreError> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let held: Vec<(String, FenceToken)> = tasks.iter().map(|t| (t.id.clone(), t.token)).collect();
+        let lease = self.ctx.settings.timing.lease_ttl;
+        let statuses = self.ctx.store.renew(&self.spec.id, &held, lease).await?;
+        let mut back = Vec::new();
+        for (task, status) in tasks.into_iter().zip(statuses) {
+            if status == RenewStatus::Ok {
+                tracing::info!(task_id = %task.id, "assignment read late: lease renewed before starting");
+                let waited = self.ctx.store.clock().now_ms().saturating_sub(task.ready_ms);
+                metrics::histogram!(catalog::TASK_WAIT.name).record(waited as f64 / 1000.0);
+                self.clone().launch(task);
+            } else {
+                tracing::warn!(task_id = %task.id, status = status.label(), "assignment read late: handing it back");
+                back.push(task);
+            }
+        }
+        self.hand_back(back).await
+    }
+
     async fn hand_back(&self, tasks: Vec<StartedTask>) -> Result<(), StoreError> {
         if tasks.is_empty() {
             return Ok(());

@@ -27,6 +27,7 @@ mod leases;
 mod operator;
 mod outcomes;
 pub mod pool;
+mod queues;
 mod reads;
 mod reap;
 mod redis_info;
@@ -41,6 +42,7 @@ pub use outcomes::{
     Assigned, BacklogStop, DiscardOutcome, FinishedState, ReapOutcome, Refusal, RenewStatus, RestoreOutcome,
     RetryOutcome, SubmitReply, SubmitStatus, WorkerRoom,
 };
+pub use queues::{QueueChange, QueueLimits, QueueState};
 pub use reads::{Page, PageCursor};
 pub use reap::ReapStats;
 pub use redis_info::TASK_HASH_LISTPACK_VALUE;

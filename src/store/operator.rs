@@ -1,7 +1,7 @@
 //! What an operator does to finished tasks: run dead or cancelled ones
-//! again (lua/retry.lua), delete finished ones before their result TTL
-//! (lua/discard.lua, lua/purge.lua), and the queues' indexes those work
-//! from: which queues exist and how many finished tasks each holds.
+//! again (lua/retry.lua) and delete finished ones before their result TTL
+//! (lua/discard.lua, lua/purge.lua), from the queues' indexes of finished
+//! tasks.
 
 use super::decode::TaskRow;
 use super::outcomes::{id_pairs, DiscardOutcome, RetryOutcome};
@@ -107,32 +107,5 @@ impl Store {
                 return Ok(purged);
             }
         }
-    }
-
-    /// Every queue that has had a task, by name.
-    pub async fn queue_names(&self) -> Result<Vec<QueueName>> {
-        let mut con = self.con().await?;
-        let names: Vec<String> = con.smembers(self.keys.queues()).await?;
-        let mut names: Vec<QueueName> = names.iter().filter_map(|n| QueueName::parse(n).ok()).collect();
-        names.sort();
-        Ok(names)
-    }
-
-    /// Whether `queue` has had a task.
-    pub async fn queue_exists(&self, queue: &QueueName) -> Result<bool> {
-        let mut con = self.con().await?;
-        Ok(con.sismember(self.keys.queues(), queue.as_str()).await?)
-    }
-
-    /// How many finished tasks `queue` holds in each finished state, in
-    /// the order of [`FINISHED`].
-    pub async fn finished_counts(&self, queue: &QueueName) -> Result<[u64; 3]> {
-        let mut pipe = redis::pipe();
-        for state in FINISHED {
-            pipe.zcard(self.keys.index(queue.as_str(), state.as_str()));
-        }
-        let mut con = self.con().await?;
-        let n: Vec<u64> = pipe.query_async(&mut con).await?;
-        Ok([n[0], n[1], n[2]])
     }
 }

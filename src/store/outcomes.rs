@@ -57,6 +57,8 @@ pub struct Assigned {
     pub taken: usize,
     /// Whether the worker has room for more after the call.
     pub worker: WorkerRoom,
+    /// The ids of the tasks taken, in the order of the worker's entry.
+    pub ids: Vec<String>,
     /// The backlogs of the call (by position among those given) that could
     /// give no more, and why.
     pub stopped: Vec<(usize, BacklogStop)>,
@@ -111,15 +113,20 @@ impl BacklogStop {
 }
 
 impl Assigned {
-    /// Parses assign.lua's reply: the count taken, the worker's room, then
-    /// 2 per backlog that stopped: its position (1-based) and why.
+    /// Parses assign.lua's reply: the count taken, the worker's room, the
+    /// ids taken (comma-joined), then 2 per backlog that stopped: its
+    /// position (1-based) and why.
     pub(crate) fn parse(script: &'static str, reply: &[String], backlogs: usize) -> Result<Self> {
         let bad = |detail: String| StoreError::Reply { script, detail };
-        let (taken, worker, rest) = match reply {
-            [taken, worker, rest @ ..] if rest.len() % 2 == 0 => (taken, worker, rest),
+        let (taken, worker, ids, rest) = match reply {
+            [taken, worker, ids, rest @ ..] if rest.len() % 2 == 0 => (taken, worker, ids, rest),
             _ => return Err(bad(format!("{} words", reply.len()))),
         };
-        let taken = taken.parse().map_err(|_| bad(format!("taken {taken:?}")))?;
+        let taken: usize = taken.parse().map_err(|_| bad(format!("taken {taken:?}")))?;
+        let ids: Vec<String> = ids.split(',').filter(|i| !i.is_empty()).map(str::to_owned).collect();
+        if ids.len() != taken {
+            return Err(bad(format!("{taken} taken, {} ids", ids.len())));
+        }
         let worker = word(script, worker, |w| match w {
             "room" => Some(WorkerRoom::Room),
             "full" => Some(WorkerRoom::Full),
@@ -134,7 +141,12 @@ impl Assigned {
             }
             stopped.push((position - 1, BacklogStop::parse(script, &pair[1])?));
         }
-        Ok(Assigned { taken, worker, stopped })
+        Ok(Assigned {
+            taken,
+            worker,
+            ids,
+            stopped,
+        })
     }
 }
 
@@ -500,8 +512,8 @@ mod tests {
 
     #[test]
     fn an_assign_reply_names_what_was_taken_and_why_backlogs_stopped() {
-        let got = Assigned::parse("assign", &strings(&["3", "room", "2", "rate:250", "1", "paused"]), 2).unwrap();
-        assert_eq!(got.taken, 3);
+        let got = Assigned::parse("assign", &strings(&["3", "room", "a,b,c", "2", "rate:250", "1", "paused"]), 2).unwrap();
+        assert_eq!((got.taken, got.ids.join(" ")), (3, "a b c".to_string()));
         assert_eq!(got.worker, WorkerRoom::Room);
         assert_eq!(
             got.stopped,

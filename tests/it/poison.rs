@@ -105,6 +105,7 @@ async fn one_task_placed_twice_at_once_starts_once() {
     ctx.store.submit(std::slice::from_ref(&t)).await.unwrap();
     // Two distributors place it at once, for w1 and w2: the backlog gives
     // it to one of them only.
+    let list = crate::taking::ready_list(&ctx, "default", 0).await;
     let names = ctx.store.active_backlogs().await.unwrap();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let (r1, r2) = tokio::join!(
@@ -115,7 +116,6 @@ async fn one_task_placed_twice_at_once_starts_once() {
     assert_eq!(taken.iter().sum::<usize>(), 1, "taken once: {taken:?}");
     // A copy of the task's id in its list (as a lost reply retried could
     // leave) gives it to nobody else either.
-    let list = crate::taking::ready_list(&ctx, "default", 0).await;
     let mut con = ctx.store.con().await.unwrap();
     let _: () = redis::cmd("RPUSH")
         .arg(&list)
