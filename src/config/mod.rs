@@ -19,7 +19,7 @@ mod values;
 pub use keys::{KeyDef, KEYS};
 pub use layers::Layers;
 pub use settings::{
-    redact_url, CoordinatorSettings, DistributorSettings, RedisTls, Secret, Settings, Timing, WorkerSettings,
+    redact_url, CoordinatorSettings, DistributorSettings, HttpTls, RedisTls, Secret, Settings, Timing, WorkerSettings,
 };
 pub use values::split_list;
 

@@ -5,7 +5,9 @@
 //! Keys are checked in a fixed order, so a profile with several mistakes
 //! always reports the same one first.
 
-use super::settings::{CoordinatorSettings, DistributorSettings, RedisTls, Secret, Settings, Timing, WorkerSettings};
+use super::settings::{
+    CoordinatorSettings, DistributorSettings, HttpTls, RedisTls, Secret, Settings, Timing, WorkerSettings,
+};
 use super::{ConfigError, Layers, Origin};
 use crate::api::auth::ApiTokens;
 use crate::envelope::Keyring;
@@ -235,7 +237,47 @@ impl Layers {
             handlers: self.list("coordinator.handlers"),
             wait_max: self.duration("coordinator.wait_max")?,
             max_waits: self.number("coordinator.max_waits", 1, 10_000_000)? as usize,
+            tls: self.http_tls()?,
         })
+    }
+
+    /// The API's TLS files: a certificate and its key, both or neither, and
+    /// a client CA only beside them. Each is checked to hold PEM now, so a
+    /// wrong path fails at start rather than at the first handshake.
+    fn http_tls(&self) -> Result<Option<HttpTls>, ConfigError> {
+        let cert = self.pem_file("coordinator.tls_cert_file", "CERTIFICATE")?;
+        let key = self.pem_file("coordinator.tls_key_file", "")?;
+        let client_ca = self.pem_file("coordinator.tls_client_ca_file", "CERTIFICATE")?;
+        let path = |key: &str| std::path::PathBuf::from(self.raw(key).0.trim());
+        match (cert, key) {
+            (Some(_), Some(_)) => Ok(Some(HttpTls {
+                cert_file: path("coordinator.tls_cert_file"),
+                key_file: path("coordinator.tls_key_file"),
+                client_ca_file: client_ca.map(|_| path("coordinator.tls_client_ca_file")),
+            })),
+            (None, None) if client_ca.is_none() => Ok(None),
+            (None, None) => {
+                let (_, o) = self.raw("coordinator.tls_client_ca_file");
+                Err(ConfigError::new(
+                    "coordinator.tls_client_ca_file",
+                    o,
+                    "client certificates need TLS: set coordinator.tls_cert_file and coordinator.tls_key_file too",
+                ))
+            }
+            (cert, _) => {
+                // Named after the one that is set, with where it came from.
+                let set = match cert {
+                    Some(_) => "coordinator.tls_cert_file",
+                    None => "coordinator.tls_key_file",
+                };
+                let (_, o) = self.raw(set);
+                Err(ConfigError::new(
+                    set,
+                    o,
+                    "set both coordinator.tls_cert_file and coordinator.tls_key_file, or neither",
+                ))
+            }
+        }
     }
 }
 
@@ -306,6 +348,51 @@ mod tests {
             f.path().display()
         );
         assert_eq!(err, want);
+    }
+
+    #[test]
+    fn api_tls_needs_a_certificate_and_its_key_and_a_client_ca_needs_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("x.pem");
+        std::fs::write(&pem, "-----BEGIN CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\n").unwrap();
+        let pem = pem.display().to_string();
+        let resolve = |set: &[(&'static str, &str)]| {
+            let mut layers = Layers::load(None).unwrap();
+            for (k, v) in set {
+                layers.set_flag(k, "--flag", Some(v.to_string()));
+            }
+            layers.resolve().map_err(|e| e.to_string())
+        };
+        assert!(resolve(&[]).unwrap().coordinator.tls.is_none());
+        let err = resolve(&[("coordinator.tls_cert_file", &pem)]).unwrap_err();
+        assert_eq!(
+            err,
+            "config: coordinator.tls_cert_file (from --flag): set both coordinator.tls_cert_file and coordinator.tls_key_file, or neither"
+        );
+        let err = resolve(&[("coordinator.tls_key_file", &pem)]).unwrap_err();
+        assert!(
+            err.starts_with("config: coordinator.tls_key_file (from --flag): set both"),
+            "{err}"
+        );
+        let err = resolve(&[("coordinator.tls_client_ca_file", &pem)]).unwrap_err();
+        assert!(err.contains("client certificates need TLS"), "{err}");
+        let err = resolve(&[
+            ("coordinator.tls_cert_file", "/nonexistent.pem"),
+            ("coordinator.tls_key_file", &pem),
+        ])
+        .unwrap_err();
+        assert!(
+            err.starts_with("config: coordinator.tls_cert_file (from --flag): cannot read /nonexistent.pem"),
+            "{err}"
+        );
+        let all = [
+            ("coordinator.tls_cert_file", pem.as_str()),
+            ("coordinator.tls_key_file", pem.as_str()),
+            ("coordinator.tls_client_ca_file", pem.as_str()),
+        ];
+        let tls = resolve(&all).unwrap().coordinator.tls.unwrap();
+        assert_eq!(tls.cert_file.display().to_string(), pem);
+        assert_eq!(tls.client_ca_file.unwrap().display().to_string(), pem);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::handlers::HandlerSpec;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Hides the password part of a Redis URL.
@@ -115,6 +116,19 @@ pub struct CoordinatorSettings {
     pub handlers: Vec<String>,
     pub wait_max: Duration,
     pub max_waits: usize,
+    /// HTTPS for the API, when a certificate and key are configured.
+    pub tls: Option<HttpTls>,
+}
+
+/// The files the API serves TLS from. Paths, not contents: the certificate
+/// and key are re-read when they change (`crate::tls`), so a rotation needs
+/// no restart; the client CA is read once at start.
+#[derive(Debug, Clone)]
+pub struct HttpTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// When set, clients must present a certificate signed by one of these.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
