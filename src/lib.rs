@@ -38,6 +38,8 @@
 //! - [`api`]: the coordinator's HTTP API — router, state, requests,
 //!   validation, responses (its own types), task and worker routes, auth,
 //!   errors, waiters, the OpenAPI document.
+//! - [`tls`]: HTTPS for the API — rustls config, a certificate re-read
+//!   when its files change, and the listener doing the handshakes.
 //! - [`admin`]: `/health`, `/ready`, `/metrics` on every role.
 //! - [`telemetry`]: logs, the Prometheus recorder, and `catalog`: every
 //!   metric defined once.
@@ -72,4 +74,5 @@ pub mod snapshot;
 pub mod store;
 pub mod task;
 pub mod telemetry;
+pub mod tls;
 pub mod units;

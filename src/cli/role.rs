@@ -80,7 +80,12 @@ pub(super) async fn dev(args: DevArgs) -> anyhow::Result<()> {
 
 /// How to reach a dev cluster, on stderr.
 fn print_dev_banner(ctx: &Context, api: &TcpListener, token: Option<String>) -> anyhow::Result<()> {
-    let api = format!("http://{}", api.local_addr()?);
+    let scheme = if ctx.settings.coordinator.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let api = format!("{scheme}://{}", api.local_addr()?);
     eprintln!(
         "drover dev: API {api}, admin http://{}, redis {}",
         ctx.settings.admin_addr,

@@ -3,7 +3,8 @@
 //! assignments and leases), the scheduler (delayed tasks and retries) and
 //! the janitor (workers silent too long). Any number of coordinators can
 //! serve the API; when the leader dies its lease runs out and another takes
-//! over within `timing.leader_ttl`.
+//! over within `timing.leader_ttl`. With `coordinator.tls_*` set the API is
+//! served over HTTPS (`crate::tls`).
 
 use super::{pause, retry_backoff_ms, RetryDelay};
 use crate::api::waiters::Waiters;
@@ -13,6 +14,7 @@ use crate::messages::{EventBody, EVENT};
 use crate::store::EVENTS_READ_COUNT;
 use crate::task::TaskState;
 use crate::telemetry::catalog;
+use crate::tls::{self, TlsListener};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,7 +40,18 @@ pub async fn run(ctx: Context, listener: TcpListener, id: String, shutdown: Canc
     let events = tokio::spawn(read_events(ctx.clone(), waiters.clone(), shutdown.clone()));
     let leader = tokio::spawn(lead(ctx.clone(), id.clone(), shutdown.clone()));
     let gauges = tokio::spawn(publish_backlog(ctx.clone(), shutdown.clone()));
-    tracing::info!(addr = %listener.local_addr()?, coordinator = %id, "API listening");
+    // TLS is set up before the role reports started, so a bad certificate
+    // fails the start instead of every handshake.
+    let tls = match &ctx.settings.coordinator.tls {
+        None => None,
+        Some(files) => {
+            let (config, cert) = tls::server_config(files).map_err(|e| anyhow::anyhow!("API TLS: {e}"))?;
+            tokio::spawn(cert.watch(tls::RELOAD_EVERY, shutdown.clone()));
+            Some(config)
+        }
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %listener.local_addr()?, scheme, coordinator = %id, "API listening");
     ctx.health.role_started();
 
     let drain = {
@@ -52,9 +65,15 @@ pub async fn run(ctx: Context, listener: TcpListener, id: String, shutdown: Canc
             tracing::info!("coordinator draining: new submissions get 503, open requests finish");
         }
     };
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(drain)
-        .await?;
+    let router = api::router(state);
+    match tls {
+        None => axum::serve(listener, router).with_graceful_shutdown(drain).await?,
+        Some(config) => {
+            axum::serve(TlsListener::new(listener, config), router)
+                .with_graceful_shutdown(drain)
+                .await?
+        }
+    }
     for t in [events, leader, gauges] {
         let _ = t.await;
     }
