@@ -1,5 +1,6 @@
 //! The CLI's HTTP client: `submit`, `status`, `cancel`, `tasks`, `workers`
-//! against `DROVER_API` with `DROVER_API_TOKEN`. Output is a short text for
+//! against `DROVER_API` with `DROVER_API_TOKEN`, over `https://` trusting
+//! `DROVER_API_CA_FILE` when it is set ([`ClientTls`]). Output is a short text for
 //! people, or the API's JSON with `--json` for scripts. API errors are shown
 //! with their code and message and make the command exit non-zero.
 
@@ -12,6 +13,7 @@ use crate::task::TaskState;
 use anyhow::{bail, Context as _};
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,12 +29,61 @@ pub struct Client {
     http: reqwest::Client,
 }
 
+/// What the client trusts and shows over `https://`: by default the
+/// built-in web roots and no certificate of its own.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    /// PEM CA certificates to trust instead of the built-in roots (a
+    /// private CA, as an API behind cert-manager usually has).
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain to present to an API that requires client
+    /// certificates; it may hold the key too.
+    pub cert_file: Option<PathBuf>,
+    /// PEM key of that certificate, when not in `cert_file`.
+    pub key_file: Option<PathBuf>,
+}
+
 impl Client {
     pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Client> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()
-            .context("building the HTTP client")?;
+        Self::with_tls(base, token, &ClientTls::default())
+    }
+
+    /// A client that trusts and presents what `tls` names.
+    pub fn with_tls(base: &str, token: Option<String>, tls: &ClientTls) -> anyhow::Result<Client> {
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(120));
+        if let Some(ca) = &tls.ca_file {
+            let pem = read_pem(ca, "CA file")?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("CA file {}: not PEM certificates", ca.display()))?;
+            if certs.is_empty() {
+                bail!("CA file {}: holds no PEM certificate", ca.display());
+            }
+            // Only the given CA: trusting the web roots as well would let
+            // any public certificate for the host stand in for the API's.
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        match (&tls.cert_file, &tls.key_file) {
+            (None, None) => {}
+            (None, Some(_)) => bail!("a client key needs its client certificate (--client-cert)"),
+            (Some(cert), key) => {
+                let mut pem = read_pem(cert, "client certificate")?;
+                if let Some(key) = key {
+                    pem.push(b'\n');
+                    pem.extend(read_pem(key, "client key")?);
+                }
+                let identity = reqwest::Identity::from_pem(&pem).with_context(|| {
+                    format!(
+                        "client certificate {}: needs a PEM certificate and its key",
+                        cert.display()
+                    )
+                })?;
+                builder = builder.identity(identity);
+            }
+        }
+        let http = builder.build().context("building the HTTP client")?;
         Ok(Client {
             base: base.trim_end_matches('/').to_string(),
             token,
@@ -419,4 +470,9 @@ impl Client {
             message: field("message").unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_owned()),
         })
     }
+}
+
+/// The bytes of a PEM file the client was pointed at.
+fn read_pem(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read the {what} {}", path.display()))
 }

@@ -2,7 +2,7 @@
 //! acts on them. Each leaf subcommand holds one `…Args` struct, so the
 //! function that runs it (in `roles`, `client` or `tools`) takes one value.
 
-use crate::client::Client;
+use crate::client::{Client, ClientTls};
 use crate::config::Layers;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -390,6 +390,16 @@ pub struct ApiArgs {
     pub api: String,
     #[arg(long, env = "DROVER_API_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM CA certificates to trust for an https:// API, instead of the
+    /// built-in roots.
+    #[arg(long, env = "DROVER_API_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for an API that requires one (may hold the key too).
+    #[arg(long, env = "DROVER_API_CLIENT_CERT")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM key of --client-cert, when not in that file.
+    #[arg(long, env = "DROVER_API_CLIENT_KEY")]
+    pub client_key: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -406,6 +416,11 @@ impl ServerArgs {
 impl ApiArgs {
     /// A client of the API these flags name.
     pub(super) fn client(self) -> anyhow::Result<Client> {
-        Client::new(&self.api, self.token)
+        let tls = ClientTls {
+            ca_file: self.ca_file,
+            cert_file: self.client_cert,
+            key_file: self.client_key,
+        };
+        Client::with_tls(&self.api, self.token, &tls)
     }
 }
