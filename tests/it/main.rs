@@ -3,6 +3,7 @@
 
 mod acl;
 mod api;
+mod api_tls;
 mod chaos;
 mod clock;
 mod containers;
@@ -21,6 +22,7 @@ mod scripts;
 mod shutdown;
 mod snapshot;
 mod support;
+mod support_certs;
 mod taking;
 mod tls;
 mod waits;
