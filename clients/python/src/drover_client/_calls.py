@@ -6,6 +6,8 @@ clients' send loops ask."""
 
 from __future__ import annotations
 
+import os
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,6 +121,32 @@ def retry_after_answer(policy: RetryPolicy, attempt: int, resp: httpx.Response, 
             seconds = None
         return policy.delay(attempt, seconds)
     return None
+
+
+#: A file path, as ``ca_file``, ``client_cert`` and ``client_key`` take it.
+FilePath = str | os.PathLike[str]
+
+
+def tls_verify(ca_file: FilePath | None, client_cert: FilePath | None, client_key: FilePath | None) -> ssl.SSLContext | bool:
+    """What the clients pass as httpx's ``verify``: ``True`` (httpx's own
+    roots) when no TLS option is given, else an SSL context that trusts only
+    ``ca_file`` (the system's roots without one), as the CLI's
+    ``--ca-file`` does, and presents ``client_cert`` (with ``client_key``,
+    unless the key is in the same file)."""
+    if ca_file is None and client_cert is None and client_key is None:
+        return True
+    if client_key is not None and client_cert is None:
+        raise ValueError("client_key needs its client_cert")
+    ctx = ssl.create_default_context(cafile=os.fspath(ca_file) if ca_file is not None else None)
+    if client_cert is not None:
+        ctx.load_cert_chain(os.fspath(client_cert), os.fspath(client_key) if client_key is not None else None)
+    return ctx
+
+
+def tls_from_env() -> dict[str, str]:
+    """The TLS options the CLI reads from the environment, those set."""
+    names = {"ca_file": "DROVER_API_CA_FILE", "client_cert": "DROVER_API_CLIENT_CERT", "client_key": "DROVER_API_CLIENT_KEY"}
+    return {arg: os.environ[var] for arg, var in names.items() if os.environ.get(var)}
 
 
 def auth_headers(token: str | None) -> dict[str, str]:

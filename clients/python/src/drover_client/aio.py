@@ -34,17 +34,26 @@ class AsyncClient:
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
         http: httpx.AsyncClient | None = None,
+        ca_file: _calls.FilePath | None = None,
+        client_cert: _calls.FilePath | None = None,
+        client_key: _calls.FilePath | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self._headers = _calls.auth_headers(token)
         self._own_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=timeout)
+        if http is not None and (ca_file or client_cert or client_key):
+            raise ValueError("give TLS options to your own http client, not beside it")
+        self._http = http or httpx.AsyncClient(timeout=timeout, verify=_calls.tls_verify(ca_file, client_cert, client_key))
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> AsyncClient:
-        """From ``DROVER_API`` and ``DROVER_API_TOKEN``, as the CLI reads them."""
+        """From ``DROVER_API`` and ``DROVER_API_TOKEN`` (and ``DROVER_API_CA_FILE``,
+        ``DROVER_API_CLIENT_CERT``, ``DROVER_API_CLIENT_KEY``), as the CLI reads
+        them; ``kwargs`` win."""
+        if "http" not in kwargs:
+            kwargs = {**_calls.tls_from_env(), **kwargs}
         return cls(os.environ.get("DROVER_API", "http://127.0.0.1:7070"), os.environ.get("DROVER_API_TOKEN"), **kwargs)
 
     async def aclose(self) -> None:

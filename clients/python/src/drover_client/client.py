@@ -25,8 +25,11 @@ class Client:
     """A drover API client: ``Client("http://127.0.0.1:7070", token="drv_…")``.
 
     ``timeout`` is seconds per request (a long-poll adds its own length);
-    ``http`` may be an ``httpx.Client`` of your own (proxies, TLS), which
-    ``close`` then leaves open."""
+    for an ``https://`` API, ``ca_file`` names the PEM CA certificates to
+    trust (instead of the default roots) and ``client_cert`` (and
+    ``client_key``, unless in the same file) the certificate to present to
+    an API that requires one. ``http`` may be an ``httpx.Client`` of your own
+    (proxies, other TLS settings), which ``close`` then leaves open."""
 
     def __init__(
         self,
@@ -36,17 +39,26 @@ class Client:
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
         http: httpx.Client | None = None,
+        ca_file: _calls.FilePath | None = None,
+        client_cert: _calls.FilePath | None = None,
+        client_key: _calls.FilePath | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self._headers = _calls.auth_headers(token)
         self._own_http = http is None
-        self._http = http or httpx.Client(timeout=timeout)
+        if http is not None and (ca_file or client_cert or client_key):
+            raise ValueError("give TLS options to your own http client, not beside it")
+        self._http = http or httpx.Client(timeout=timeout, verify=_calls.tls_verify(ca_file, client_cert, client_key))
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> Client:
-        """From ``DROVER_API`` and ``DROVER_API_TOKEN``, as the CLI reads them."""
+        """From ``DROVER_API`` and ``DROVER_API_TOKEN`` (and ``DROVER_API_CA_FILE``,
+        ``DROVER_API_CLIENT_CERT``, ``DROVER_API_CLIENT_KEY``), as the CLI reads
+        them; ``kwargs`` win."""
+        if "http" not in kwargs:
+            kwargs = {**_calls.tls_from_env(), **kwargs}
         return cls(os.environ.get("DROVER_API", "http://127.0.0.1:7070"), os.environ.get("DROVER_API_TOKEN"), **kwargs)
 
     def close(self) -> None:
