@@ -176,6 +176,24 @@ pub const API_WAITS: Metric = gauge(
     "Long-polls of /v1/tasks/{id}/wait open on this coordinator.",
     &[],
 );
+pub const API_TLS_CERT_EXPIRY: Metric = gauge(
+    "drover_api_tls_cert_expiry_timestamp_seconds",
+    "When the certificate the API serves expires (its notAfter), in Unix seconds; 0 without TLS.",
+    &[],
+);
+pub const API_TLS_RELOADS: Metric = counter(
+    "drover_api_tls_reloads_total",
+    "Changes of the API's certificate files, by outcome: reloaded (served from then on) or refused (the current certificate kept).",
+    &[Label {
+        name: "outcome",
+        values: &["reloaded", "refused"],
+    }],
+);
+pub const API_TLS_HANDSHAKE_FAILURES: Metric = counter(
+    "drover_api_tls_handshake_failures_total",
+    "TLS handshakes on the API port that failed or timed out (plain HTTP, an untrusted or missing client certificate, a client that said nothing).",
+    &[],
+);
 pub const HTTP_REQUESTS: Metric = counter(
     "drover_http_requests_total",
     "API requests, by route and status.",
@@ -216,6 +234,9 @@ pub const ALL: &[&Metric] = &[
     &UNPLACEABLE_TASKS,
     &API_WAITS,
     &HTTP_REQUESTS,
+    &API_TLS_CERT_EXPIRY,
+    &API_TLS_RELOADS,
+    &API_TLS_HANDSHAKE_FAILURES,
 ];
 
 impl Metric {

@@ -3,9 +3,12 @@
 //! certificate from it, and [`ReloadingCert::watch`] polls the files and
 //! swaps in a new pair once it parses and the key matches the certificate.
 //! A broken or half-written pair keeps the old certificate and logs one
-//! warning; the next change is tried again.
+//! warning; the next change is tried again. Each outcome is counted, and the
+//! served certificate's expiry exported (`crate::tls::expiry`).
 
+use super::expiry::not_after;
 use super::TlsError;
+use crate::telemetry::catalog;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -43,6 +46,7 @@ impl ReloadingCert {
         let cert = read(cert_file)?;
         let key = read(key_file)?;
         let certified = certified_key(cert_file, &cert, key_file, &key, &provider)?;
+        publish_expiry(&certified);
         Ok(ReloadingCert {
             cert_file: cert_file.to_path_buf(),
             key_file: key_file.to_path_buf(),
@@ -69,18 +73,24 @@ impl ReloadingCert {
             }
             seen = now.clone();
             let (Some(cert), Some(key)) = now else {
+                metrics::counter!(catalog::API_TLS_RELOADS.name, "outcome" => "refused").increment(1);
                 tracing::warn!(cert = %self.cert_file.display(), key = %self.key_file.display(),
                     "TLS certificate or key is unreadable; keeping the current certificate");
                 continue;
             };
             match certified_key(&self.cert_file, &cert, &self.key_file, &key, &self.provider) {
                 Ok(certified) => {
+                    publish_expiry(&certified);
                     *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(certified);
+                    metrics::counter!(catalog::API_TLS_RELOADS.name, "outcome" => "reloaded").increment(1);
                     tracing::info!(cert = %self.cert_file.display(), "TLS certificate reloaded");
                 }
                 // Often a pair caught between its two writes: the next
                 // change (the second write) is tried again.
-                Err(e) => tracing::warn!(error = %e, "new TLS certificate refused; keeping the current one"),
+                Err(e) => {
+                    metrics::counter!(catalog::API_TLS_RELOADS.name, "outcome" => "refused").increment(1);
+                    tracing::warn!(error = %e, "new TLS certificate refused; keeping the current one");
+                }
             }
         }
     }
@@ -90,6 +100,13 @@ impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current())
     }
+}
+
+/// Exports when `certified` expires (0 when its date cannot be read, which
+/// an expiry alert then reports at once rather than never).
+fn publish_expiry(certified: &CertifiedKey) {
+    let at = certified.cert.first().and_then(|c| not_after(c.as_ref())).unwrap_or(0);
+    metrics::gauge!(catalog::API_TLS_CERT_EXPIRY.name).set(at as f64);
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -111,11 +128,24 @@ fn parse_certs(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, 
     };
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| problem(format!("not PEM certificates: {e}")))?;
+        .map_err(|e| problem(format!("not PEM certificates: {}", pem_problem(&e))))?;
     if certs.is_empty() {
         return Err(problem("holds no PEM certificate".into()));
     }
     Ok(certs)
+}
+
+/// A PEM error in words (rustls's own shows the marker as a list of bytes).
+fn pem_problem(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { end_marker } => {
+            format!("no \"-----END {}-----\" line", String::from_utf8_lossy(end_marker))
+        }
+        Error::IllegalSectionStart { line } => format!("bad line {:?}", String::from_utf8_lossy(line)),
+        Error::NoItemsFound => "none found".into(),
+        other => other.to_string(),
+    }
 }
 
 /// A certificate chain and its key, checked to belong together.
@@ -129,7 +159,7 @@ fn certified_key(
     let chain = parse_certs(cert_file, cert)?;
     let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| TlsError::Pem {
         path: key_file.display().to_string(),
-        problem: format!("no PEM private key: {e}"),
+        problem: format!("no PEM private key: {}", pem_problem(&e)),
     })?;
     CertifiedKey::from_der(chain, key, provider).map_err(|e| TlsError::Pair {
         cert: cert_file.display().to_string(),

@@ -1,9 +1,10 @@
 //! [`TlsListener`]: an `axum::serve` listener that yields TLS streams. The
 //! handshakes run as tasks of their own, each with a time limit, so one slow
 //! or silent client cannot hold up the accepts of others; a failed handshake
-//! (plain HTTP to the TLS port, an untrusted client certificate) is logged at
-//! debug and the loop goes on.
+//! (plain HTTP to the TLS port, an untrusted client certificate) is counted,
+//! logged at debug, and the loop goes on.
 
+use crate::telemetry::catalog;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,7 +59,10 @@ impl axum::serve::Listener for TlsListener {
             tokio::select! {
                 Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => match done {
                     Ok(Ok(conn)) => return conn,
-                    Ok(Err((addr, error))) => tracing::debug!(peer = %addr, %error, "TLS handshake failed"),
+                    Ok(Err((addr, error))) => {
+                        metrics::counter!(catalog::API_TLS_HANDSHAKE_FAILURES.name).increment(1);
+                        tracing::debug!(peer = %addr, %error, "TLS handshake failed");
+                    }
                     Err(e) => tracing::debug!(error = %e, "TLS handshake task ended"),
                 },
                 accepted = self.tcp.accept(), if self.handshakes.len() < MAX_HANDSHAKES => match accepted {

@@ -7,9 +7,11 @@
 //! graceful shutdown works as over plain TCP.
 //!
 //! - `certs`: PEM reading and the reloading certificate resolver.
+//! - `expiry`: `notAfter` of the served certificate, for its gauge.
 //! - `listener`: the accept loop with handshakes off it.
 
 mod certs;
+mod expiry;
 mod listener;
 
 pub use certs::{ReloadingCert, RELOAD_EVERY};
