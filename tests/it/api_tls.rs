@@ -3,7 +3,8 @@
 //! answers, one trusting another CA and plain HTTP are refused, a certificate
 //! rewritten in place is served without a restart (a broken one in between
 //! keeps the old), and with a client CA a client must show a certificate it
-//! signed. The CLI reaches the API with `--ca-file`.
+//! signed. The CLI reaches the API with `--ca-file`. Failed handshakes,
+//! reloads and the served certificate's expiry show on the admin port.
 
 use crate::support::*;
 use crate::support_certs::{make_ca, make_cert, make_client_cert, make_server_cert, openssl_available};
@@ -70,6 +71,14 @@ fn install(dir: &Path, name: &str) {
     .unwrap();
 }
 
+/// The value of the series `series` (name and labels as printed) on a
+/// metrics page.
+fn metric(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} on the metrics page:\n{page}"))
+}
+
 async fn answers(client: &Client) -> Result<(), String> {
     client.workers().await.map(|_| ()).map_err(|e| format!("{e:#}"))
 }
@@ -83,7 +92,10 @@ async fn the_api_serves_https_that_clients_verify_and_rotates_without_a_restart(
     make_ca(d, "other-ca");
     make_server_cert(d, "ca");
     install(d, "server");
-    let (mut coord, port) = coordinator(&redis, d, &[]);
+    let admin = free_port();
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let (mut coord, port) = coordinator(&redis, d, &[("DROVER_ADMIN_ADDR", &admin_addr)]);
+    let http = reqwest::Client::new();
     let api = format!("https://localhost:{port}");
     let ca = d.join("ca.crt");
     let trusting = client(&api, &tls(Some(ca.clone()), None, None));
@@ -116,6 +128,20 @@ async fn the_api_serves_https_that_clients_verify_and_rotates_without_a_restart(
     // A client that connects and says nothing does not hold up others.
     let _silent = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     answers(&trusting).await.unwrap();
+    let page = metrics_page(&http, admin).await;
+    assert!(
+        metric(&page, "drover_api_tls_handshake_failures_total") >= 3.0,
+        "{page}"
+    );
+    let first_expiry = metric(&page, "drover_api_tls_cert_expiry_timestamp_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (first_expiry - (now + 2.0 * 86_400.0)).abs() < 600.0,
+        "{first_expiry} vs {now}"
+    );
 
     // The CLI reaches it with --ca-file (and DROVER_API_CA_FILE).
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
@@ -155,6 +181,7 @@ async fn the_api_serves_https_that_clients_verify_and_rotates_without_a_restart(
         "rotated",
         "localhost",
         "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        30,
     );
     install(d, "rotated");
     let new_ca = client(&api, &tls(Some(d.join("other-ca.crt")), None, None));
@@ -167,6 +194,21 @@ async fn the_api_serves_https_that_clients_verify_and_rotates_without_a_restart(
     assert!(answers(&fresh).await.is_err(), "the old certificate is still served");
     assert!(coord.child.try_wait().unwrap().is_none(), "the coordinator restarted");
     assert!(coord.log_text().contains("TLS certificate reloaded"));
+    let page = metrics_page(&http, admin).await;
+    assert!(
+        metric(&page, r#"drover_api_tls_reloads_total{outcome="refused"}"#) >= 1.0,
+        "{page}"
+    );
+    assert_eq!(
+        metric(&page, r#"drover_api_tls_reloads_total{outcome="reloaded"}"#),
+        1.0,
+        "{page}"
+    );
+    let expiry = metric(&page, "drover_api_tls_cert_expiry_timestamp_seconds");
+    assert!(
+        (expiry - first_expiry - 28.0 * 86_400.0).abs() < 600.0,
+        "{expiry} after {first_expiry}"
+    );
 
     // It still drains on SIGTERM over TLS.
     coord.signal(libc::SIGTERM);
@@ -226,19 +268,27 @@ async fn with_a_client_ca_the_api_refuses_clients_without_a_certificate_it_signe
 }
 
 #[tokio::test]
-async fn a_certificate_without_its_key_is_a_config_error_at_start() {
+async fn a_certificate_without_its_key_or_with_another_key_stops_the_start() {
     let Some(redis) = tools() else { return };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     make_ca(d, "ca");
     make_server_cert(d, "ca");
     let cert = d.join("server.crt").display().to_string();
-    let env = proc_env(&redis.url(), &[("DROVER_HTTP_TLS_CERT_FILE", &cert)]);
-    let mut p = spawn("coordinator", &["coordinator"], &env, d);
-    assert!(!p.wait_exit(Duration::from_secs(20)).success());
-    let log = p.log_text();
+    let start = |extra: &[(&str, &str)]| {
+        let mut env = vec![("DROVER_HTTP_TLS_CERT_FILE", cert.as_str())];
+        env.extend_from_slice(extra);
+        let mut p = spawn("coordinator", &["coordinator"], &proc_env(&redis.url(), &env), d);
+        assert!(!p.wait_exit(Duration::from_secs(20)).success());
+        p.log_text()
+    };
+    let log = start(&[]);
     assert!(
         log.contains("config: coordinator.tls_cert_file (from DROVER_HTTP_TLS_CERT_FILE): set both"),
         "{log}"
     );
+    // The CA's key is PEM, but not the key of this certificate.
+    let wrong_key = d.join("ca.key").display().to_string();
+    let log = start(&[("DROVER_HTTP_TLS_KEY_FILE", &wrong_key)]);
+    assert!(log.contains("API TLS: ") && log.contains("KeyMismatch"), "{log}");
 }

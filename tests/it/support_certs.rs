@@ -54,17 +54,18 @@ pub fn make_server_cert(dir: &Path, ca: &str) {
         "server",
         "localhost",
         "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        2,
     );
 }
 
 /// A client certificate signed by `ca`: `<name>.crt` and `<name>.key`.
 pub fn make_client_cert(dir: &Path, ca: &str, name: &str) {
-    make_cert(dir, ca, name, name, "extendedKeyUsage=clientAuth\n");
+    make_cert(dir, ca, name, name, "extendedKeyUsage=clientAuth\n", 2);
 }
 
-/// A certificate for `cn` with the extensions `ext` (openssl's -extfile
-/// syntax), signed by `ca`: `<name>.crt` and `<name>.key`.
-pub fn make_cert(dir: &Path, ca: &str, name: &str, cn: &str, ext: &str) {
+/// A certificate for `cn` valid for `days`, with the extensions `ext`
+/// (openssl's -extfile syntax), signed by `ca`: `<name>.crt` and `<name>.key`.
+pub fn make_cert(dir: &Path, ca: &str, name: &str, cn: &str, ext: &str, days: u32) {
     openssl(
         dir,
         &[
@@ -97,7 +98,7 @@ pub fn make_cert(dir: &Path, ca: &str, name: &str, cn: &str, ext: &str) {
             "-out",
             &format!("{name}.crt"),
             "-days",
-            "2",
+            &days.to_string(),
             "-extfile",
             &ext_file,
         ],
