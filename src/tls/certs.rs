@@ -29,6 +29,9 @@ pub struct ReloadingCert {
     key_file: PathBuf,
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<CertifiedKey>>,
+    /// The bytes `current` was made from at load, where `watch` starts, so
+    /// a change between the two is not missed.
+    loaded: (Vec<u8>, Vec<u8>),
 }
 
 impl std::fmt::Debug for ReloadingCert {
@@ -52,6 +55,7 @@ impl ReloadingCert {
             key_file: key_file.to_path_buf(),
             provider,
             current: RwLock::new(Arc::new(certified)),
+            loaded: (cert, key),
         })
     }
 
@@ -65,9 +69,11 @@ impl ReloadingCert {
     /// modification times: those can be coarse, and a Kubernetes secret
     /// volume swaps a symlink whose targets keep theirs.
     pub async fn watch(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
-        let mut seen = (read(&self.cert_file).ok(), read(&self.key_file).ok());
+        let mut seen = (Some(self.loaded.0.clone()), Some(self.loaded.1.clone()));
         while crate::roles::pause(every, &shutdown).await {
-            let now = (read(&self.cert_file).ok(), read(&self.key_file).ok());
+            // Read off the runtime's threads: the files may be on a slow mount.
+            let (cert, key) = tokio::join!(tokio::fs::read(&self.cert_file), tokio::fs::read(&self.key_file));
+            let now = (cert.ok(), key.ok());
             if now == seen {
                 continue;
             }
