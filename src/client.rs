@@ -1,8 +1,8 @@
 //! The CLI's HTTP client: `submit`, `status`, `cancel`, `tasks`, `workers`
 //! against `DROVER_API` with `DROVER_API_TOKEN`, over `https://` trusting
-//! `DROVER_API_CA_FILE` when it is set ([`ClientTls`]). Output is a short text for
-//! people, or the API's JSON with `--json` for scripts. API errors are shown
-//! with their code and message and make the command exit non-zero.
+//! `DROVER_API_CA_FILE` when it is set ([`ClientTls`]). Output is a short
+//! text for people, or the API's JSON with `--json` for scripts. API errors
+//! are shown with their code and message and make the command exit non-zero.
 
 use crate::api::TaskBody;
 use crate::api::{

@@ -34,14 +34,8 @@ pub async fn run(ctx: Context, listener: TcpListener, id: String, shutdown: Canc
     if ctx.settings.api_tokens.is_none() {
         anyhow::bail!("config: api_tokens: the API needs tokens: set DROVER_API_TOKENS or DROVER_API_TOKENS_FILE (e.g. \"$(drover keygen --token):admin\")");
     }
-    ctx.health.role_starting();
-    let waiters = Arc::new(Waiters::new(ctx.settings.coordinator.max_waits));
-    let state = Arc::new(ApiState::new(ctx.clone(), waiters.clone()));
-    let events = tokio::spawn(read_events(ctx.clone(), waiters.clone(), shutdown.clone()));
-    let leader = tokio::spawn(lead(ctx.clone(), id.clone(), shutdown.clone()));
-    let gauges = tokio::spawn(publish_backlog(ctx.clone(), shutdown.clone()));
-    // TLS is set up before the role reports started, so a bad certificate
-    // fails the start instead of every handshake.
+    // TLS is set up before anything else runs, so a bad certificate fails
+    // the start (leaving no task behind) instead of every handshake.
     let tls = match &ctx.settings.coordinator.tls {
         None => None,
         Some(files) => {
@@ -50,6 +44,12 @@ pub async fn run(ctx: Context, listener: TcpListener, id: String, shutdown: Canc
             Some(config)
         }
     };
+    ctx.health.role_starting();
+    let waiters = Arc::new(Waiters::new(ctx.settings.coordinator.max_waits));
+    let state = Arc::new(ApiState::new(ctx.clone(), waiters.clone()));
+    let events = tokio::spawn(read_events(ctx.clone(), waiters.clone(), shutdown.clone()));
+    let leader = tokio::spawn(lead(ctx.clone(), id.clone(), shutdown.clone()));
+    let gauges = tokio::spawn(publish_backlog(ctx.clone(), shutdown.clone()));
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(addr = %listener.local_addr()?, scheme, coordinator = %id, "API listening");
     ctx.health.role_started();
