@@ -6,8 +6,8 @@
 
 use crate::api::TaskBody;
 use crate::api::{
-    BatchRequest, BatchResponse, CancelResponse, Discarded, Purged, QueueList, Retried, RetriedDead, SubmitRequest,
-    Submitted, TaskList, WorkerList,
+    BatchRequest, BatchResponse, CancelResponse, Discarded, Purged, QueueBody, QueueLimitsBody, QueueList, Retried,
+    RetriedDead, SubmitRequest, Submitted, TaskList, WorkerList,
 };
 use crate::task::TaskState;
 use anyhow::{bail, Context as _};
@@ -180,6 +180,24 @@ impl Client {
 
     pub async fn queues(&self) -> anyhow::Result<QueueList> {
         self.send(self.req(reqwest::Method::GET, "/v1/queues")).await
+    }
+
+    pub async fn queue(&self, queue: &str) -> anyhow::Result<QueueBody> {
+        self.send(self.req(reqwest::Method::GET, &format!("/v1/queues/{queue}")))
+            .await
+    }
+
+    /// Pauses, resumes or drains a queue: `action` is `pause`, `resume`
+    /// or `drain`.
+    pub async fn change_queue(&self, queue: &str, action: &str) -> anyhow::Result<QueueBody> {
+        self.send(self.req(reqwest::Method::POST, &format!("/v1/queues/{queue}/{action}")))
+            .await
+    }
+
+    /// Sets every limit of a queue (one left out is removed).
+    pub async fn set_queue_limits(&self, queue: &str, limits: &QueueLimitsBody) -> anyhow::Result<QueueBody> {
+        let rb = self.req(reqwest::Method::PUT, &format!("/v1/queues/{queue}/limits"));
+        self.send(rb.json(limits)).await
     }
 
     pub async fn retry(&self, id: &str) -> anyhow::Result<Retried> {

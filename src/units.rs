@@ -125,7 +125,9 @@ mod tests {
             assert_eq!(r.to_string(), shown);
             assert_eq!(Rate::parse(shown), Some(r));
         }
-        for bad in ["", "100", "/s", "0/s", "-1/s", "1.5/s", "100/x", "100/0s", "100/s/s", "1e3/s", "100/"] {
+        for bad in [
+            "", "100", "/s", "0/s", "-1/s", "1.5/s", "100/x", "100/0s", "100/s/s", "1e3/s", "100/",
+        ] {
             assert_eq!(Rate::parse(bad), None, "{bad:?}");
         }
     }

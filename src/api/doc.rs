@@ -4,8 +4,8 @@
 use super::error::{self, ErrorBody};
 use super::requests::{BatchRequest, FinishedTaskState, SubmitRequest};
 use super::responses::{
-    BatchResponse, CancelResponse, Discarded, Purged, QueueBody, QueueLimitsBody, QueueList, Retried, RetriedDead, Submitted, TaskBody,
-    TaskList, WorkerBody, WorkerList,
+    BatchResponse, CancelResponse, Discarded, Purged, QueueBody, QueueLimitsBody, QueueList, Retried, RetriedDead,
+    Submitted, TaskBody, TaskList, WorkerBody, WorkerList,
 };
 // Globs, because `paths(...)` finds each operation as `__path_<handler>`
 // in scope: a handler named through its module (`tasks::submit`) would be

@@ -30,8 +30,8 @@ mod workers;
 pub use doc::ApiDoc;
 pub use requests::{BatchRequest, ListQuery, PurgeQuery, SubmitRequest, WaitQuery};
 pub use responses::{
-    BatchResponse, CancelResponse, Discarded, Purged, QueueBody, QueueList, Retried, RetriedDead, Submitted, TaskBody,
-    TaskList, WorkerBody, WorkerList,
+    BatchResponse, CancelResponse, Discarded, Purged, QueueBody, QueueLimitsBody, QueueList, Retried, RetriedDead,
+    Submitted, TaskBody, TaskList, WorkerBody, WorkerList,
 };
 pub use state::ApiState;
 

@@ -48,7 +48,8 @@ pub(super) async fn pause_queue(
     headers: HeaderMap,
     queue: Result<Path<String>, PathRejection>,
 ) -> Result<Json<QueueBody>, ApiError> {
-    s.change_queue(&headers, queue, "pause", || Ok(QueueChange::Pause)).await
+    s.change_queue(&headers, queue, "pause", || Ok(QueueChange::Pause))
+        .await
 }
 
 /// Starts the queue's tasks again after a pause, and accepts submissions
@@ -62,7 +63,8 @@ pub(super) async fn resume_queue(
     headers: HeaderMap,
     queue: Result<Path<String>, PathRejection>,
 ) -> Result<Json<QueueBody>, ApiError> {
-    s.change_queue(&headers, queue, "resume", || Ok(QueueChange::Resume)).await
+    s.change_queue(&headers, queue, "resume", || Ok(QueueChange::Resume))
+        .await
 }
 
 /// Refuses new submissions to the queue (409 `queue_draining`) while its
@@ -76,7 +78,8 @@ pub(super) async fn drain_queue(
     headers: HeaderMap,
     queue: Result<Path<String>, PathRejection>,
 ) -> Result<Json<QueueBody>, ApiError> {
-    s.change_queue(&headers, queue, "drain", || Ok(QueueChange::Drain)).await
+    s.change_queue(&headers, queue, "drain", || Ok(QueueChange::Drain))
+        .await
 }
 
 /// Sets the queue's limits, all of them: a field left out is no limit. A

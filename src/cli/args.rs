@@ -42,7 +42,7 @@ pub enum Command {
     Queues(QueuesArgs),
     /// Serve MCP on stdin/stdout: tools for an agent to submit, wait for, read and cancel tasks.
     Mcp(McpArgs),
-    /// Act on one queue's finished tasks.
+    /// Show, pause, resume, drain or limit one queue, or act on its finished tasks.
     Queue {
         #[command(subcommand)]
         command: QueueCommand,
@@ -232,6 +232,28 @@ pub struct TaskActionArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum QueueCommand {
+    /// Show the queue: counts, whether it is paused or draining, limits.
+    Show(QueueArgs),
+    /// Stop starting the queue's tasks (they stay queued).
+    Pause(QueueArgs),
+    /// Start the queue's tasks again, and accept new ones after a drain.
+    Resume(QueueArgs),
+    /// Refuse new submissions while the queued tasks run.
+    Drain(QueueArgs),
+    /// Set the queue's limits; a limit not given is removed.
+    Limits {
+        #[command(flatten)]
+        queue: QueueArgs,
+        /// Most of its tasks running at once.
+        #[arg(long)]
+        concurrency: Option<u32>,
+        /// Most tasks started per period: 100/s, 5000/m, 30/10s.
+        #[arg(long)]
+        rate: Option<String>,
+        /// How many may start at once after a quiet spell (with --rate).
+        #[arg(long)]
+        burst: Option<u32>,
+    },
     /// Run every dead task of the queue again.
     RetryDead(QueueArgs),
     /// Delete the queue's tasks finished in one state.

@@ -43,6 +43,23 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Queues(args) => queues::queues(args).await,
         Command::Mcp(args) => crate::mcp::server::stdio(args.api.client()?).await,
         Command::Queue { command } => match command {
+            QueueCommand::Show(args) => queues::show(args).await,
+            QueueCommand::Pause(args) => queues::change(args, "pause").await,
+            QueueCommand::Resume(args) => queues::change(args, "resume").await,
+            QueueCommand::Drain(args) => queues::change(args, "drain").await,
+            QueueCommand::Limits {
+                queue,
+                concurrency,
+                rate,
+                burst,
+            } => {
+                let limits = crate::api::QueueLimitsBody {
+                    concurrency,
+                    rate,
+                    burst,
+                };
+                queues::limits(queue, &limits).await
+            }
             QueueCommand::RetryDead(args) => queues::retry_dead(args).await,
             QueueCommand::Purge { queue, state } => queues::purge(queue, &state).await,
         },

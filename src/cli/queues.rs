@@ -1,8 +1,10 @@
-//! The operator's client subcommands — `queues`, `queue retry-dead`,
-//! `queue purge`, `retry`, `discard` — each one call of `crate::client`,
-//! printed as a line for people or as the API's JSON with `--json`.
+//! The operator's client subcommands — `queues`, `queue show|pause|resume|
+//! drain|limits|retry-dead|purge`, `retry`, `discard` — each one call of
+//! `crate::client`, printed as a line for people or as the API's JSON with
+//! `--json`.
 
 use super::args::{QueueArgs, QueuesArgs, TaskActionArgs};
+use crate::api::{QueueBody, QueueLimitsBody};
 use crate::client::{print_either, print_json};
 
 pub(super) async fn queues(args: QueuesArgs) -> anyhow::Result<()> {
@@ -11,10 +13,54 @@ pub(super) async fn queues(args: QueuesArgs) -> anyhow::Result<()> {
         return print_json(&list);
     }
     for q in &list.queues {
-        let succeeded = q.succeeded.map(|n| format!("succeeded={n}  ")).unwrap_or_default();
-        println!("{}  {succeeded}dead={}  cancelled={}", q.name, q.dead, q.cancelled);
+        println!("{}", queue_line(q));
     }
     Ok(())
+}
+
+/// One queue as a line: its name, what stops it, its counts and limits.
+fn queue_line(q: &QueueBody) -> String {
+    let mut words = vec![q.name.clone()];
+    if q.paused {
+        words.push("PAUSED".into());
+    }
+    if q.draining {
+        words.push("DRAINING".into());
+    }
+    words.push(format!("queued={}", q.queued));
+    words.push(format!("running={}", q.running));
+    if let Some(n) = q.succeeded {
+        words.push(format!("succeeded={n}"));
+    }
+    words.push(format!("dead={}", q.dead));
+    words.push(format!("cancelled={}", q.cancelled));
+    if let Some(ms) = q.oldest_queued_ms {
+        words.push(format!("oldest={:.1}s", ms as f64 / 1000.0));
+    }
+    if let Some(n) = q.limits.concurrency {
+        words.push(format!("concurrency<={n}"));
+    }
+    if let Some(r) = &q.limits.rate {
+        let burst = q.limits.burst.map(|b| format!(" (burst {b})")).unwrap_or_default();
+        words.push(format!("rate<={r}{burst}"));
+    }
+    words.join("  ")
+}
+
+pub(super) async fn show(args: QueueArgs) -> anyhow::Result<()> {
+    let q = args.api.client()?.queue(&args.queue).await?;
+    print_either(&q, args.json, queue_line)
+}
+
+/// `pause`, `resume` or `drain`.
+pub(super) async fn change(args: QueueArgs, action: &str) -> anyhow::Result<()> {
+    let q = args.api.client()?.change_queue(&args.queue, action).await?;
+    print_either(&q, args.json, queue_line)
+}
+
+pub(super) async fn limits(args: QueueArgs, limits: &QueueLimitsBody) -> anyhow::Result<()> {
+    let q = args.api.client()?.set_queue_limits(&args.queue, limits).await?;
+    print_either(&q, args.json, queue_line)
 }
 
 pub(super) async fn retry_dead(args: QueueArgs) -> anyhow::Result<()> {

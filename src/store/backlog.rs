@@ -42,6 +42,9 @@ impl Backlog {
     }
 }
 
+/// A stream entry as XREVRANGE gives it: its id, then fields and values.
+type RawEntry = (String, Vec<String>);
+
 /// Where a reader of the wake-up streams is: the last entry seen of each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WakeCursor {
@@ -104,12 +107,12 @@ impl Store {
                 .arg(1)
                 .clone()
         };
-        let (wake, events): (Vec<(String, Vec<String>)>, Vec<(String, Vec<String>)>) = redis::pipe()
+        let (wake, events): (Vec<RawEntry>, Vec<RawEntry>) = redis::pipe()
             .add_command(newest(self.keys.wake()))
             .add_command(newest(self.keys.events()))
             .query_async(&mut con)
             .await?;
-        let id = |v: Vec<(String, Vec<String>)>| v.into_iter().next().map_or_else(|| "0-0".to_string(), |e| e.0);
+        let id = |v: Vec<RawEntry>| v.into_iter().next().map_or_else(|| "0-0".to_string(), |e| e.0);
         Ok(WakeCursor {
             wake: id(wake),
             events: id(events),
@@ -123,7 +126,7 @@ impl Store {
         let mut con = self.con().await?;
         let opts = StreamReadOptions::default()
             .count(1000)
-            .block(block.as_millis().clamp(1, u32::MAX as u128) as usize);
+            .block(super::streams::block_ms(block));
         let reply: Option<StreamReadReply> = con
             .xread_options(
                 &[self.keys.wake(), self.keys.events()],

@@ -512,7 +512,12 @@ mod tests {
 
     #[test]
     fn an_assign_reply_names_what_was_taken_and_why_backlogs_stopped() {
-        let got = Assigned::parse("assign", &strings(&["3", "room", "a,b,c", "2", "rate:250", "1", "paused"]), 2).unwrap();
+        let got = Assigned::parse(
+            "assign",
+            &strings(&["3", "room", "a,b,c", "2", "rate:250", "1", "paused"]),
+            2,
+        )
+        .unwrap();
         assert_eq!((got.taken, got.ids.join(" ")), (3, "a b c".to_string()));
         assert_eq!(got.worker, WorkerRoom::Room);
         assert_eq!(

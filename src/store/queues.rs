@@ -103,7 +103,13 @@ impl Store {
             .query_async(&mut con)
             .await?;
         drop(con);
-        let num = |i: usize| meta[i].as_deref().and_then(|v| v.parse::<i64>().ok()).unwrap_or(0).max(0) as u64;
+        let num = |i: usize| {
+            meta[i]
+                .as_deref()
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0)
+                .max(0) as u64
+        };
         let flag = |i: usize| meta[i].as_deref() == Some("1");
         let limits = QueueLimits {
             concurrency: meta[4].as_deref().and_then(|v| v.parse().ok()),
@@ -157,7 +163,11 @@ impl Store {
         }
         let mut pipe = redis::pipe();
         for id in &heads {
-            pipe.cmd("HMGET").arg(self.keys.task(id)).arg("state").arg("ut").arg("ct");
+            pipe.cmd("HMGET")
+                .arg(self.keys.task(id))
+                .arg("state")
+                .arg("ut")
+                .arg("ct");
         }
         let rows: Vec<(Option<String>, Option<u64>, Option<u64>)> = pipe.query_async(&mut con).await?;
         let now = self.clock().now_ms();

@@ -11,7 +11,7 @@ type RawEntries = Vec<(String, Vec<(String, Vec<u8>)>)>;
 
 /// A stream read's `BLOCK` argument in ms. `BLOCK 0` waits forever, so a
 /// wait shorter than 1 ms is rounded up to 1, not down to 0.
-fn block_ms(wait: Duration) -> usize {
+pub(super) fn block_ms(wait: Duration) -> usize {
     (wait.as_millis() as usize).max(1)
 }
 

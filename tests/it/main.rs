@@ -14,6 +14,7 @@ mod network;
 mod poison;
 mod processes;
 mod prometheus;
+mod queue_controls;
 mod queues;
 mod readme;
 mod redis_faults;

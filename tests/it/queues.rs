@@ -152,8 +152,10 @@ async fn finished_tasks_list_by_queue_and_state_in_exact_pages() {
     assert_eq!(
         queues,
         json!({"queues": [
-            {"name": "default", "succeeded": 30, "dead": 0, "cancelled": 0},
-            {"name": "media", "succeeded": 0, "dead": 20, "cancelled": 3},
+            {"name": "default", "queued": 0, "running": 0, "succeeded": 30, "dead": 0, "cancelled": 0,
+             "paused": false, "draining": false, "limits": {}},
+            {"name": "media", "queued": 0, "running": 0, "succeeded": 0, "dead": 20, "cancelled": 3,
+             "paused": false, "draining": false, "limits": {}},
         ]})
     );
     let (status, media) = raw(&c, M::GET, "/v1/queues/media", Some(READ_TOKEN), None).await;

@@ -734,7 +734,7 @@ async fn an_expired_lease_on_an_assignment_never_acknowledged_uses_no_attempt() 
     // tasks[0]: read and claimed (acknowledged). tasks[1]: delivered, never
     // acknowledged (the worker died right after reading). tasks[2]: never
     // delivered. Each call takes the oldest queued task.
-    for i in 0..tasks.len() {
+    for (i, t) in tasks.iter().enumerate() {
         assert_eq!(take(&ctx, "w1", 1, lease).await.taken, 1);
         if i == 2 {
             continue;
@@ -745,7 +745,7 @@ async fn an_expired_lease_on_an_assignment_never_acknowledged_uses_no_attempt() 
             .await
             .unwrap();
         assert_eq!(read.len(), 1);
-        assert_eq!(read[0].task_ids(), vec![tasks[i].id.to_string()]);
+        assert_eq!(read[0].task_ids(), vec![t.id.to_string()]);
         if i == 0 {
             let claimed = claim(&ctx, "w1", &read[0]).await;
             assert!(matches!(claimed[0], StartReply::Started(_)), "{claimed:?}");

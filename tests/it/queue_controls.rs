@@ -1,0 +1,332 @@
+//! The backlog's scheduling controls, against real Redis and roles in
+//! process (docs/QUEUES.md, "The backlog as built"): a later task of higher
+//! priority starts before a deep backlog of lower ones; a pause holds with
+//! two distributors and a resume releases; a queue's concurrency limit is
+//! never exceeded, as the handlers themselves see it; a rate limit holds
+//! over ten seconds; a draining queue refuses submissions while its queued
+//! tasks still run; and bad limits are refused, naming the field.
+
+use crate::api::{code, raw};
+use crate::lifecycle::task;
+use crate::support::*;
+use crate::taking::take;
+use drover::api::SubmitRequest;
+use drover::context::Context;
+use drover::handlers::{HandlerError, Registry, TaskContext};
+use drover::names::QueueName;
+use drover::redis_server::Persistence;
+use drover::store::Heartbeat;
+use drover::task::{NewTask, TaskId, TaskState};
+use reqwest::Method as M;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn in_queue(handler: &str, queue: &str, input: Value) -> SubmitRequest {
+    SubmitRequest {
+        queue: Some(queue.into()),
+        ..task(handler, input)
+    }
+}
+
+/// Makes `queue` exist (a queue exists once a task named it) by running
+/// one noop task in it to the end.
+async fn create_queue(c: &Cluster, queue: &str) {
+    let client = c.client();
+    let s = client.submit_one(&in_queue("noop", queue, Value::Null)).await.unwrap();
+    let t = client.wait(&s.id, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(t.state, TaskState::Succeeded);
+}
+
+/// `POST /v1/queues/{queue}/{action}` or `PUT .../limits` as admin; the
+/// queue as the API answers.
+async fn admin(c: &Cluster, method: M, path: &str, body: Option<&str>) -> Value {
+    let (status, v) = raw(c, method, path, Some(ADMIN_TOKEN), body).await;
+    assert_eq!(status, StatusCode::OK, "{path}: {v}");
+    v
+}
+
+async fn submit_all(c: &Cluster, tasks: Vec<SubmitRequest>) -> Vec<String> {
+    let mut ids = Vec::new();
+    for chunk in tasks.chunks(500) {
+        let b = c.client().submit_batch(chunk.to_vec()).await.unwrap();
+        ids.extend(b.tasks.into_iter().map(|t| t.id));
+    }
+    ids
+}
+
+async fn all_succeed(c: &Cluster, ids: &[String], within: Duration) {
+    let client = c.client();
+    for id in ids {
+        let t = client.wait(id, within).await.unwrap();
+        assert_eq!(t.state, TaskState::Succeeded, "{t:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_later_task_of_higher_priority_starts_before_a_backlog_of_100k() {
+    let Some(redis) = redis(Persistence::None) else {
+        return;
+    };
+    let ctx = Context::new(settings(&redis.url(), &[]), "test", "test").unwrap();
+    ctx.store.ping().await.unwrap();
+    let task = |priority: i32| NewTask {
+        id: TaskId::generate(),
+        handler: "noop".into(),
+        input: "null".into(),
+        tags: vec![],
+        priority,
+        max_attempts: 3,
+        timeout_ms: 10_000,
+        run_at_ms: None,
+        idempotency_key: None,
+        queue: QueueName::default_queue(),
+        unique_key: None,
+        unique_for_ms: 0,
+    };
+    for _ in 0..100 {
+        let batch: Vec<NewTask> = (0..1000).map(|_| task(0)).collect();
+        ctx.store.submit(&batch).await.unwrap();
+    }
+    let low = task(-3);
+    let (high, higher, high_again) = (task(5), task(9), task(5));
+    for t in [&low, &high, &higher, &high_again] {
+        ctx.store.submit(std::slice::from_ref(t)).await.unwrap();
+    }
+    let handlers = vec!["noop".to_string()];
+    ctx.store
+        .ensure_group(&ctx.store.keys.worker_stream("w1"), "worker")
+        .await
+        .unwrap();
+    ctx.store
+        .heartbeat(&Heartbeat {
+            worker_id: "w1",
+            capacity: 4,
+            handlers: &handlers,
+            tags: &[],
+            in_flight: 0,
+            draining: false,
+        })
+        .await
+        .unwrap();
+    let got = take(&ctx, "w1", 4, Duration::from_secs(30)).await;
+    let want: Vec<String> = [&higher, &high, &high_again].iter().map(|t| t.id.to_string()).collect();
+    assert_eq!(
+        got.ids[..3],
+        want[..],
+        "the highest level first, then the next, oldest first"
+    );
+    assert_ne!(got.ids[3], low.id.to_string(), "priority -3 waits behind the 100k at 0");
+    let counts = ctx.store.counts().await.unwrap();
+    assert_eq!(counts.get("queued").copied(), Some(100_000), "{counts:?}");
+}
+
+#[tokio::test]
+async fn a_pause_holds_on_two_distributors_and_a_resume_releases() {
+    let Some(mut c) = Cluster::start(&[]).await else {
+        return;
+    };
+    c.add_distributor("dist-1");
+    c.add_distributor("dist-2");
+    c.add_worker("w1", 8, &[], Registry::builtins()).await;
+    create_queue(&c, "held").await;
+    let q = admin(&c, M::POST, "/v1/queues/held/pause", None).await;
+    assert_eq!(q["paused"], json!(true), "{q}");
+    let ids = submit_all(&c, vec![in_queue("noop", "held", Value::Null); 20]).await;
+    // Two distributors, each woken by the submission, look again and again:
+    // nothing starts.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for id in &ids {
+        assert_eq!(c.client().get(id).await.unwrap().state, TaskState::Queued);
+    }
+    let (_, q) = raw(&c, M::GET, "/v1/queues/held", Some(READ_TOKEN), None).await;
+    assert_eq!(
+        (q["queued"].as_u64(), q["running"].as_u64()),
+        (Some(20), Some(0)),
+        "{q}"
+    );
+    assert!(q["oldest_queued_ms"].as_u64().unwrap() >= 1000, "{q}");
+    // Another queue is not held.
+    let other = submit_all(&c, vec![in_queue("noop", "free", Value::Null); 5]).await;
+    all_succeed(&c, &other, Duration::from_secs(10)).await;
+    let q = admin(&c, M::POST, "/v1/queues/held/resume", None).await;
+    assert_eq!(q["paused"], json!(false), "{q}");
+    all_succeed(&c, &ids, Duration::from_secs(10)).await;
+    let (_, q) = raw(&c, M::GET, "/v1/queues/held", Some(READ_TOKEN), None).await;
+    assert_eq!((q["queued"].as_u64(), q["running"].as_u64()), (Some(0), Some(0)), "{q}");
+    assert!(q.get("oldest_queued_ms").is_none(), "{q}");
+    c.stop().await;
+}
+
+/// A handler that counts how many of its kind run at once and keeps the
+/// highest count seen: the limit is checked by what runs, not by reading
+/// drover's counters.
+fn gauge(running: Arc<AtomicUsize>, most: Arc<AtomicUsize>) -> Registry {
+    let mut reg = Registry::builtins();
+    reg.register(
+        "gauge",
+        Arc::new(move |_ctx: TaskContext, _in: Value| {
+            let (running, most) = (running.clone(), most.clone());
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, HandlerError>(Value::Null)
+            }
+        }),
+    );
+    reg
+}
+
+#[tokio::test]
+async fn a_concurrency_limit_holds_across_two_distributors_and_three_workers() {
+    let Some(mut c) = Cluster::start(&[]).await else {
+        return;
+    };
+    c.add_distributor("dist-1");
+    c.add_distributor("dist-2");
+    let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    for w in ["w1", "w2", "w3"] {
+        c.add_worker(w, 4, &[], gauge(running.clone(), most.clone())).await;
+    }
+    create_queue(&c, "narrow").await;
+    let q = admin(&c, M::PUT, "/v1/queues/narrow/limits", Some(r#"{"concurrency": 2}"#)).await;
+    assert_eq!(q["limits"], json!({"concurrency": 2}), "{q}");
+    let ids = submit_all(&c, vec![in_queue("gauge", "narrow", Value::Null); 60]).await;
+    all_succeed(&c, &ids, Duration::from_secs(60)).await;
+    assert_eq!(most.load(Ordering::SeqCst), 2, "at most 2 ran at once, and 2 did");
+    // Without the limit the 12 slots fill.
+    most.store(0, Ordering::SeqCst);
+    let q = admin(&c, M::PUT, "/v1/queues/narrow/limits", Some("{}")).await;
+    assert_eq!(q["limits"], json!({}), "{q}");
+    let ids = submit_all(&c, vec![in_queue("gauge", "narrow", Value::Null); 60]).await;
+    all_succeed(&c, &ids, Duration::from_secs(60)).await;
+    assert!(most.load(Ordering::SeqCst) > 2, "{}", most.load(Ordering::SeqCst));
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_rate_limit_holds_over_ten_seconds() {
+    let Some(mut c) = Cluster::start(&[]).await else {
+        return;
+    };
+    c.add_distributor("dist-1");
+    c.add_distributor("dist-2");
+    c.add_worker("w1", 16, &[], Registry::builtins()).await;
+    create_queue(&c, "metered").await;
+    let q = admin(
+        &c,
+        M::PUT,
+        "/v1/queues/metered/limits",
+        Some(r#"{"rate": "20/s", "burst": 1}"#),
+    )
+    .await;
+    assert_eq!(q["limits"], json!({"rate": "20/s", "burst": 1}), "{q}");
+    let ids = submit_all(&c, vec![in_queue("noop", "metered", Value::Null); 260]).await;
+    all_succeed(&c, &ids, Duration::from_secs(40)).await;
+    let mut starts = Vec::new();
+    for id in &ids {
+        starts.push(c.client().get(id).await.unwrap().started_ms.unwrap());
+    }
+    starts.sort();
+    let first = starts[0];
+    let in_ten = starts.iter().filter(|&&s| s < first + 10_000).count();
+    // 20 a second for 10 s, plus the one token the bucket held.
+    assert!((180..=221).contains(&in_ten), "{in_ten} started in the first 10 s");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_draining_queue_refuses_submissions_while_its_queued_tasks_run() {
+    let Some(mut c) = Cluster::start(&[]).await else {
+        return;
+    };
+    c.add_distributor("dist-1");
+    c.add_worker("w1", 1, &[], Registry::builtins()).await;
+    create_queue(&c, "closing").await;
+    let ids = submit_all(&c, vec![in_queue("sleep", "closing", json!(200)); 5]).await;
+    let q = admin(&c, M::POST, "/v1/queues/closing/drain", None).await;
+    assert_eq!(
+        (q["draining"].clone(), q["paused"].clone()),
+        (json!(true), json!(false))
+    );
+    let one = serde_json::to_string(&in_queue("noop", "closing", Value::Null)).unwrap();
+    let (status, v) = raw(&c, M::POST, "/v1/tasks", Some(SUBMIT_TOKEN), Some(&one)).await;
+    assert_eq!((status, code(&v)), (StatusCode::CONFLICT, "queue_draining"), "{v}");
+    // A batch naming the draining queue is refused whole.
+    let batch = json!({"tasks": [in_queue("noop", "open", Value::Null), in_queue("noop", "closing", Value::Null)]});
+    let (status, v) = raw(
+        &c,
+        M::POST,
+        "/v1/tasks/batch",
+        Some(SUBMIT_TOKEN),
+        Some(&batch.to_string()),
+    )
+    .await;
+    assert_eq!((status, code(&v)), (StatusCode::CONFLICT, "queue_draining"), "{v}");
+    let (_, q) = raw(&c, M::GET, "/v1/queues", Some(READ_TOKEN), None).await;
+    assert!(
+        !q["queues"].as_array().unwrap().iter().any(|q| q["name"] == "open"),
+        "nothing of the refused batch was written: {q}"
+    );
+    all_succeed(&c, &ids, Duration::from_secs(20)).await;
+    admin(&c, M::POST, "/v1/queues/closing/resume", None).await;
+    let (status, v) = raw(&c, M::POST, "/v1/tasks", Some(SUBMIT_TOKEN), Some(&one)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn queue_changes_are_refused_for_bad_limits_unknown_queues_and_non_admins() {
+    let Some(mut c) = Cluster::start(&[]).await else {
+        return;
+    };
+    c.add_distributor("dist-1");
+    c.add_worker("w1", 2, &[], Registry::builtins()).await;
+    create_queue(&c, "q1").await;
+    for (body, field) in [
+        (r#"{"rate": "fast"}"#, "rate:"),
+        (r#"{"rate": "0/s"}"#, "rate:"),
+        (r#"{"concurrency": 0}"#, "concurrency:"),
+        (r#"{"burst": 3}"#, "burst:"),
+    ] {
+        let (status, v) = raw(&c, M::PUT, "/v1/queues/q1/limits", Some(ADMIN_TOKEN), Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(field), "{body}: {message}");
+    }
+    let (status, _) = raw(
+        &c,
+        M::PUT,
+        "/v1/queues/q1/limits",
+        Some(ADMIN_TOKEN),
+        Some("{\"rate\": 5}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    for path in [
+        "/v1/queues/nope/pause",
+        "/v1/queues/nope/resume",
+        "/v1/queues/nope/drain",
+        "/v1/queues/NOPE!/pause",
+    ] {
+        let (status, v) = raw(&c, M::POST, path, Some(ADMIN_TOKEN), None).await;
+        assert_eq!((status, code(&v)), (StatusCode::NOT_FOUND, "not_found"), "{path}: {v}");
+    }
+    let (status, _) = raw(&c, M::PUT, "/v1/queues/nope/limits", Some(ADMIN_TOKEN), Some("{}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for token in [READ_TOKEN, SUBMIT_TOKEN] {
+        let (status, _) = raw(&c, M::POST, "/v1/queues/q1/pause", Some(token), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+    let (_, q) = raw(&c, M::GET, "/v1/queues/q1", Some(READ_TOKEN), None).await;
+    assert_eq!(
+        (q["paused"].clone(), q["limits"].clone()),
+        (json!(false), json!({})),
+        "nothing changed: {q}"
+    );
+    c.stop().await;
+}
