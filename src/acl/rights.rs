@@ -264,6 +264,8 @@ const DISTRIBUTOR: Profile = Profile {
         // and what each one is.
         rw(&["active"], &["+smembers", "+srem"]),
         ro(&["backlogs"], &["+hmget", "+hgetall"]),
+        // The queue names, for the bounded queue label of its metrics.
+        ro(&["queues"], &["+smembers"]),
         // assign.lua reads cap/used/draining and spends credit (`used`);
         // `Store::workers` reads the whole hash.
         rw(&["w:{w}"], &["+hmget", "+hgetall", "+hincrby"]),

@@ -65,6 +65,7 @@ pub const KEYS: &[KeyDef] = &[
     k("limits.max_message", "DROVER_MAX_MESSAGE", "1MiB", "largest stream message accepted"),
     k("limits.events_maxlen", "DROVER_EVENTS_MAXLEN", "100000", "approximate length cap of the events stream"),
     k("limits.events_retention", "DROVER_EVENTS_RETENTION", "10m", "events older than this are trimmed by the leader"),
+    k("limits.metric_queues", "DROVER_METRIC_QUEUES", "20", "queues (first by name) with metric series of their own; the rest are folded into queue=\"other\""),
     k("limits.index_succeeded", "DROVER_INDEX_SUCCEEDED", "false", "index succeeded tasks per queue (exact lists, counts and purge of them; about 126 bytes and 1-2 µs of Redis more per task)"),
     k("coordinator.http_addr", "DROVER_HTTP_ADDR", "127.0.0.1:7070", "address of the HTTP API"),
     k("coordinator.tls_cert_file", "DROVER_HTTP_TLS_CERT_FILE", "", "PEM certificate chain: the API serves HTTPS (with tls_key_file); re-read when the file changes"),

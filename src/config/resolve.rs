@@ -41,6 +41,7 @@ impl Layers {
             events_maxlen: self.number("limits.events_maxlen", 100, 100_000_000)?,
             events_retention: self.duration("limits.events_retention")?,
             index_succeeded: self.boolean("limits.index_succeeded")?,
+            metric_queues: self.number("limits.metric_queues", 0, 1000)? as usize,
             coordinator: self.coordinator()?,
             distributor: DistributorSettings {
                 batch: self.number("distributor.batch", 1, 10_000)? as usize,

@@ -74,6 +74,9 @@ pub struct Settings {
     /// and cancelled ones (exact lists, counts, purge), or only in the
     /// cheaper expiry lists (docs/QUEUES.md).
     pub index_succeeded: bool,
+    /// How many queues (first by name) get metric series of their own;
+    /// the rest are folded into `queue="other"` (telemetry/queue_labels.rs).
+    pub metric_queues: usize,
     pub coordinator: CoordinatorSettings,
     pub distributor: DistributorSettings,
     pub worker: WorkerSettings,

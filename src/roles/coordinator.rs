@@ -314,6 +314,9 @@ async fn publish_backlog(ctx: Context, shutdown: CancellationToken) {
                 metrics::gauge!(catalog::BACKLOG.name, "state" => st.as_str()).set(n as f64);
             }
         }
+        if let Err(e) = super::queue_gauges::publish(&ctx).await {
+            tracing::debug!(error = %e, "could not read the queues for their gauges");
+        }
         if let Ok(workers) = ctx.store.workers(ctx.settings.timing.worker_ttl).await {
             metrics::gauge!(catalog::WORKERS.name).set(workers.len() as f64);
             metrics::gauge!(catalog::WORKER_CAPACITY.name).set(workers.iter().map(|w| w.capacity as f64).sum::<f64>());

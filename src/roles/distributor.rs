@@ -18,6 +18,7 @@ use super::RetryDelay;
 use crate::context::Context;
 use crate::store::{Backlog, BacklogStop, StoreError, WorkerRoom, WorkerView};
 use crate::telemetry::catalog;
+use crate::telemetry::queue_labels::QueueLabels;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,6 +81,9 @@ struct Distributor {
     turn: usize,
     unplaceable_logged: HashSet<String>,
     unplaceable_counted: Option<Instant>,
+    /// The queues' metric label values, read again with the unplaceable
+    /// count (telemetry/queue_labels.rs).
+    queue_labels: QueueLabels,
     /// Woken by new tasks and by attempts that end (`wakes`).
     woken: Arc<Notify>,
 }
@@ -96,6 +100,7 @@ pub async fn run(ctx: Context, id: String, shutdown: CancellationToken) -> anyho
         turn: 0,
         unplaceable_logged: HashSet::new(),
         unplaceable_counted: None,
+        queue_labels: QueueLabels::default(),
         woken: Arc::new(Notify::new()),
     };
     let watcher = super::wakes::watch(ctx.clone(), d.woken.clone(), shutdown.clone());
@@ -170,7 +175,8 @@ impl Distributor {
         // What this round learned: backlogs found empty, queues paused or
         // at a limit (and the soonest next token).
         let mut empty: HashSet<String> = HashSet::new();
-        let mut held: HashSet<String> = HashSet::new();
+        // Queues at a pause or a limit in this round, and which one.
+        let mut held: HashMap<String, &'static str> = HashMap::new();
         let mut token: Option<Duration> = None;
         let mut waits_for_room = false;
         let lease = self.ctx.settings.timing.lease_ttl;
@@ -180,7 +186,7 @@ impl Distributor {
                 let w = &self.workers[j];
                 let names: Vec<&str> = backlogs
                     .iter()
-                    .filter(|b| !empty.contains(&b.name) && !held.contains(&b.queue))
+                    .filter(|b| !empty.contains(&b.name) && !held.contains_key(&b.queue))
                     .filter(|b| b.runs_on(&w.handlers, &w.tags))
                     .map(|b| b.name.as_str())
                     .collect();
@@ -213,11 +219,14 @@ impl Distributor {
                         BacklogStop::Empty => {
                             empty.insert(b.name.clone());
                         }
-                        BacklogStop::Paused | BacklogStop::Busy => {
-                            held.insert(b.queue.clone());
+                        BacklogStop::Paused => {
+                            held.insert(b.queue.clone(), "paused");
+                        }
+                        BacklogStop::Busy => {
+                            held.insert(b.queue.clone(), "concurrency");
                         }
                         BacklogStop::Rate(d) => {
-                            held.insert(b.queue.clone());
+                            held.insert(b.queue.clone(), "rate");
                             token = Some(token.map_or(d, |t| t.min(d)));
                         }
                     }
@@ -227,9 +236,13 @@ impl Distributor {
                 break;
             }
         }
+        for (queue, limit) in &held {
+            let queue = self.queue_labels.of(queue);
+            metrics::counter!(catalog::QUEUE_LIMIT_WAITS.name, "queue" => queue, "limit" => *limit).increment(1);
+        }
         // Backlogs left with tasks that a worker could run if it had room.
         for b in &backlogs {
-            if empty.contains(&b.name) || held.contains(&b.queue) {
+            if empty.contains(&b.name) || held.contains_key(&b.queue) {
                 continue;
             }
             if self
@@ -288,6 +301,8 @@ impl Distributor {
             return Ok(());
         }
         self.unplaceable_counted = Some(Instant::now());
+        let names = self.ctx.store.queue_names().await?;
+        self.queue_labels = QueueLabels::new(names.iter().map(|q| q.as_str()), self.ctx.settings.metric_queues);
         let mut tasks = 0;
         for b in backlogs {
             if self

@@ -7,6 +7,7 @@
 pub mod coordinator;
 pub mod dev;
 pub mod distributor;
+mod queue_gauges;
 mod wakes;
 pub mod worker;
 

@@ -42,7 +42,7 @@ pub use outcomes::{
     Assigned, BacklogStop, DiscardOutcome, FinishedState, ReapOutcome, Refusal, RenewStatus, RestoreOutcome,
     RetryOutcome, SubmitReply, SubmitStatus, WorkerRoom,
 };
-pub use queues::{QueueChange, QueueLimits, QueueState};
+pub use queues::{QueueChange, QueueCounts, QueueLimits, QueueState};
 pub use reads::{Page, PageCursor};
 pub use reap::ReapStats;
 pub use redis_info::TASK_HASH_LISTPACK_VALUE;

@@ -61,6 +61,15 @@ pub struct QueueState {
     pub finished: [u64; 3],
 }
 
+/// A queue's counts alone, read in bulk for many queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueCounts {
+    pub queued: u64,
+    pub running: u64,
+    pub dead: u64,
+    pub cancelled: u64,
+}
+
 /// The fields of `P q:<queue>:meta` a [`QueueState`] reads, in order.
 /// `rt` is the rate as the operator wrote it (assign.lua reads `rate`,
 /// tokens a second).
@@ -92,6 +101,36 @@ impl Store {
         let mut con = self.con().await?;
         let n: Vec<u64> = pipe.query_async(&mut con).await?;
         Ok([n[0], n[1], n[2]])
+    }
+
+    /// The live and finished counts of each of `queues`, in two pipelined
+    /// reads however many queues: what the `other` metric series sums.
+    pub async fn queue_counts(&self, queues: &[QueueName]) -> Result<Vec<QueueCounts>> {
+        let mut con = self.con().await?;
+        let mut pipe = redis::pipe();
+        for q in queues {
+            pipe.cmd("HMGET")
+                .arg(self.keys.meta(q.as_str()))
+                .arg("queued")
+                .arg("run");
+        }
+        let live: Vec<(Option<i64>, Option<i64>)> = pipe.query_async(&mut con).await?;
+        let mut pipe = redis::pipe();
+        for q in queues {
+            pipe.zcard(self.keys.index(q.as_str(), "dead"));
+            pipe.zcard(self.keys.index(q.as_str(), "cancelled"));
+        }
+        let finished: Vec<u64> = pipe.query_async(&mut con).await?;
+        Ok(live
+            .into_iter()
+            .zip(finished.chunks(2))
+            .map(|((queued, run), f)| QueueCounts {
+                queued: queued.unwrap_or(0).max(0) as u64,
+                running: run.unwrap_or(0).max(0) as u64,
+                dead: f[0],
+                cancelled: f[1],
+            })
+            .collect())
     }
 
     /// `queue`'s counts, settings and oldest queued task.

@@ -70,7 +70,7 @@ const fn seconds(name: &'static str, help: &'static str, labels: &'static [Label
 /// The streams a message goes over, as the `stream` label names them.
 const STREAMS: Label = Label {
     name: "stream",
-    values: &["intake", "worker", "events"],
+    values: &["worker", "events"],
 };
 
 pub const TASKS_SUBMITTED: Metric = counter("drover_tasks_submitted_total", "Tasks accepted by the API.", &[]);
@@ -144,11 +144,51 @@ pub const ASSIGNMENTS_EXPIRED: Metric = counter(
 );
 pub const OPERATOR_ACTIONS: Metric = counter(
     "drover_operator_actions_total",
-    "Finished tasks an operator changed through the API, by action (retry, retry_dead: queued again; discard, purge: deleted).",
+    "What an operator changed through the API, by action: finished tasks queued again (retry, retry_dead) or deleted (discard, purge), and queue changes (pause, resume, drain, limits: one each).",
     &[Label {
         name: "action",
-        values: &["retry", "retry_dead", "discard", "purge"],
+        values: &["retry", "retry_dead", "discard", "purge", "pause", "resume", "drain", "limits"],
     }],
+);
+/// The label of the per-queue metrics: a queue name, or `other` past
+/// `limits.metric_queues` (telemetry/queue_labels.rs).
+const QUEUE: Label = Label {
+    name: "queue",
+    values: &[],
+};
+pub const QUEUE_TASKS: Metric = gauge(
+    "drover_queue_tasks",
+    "Tasks of a queue by state: queued, running, and the dead and cancelled whose results are kept.",
+    &[
+        QUEUE,
+        Label {
+            name: "state",
+            values: &[],
+        },
+    ],
+);
+pub const QUEUE_OLDEST_QUEUED: Metric = Metric {
+    name: "drover_queue_oldest_queued_seconds",
+    kind: Kind::Gauge,
+    unit: Some(Unit::Seconds),
+    help: "How long a queue's oldest queued task has waited (0 when none is queued).",
+    labels: &[QUEUE],
+};
+pub const QUEUE_PAUSED: Metric = gauge(
+    "drover_queue_paused",
+    "1 while a queue is paused (its tasks do not start), else 0.",
+    &[QUEUE],
+);
+pub const QUEUE_LIMIT_WAITS: Metric = counter(
+    "drover_queue_limit_waits_total",
+    "Scheduling rounds of a distributor in which a queue's tasks waited on a pause or a limit (limit: paused, concurrency, rate).",
+    &[
+        QUEUE,
+        Label {
+            name: "limit",
+            values: &[],
+        },
+    ],
 );
 pub const RETRIES: Metric = counter("drover_retries_total", "Attempts scheduled for a retry.", &[]);
 pub const REAPER_RUNS: Metric = counter(
@@ -168,7 +208,7 @@ pub const REDIS_COMMAND: Metric = seconds(
 );
 pub const UNPLACEABLE_TASKS: Metric = gauge(
     "drover_unplaceable_tasks",
-    "Tasks a distributor holds that no live worker could take (handler or tags missing).",
+    "Queued tasks no live worker could take (handler or tags missing), as one distributor counts them: every distributor reports the same total, so take max(), not sum().",
     &[],
 );
 pub const API_WAITS: Metric = gauge(
@@ -232,6 +272,10 @@ pub const ALL: &[&Metric] = &[
     &REDIS_COMMAND,
     &TASK_WAIT,
     &UNPLACEABLE_TASKS,
+    &QUEUE_TASKS,
+    &QUEUE_OLDEST_QUEUED,
+    &QUEUE_PAUSED,
+    &QUEUE_LIMIT_WAITS,
     &API_WAITS,
     &HTTP_REQUESTS,
     &API_TLS_CERT_EXPIRY,

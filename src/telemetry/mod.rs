@@ -6,6 +6,7 @@
 //! the start.
 
 pub mod catalog;
+pub mod queue_labels;
 
 use catalog::Kind;
 use metrics::{describe_counter, describe_gauge, describe_histogram};

@@ -148,6 +148,22 @@ async fn a_pause_holds_on_two_distributors_and_a_resume_releases() {
         "{q}"
     );
     assert!(q["oldest_queued_ms"].as_u64().unwrap() >= 1000, "{q}");
+    // The coordinator's gauges say so too, and the distributors count the
+    // rounds the queue waited on its pause.
+    eventually(Duration::from_secs(5), "the queue's gauges", || async {
+        let page = drover::telemetry::metrics_handle().render();
+        let has = |line: &str| page.lines().any(|l| l == line);
+        let waited = page
+            .lines()
+            .find_map(|l| l.strip_prefix("drover_queue_limit_waits_total{queue=\"held\",limit=\"paused\"} "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        (has("drover_queue_tasks{queue=\"held\",state=\"queued\"} 20")
+            && has("drover_queue_paused{queue=\"held\"} 1")
+            && waited > 0.0)
+            .then_some(())
+    })
+    .await;
     // Another queue is not held.
     let other = submit_all(&c, vec![in_queue("noop", "free", Value::Null); 5]).await;
     all_succeed(&c, &other, Duration::from_secs(10)).await;
