@@ -245,9 +245,60 @@ impl QueueName {
     }
 }
 
+/// A queue a worker takes tasks from, and its weight: among queues with
+/// ready tasks of equal priority, a queue of weight 3 is offered first
+/// three times as often as one of weight 1. Written `media` (weight 1) or
+/// `media:3`, in a profile's `worker.queues` and in heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueWeight {
+    pub queue: QueueName,
+    pub weight: u32,
+}
+
+impl QueueWeight {
+    /// The largest weight: enough for any share, small enough that the
+    /// distributor's rotation over weights stays short.
+    pub const MAX: u32 = 100;
+
+    /// Parses `<queue>` or `<queue>:<weight>` (weight 1..=100).
+    pub fn parse(s: &str) -> Result<QueueWeight, String> {
+        let (name, weight) = match s.trim().split_once(':') {
+            Some((name, w)) => {
+                let w: u32 = w
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|w| (1..=Self::MAX).contains(w))
+                    .ok_or_else(|| format!("{s:?}: a weight is a whole number from 1 to {}", Self::MAX))?;
+                (name.trim(), w)
+            }
+            None => (s.trim(), 1),
+        };
+        let queue = QueueName::parse(name).map_err(|_| format!("{s:?}: queue names are {}", QueueName::KIND.rule()))?;
+        Ok(QueueWeight { queue, weight })
+    }
+}
+
+impl fmt::Display for QueueWeight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.queue.as_str(), self.weight)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queue_weights_parse_with_or_without_a_weight() {
+        let w = QueueWeight::parse("media:3").unwrap();
+        assert_eq!((w.queue.as_str(), w.weight), ("media", 3));
+        assert_eq!(QueueWeight::parse(" default ").unwrap().weight, 1);
+        assert_eq!(QueueWeight::parse("media:3").unwrap().to_string(), "media:3");
+        for bad in ["", "media:0", "media:101", "media:x", "Media", "a b:2", ":3"] {
+            assert!(QueueWeight::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     /// Runs `parse` over a table and checks each verdict, and that accepted
     /// names come back unchanged.

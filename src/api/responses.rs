@@ -235,6 +235,9 @@ pub struct WorkerBody {
     pub id: String,
     pub handlers: Vec<String>,
     pub tags: Vec<String>,
+    /// The queues it takes tasks from, as `<queue>:<weight>`; empty: every
+    /// queue.
+    pub queues: Vec<String>,
     pub capacity: u32,
     /// Slots held by tasks assigned or running (the assign script's credit).
     pub used: u32,
@@ -251,6 +254,7 @@ impl From<WorkerView> for WorkerBody {
             id,
             handlers,
             tags,
+            queues,
             capacity,
             used,
             in_flight,
@@ -262,6 +266,7 @@ impl From<WorkerView> for WorkerBody {
             id,
             handlers,
             tags,
+            queues: queues.iter().map(ToString::to_string).collect(),
             capacity,
             used,
             in_flight,
@@ -353,6 +358,7 @@ mod tests {
             id: "w1".into(),
             handlers: vec!["noop".into()],
             tags: vec![],
+            queues: vec![],
             capacity: 8,
             used: 2,
             in_flight: 1,

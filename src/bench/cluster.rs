@@ -181,6 +181,7 @@ impl Bench {
                 id: format!("bench-w{w}"),
                 capacity: opts.capacity,
                 tags: Vec::new(),
+                queues: vec![],
                 grace: Duration::from_secs(1),
                 registry: registry(w),
             };

@@ -40,6 +40,7 @@ pub async fn run(ctx: &Context, rounds: usize, batch: usize, input: &str) -> any
             capacity: n as u32,
             handlers: &["noop".to_string()],
             tags: &[],
+            queues: &[],
             in_flight: 0,
             draining: false,
         })

@@ -50,6 +50,7 @@ pub(super) async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         id: w.id.clone(),
         capacity: w.capacity,
         tags: w.tags.clone(),
+        queues: w.queues.clone(),
         grace: w.grace,
         registry,
     };

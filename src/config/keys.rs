@@ -83,5 +83,6 @@ pub const KEYS: &[KeyDef] = &[
     k("worker.id", "DROVER_WORKER_ID", "", "worker id (default: hostname-pid)"),
     k("worker.capacity", "DROVER_WORKER_CAPACITY", "16", "tasks run at once"),
     k("worker.tags", "DROVER_WORKER_TAGS", "", "comma-separated tags this worker has"),
+    k("worker.queues", "DROVER_WORKER_QUEUES", "", "comma-separated queues this worker takes tasks from, each optionally weighted (media:3,default); empty: every queue"),
     k("worker.grace", "DROVER_WORKER_GRACE", "30s", "on SIGTERM, time to finish before handing tasks back"),
 ];

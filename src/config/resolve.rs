@@ -11,7 +11,7 @@ use super::settings::{
 use super::{ConfigError, Layers, Origin};
 use crate::api::auth::ApiTokens;
 use crate::envelope::Keyring;
-use crate::names::{HandlerName, Namespace, Tag, WorkerId};
+use crate::names::{HandlerName, Namespace, QueueWeight, Tag, WorkerId};
 
 impl Layers {
     /// Types and checks every value.
@@ -50,6 +50,7 @@ impl Layers {
                 id: worker_id.into_string(),
                 capacity: self.number("worker.capacity", 1, 100_000)? as u32,
                 tags: tags.into_iter().map(Tag::into_string).collect(),
+                queues: self.worker_queues()?,
                 grace: self.duration("worker.grace")?,
                 handlers: self.handlers.clone(),
             },
@@ -225,6 +226,26 @@ impl Layers {
                 })
             })
             .collect()
+    }
+
+    fn worker_queues(&self) -> Result<Vec<QueueWeight>, ConfigError> {
+        let mut out: Vec<QueueWeight> = Vec::new();
+        for q in self.list("worker.queues") {
+            let w = QueueWeight::parse(&q).map_err(|why| {
+                let (_, o) = self.raw("worker.queues");
+                ConfigError::new("worker.queues", o, why)
+            })?;
+            if out.iter().any(|o| o.queue == w.queue) {
+                let (_, o) = self.raw("worker.queues");
+                return Err(ConfigError::new(
+                    "worker.queues",
+                    o,
+                    format!("{:?} is named twice", w.queue.as_str()),
+                ));
+            }
+            out.push(w);
+        }
+        Ok(out)
     }
 
     fn coordinator(&self) -> Result<CoordinatorSettings, ConfigError> {

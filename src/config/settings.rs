@@ -7,6 +7,7 @@ use super::ConfigError;
 use crate::api::auth::ApiTokens;
 use crate::envelope::Keyring;
 use crate::handlers::HandlerSpec;
+use crate::names::QueueWeight;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -144,6 +145,8 @@ pub struct WorkerSettings {
     pub id: String,
     pub capacity: u32,
     pub tags: Vec<String>,
+    /// The queues it takes tasks from, weighted; empty: every queue.
+    pub queues: Vec<QueueWeight>,
     pub grace: Duration,
     pub handlers: BTreeMap<String, HandlerSpec>,
 }

@@ -76,6 +76,7 @@ pub async fn run(
             id: format!("dev-worker-{n}"),
             capacity: ctx.settings.worker.capacity,
             tags: ctx.settings.worker.tags.clone(),
+            queues: ctx.settings.worker.queues.clone(),
             grace: ctx.settings.worker.grace,
             registry: registry.clone(),
         };

@@ -16,6 +16,7 @@
 
 use super::RetryDelay;
 use crate::context::Context;
+use crate::names::QueueWeight;
 use crate::store::{Backlog, BacklogStop, StoreError, WorkerRoom, WorkerView};
 use crate::telemetry::catalog;
 use crate::telemetry::queue_labels::QueueLabels;
@@ -146,6 +147,30 @@ fn rotated(names: &[&str], turn: usize) -> Vec<String> {
     names[k..].iter().chain(&names[..k]).map(|n| n.to_string()).collect()
 }
 
+/// The order in which `backlogs` are named to assign.lua for a worker
+/// that takes from `weights` (assign.lua takes the highest priority first,
+/// and on a tie the backlog named first). The names rotate with `turn`;
+/// when the worker weighs its queues, one queue leads each call, chosen
+/// from a cycle in which each queue of these backlogs appears as often as
+/// its weight, so a queue of weight 3 leads three calls of every four
+/// against one of weight 1.
+fn offer_order(backlogs: &[&Backlog], weights: &[QueueWeight], turn: usize) -> Vec<String> {
+    let names: Vec<&str> = backlogs.iter().map(|b| b.name.as_str()).collect();
+    let names = rotated(&names, turn);
+    let cycle: Vec<&str> = weights
+        .iter()
+        .filter(|w| backlogs.iter().any(|b| b.queue == w.queue.as_str()))
+        .flat_map(|w| std::iter::repeat_n(w.queue.as_str(), w.weight as usize))
+        .collect();
+    if cycle.is_empty() {
+        return names;
+    }
+    let lead = cycle[turn % cycle.len()];
+    let leads = |n: &String| n.split_once(' ').is_some_and(|(q, _)| q == lead);
+    let (first, rest): (Vec<String>, Vec<String>) = names.into_iter().partition(leads);
+    first.into_iter().chain(rest).collect()
+}
+
 impl Distributor {
     async fn wait(&self, next: Next, shutdown: &CancellationToken) {
         let timeout = match next {
@@ -184,16 +209,15 @@ impl Distributor {
             let mut placed = 0;
             for j in by_free_slots(&self.workers) {
                 let w = &self.workers[j];
-                let names: Vec<&str> = backlogs
+                let names: Vec<&Backlog> = backlogs
                     .iter()
                     .filter(|b| !empty.contains(&b.name) && !held.contains_key(&b.queue))
-                    .filter(|b| b.runs_on(&w.handlers, &w.tags))
-                    .map(|b| b.name.as_str())
+                    .filter(|b| b.taken_by(w))
                     .collect();
                 if names.is_empty() {
                     continue;
                 }
-                let names = rotated(&names, self.turn);
+                let names = offer_order(&names, &w.queues, self.turn);
                 self.turn = self.turn.wrapping_add(1);
                 let want = (w.capacity.saturating_sub(w.used) as usize).min(PLACEMENT_CHUNK);
                 let wid = w.id.clone();
@@ -245,11 +269,7 @@ impl Distributor {
             if empty.contains(&b.name) || held.contains_key(&b.queue) {
                 continue;
             }
-            if self
-                .workers
-                .iter()
-                .any(|w| !w.draining && b.runs_on(&w.handlers, &w.tags))
-            {
+            if self.workers.iter().any(|w| !w.draining && b.taken_by(w)) {
                 waits_for_room = true;
             }
         }
@@ -305,11 +325,7 @@ impl Distributor {
         self.queue_labels = QueueLabels::new(names.iter().map(|q| q.as_str()), self.ctx.settings.metric_queues);
         let mut tasks = 0;
         for b in backlogs {
-            if self
-                .workers
-                .iter()
-                .any(|w| !w.draining && b.runs_on(&w.handlers, &w.tags))
-            {
+            if self.workers.iter().any(|w| !w.draining && b.taken_by(w)) {
                 continue;
             }
             tasks += self.ctx.store.ready_count(b).await?;
@@ -332,6 +348,7 @@ mod tests {
             id: id.into(),
             handlers: vec!["noop".into()],
             tags: vec![],
+            queues: vec![],
             capacity,
             used,
             in_flight: used,
@@ -369,5 +386,41 @@ mod tests {
         assert_eq!(rotated(&names, 1), ["b", "c", "a"]);
         assert_eq!(rotated(&names, 5), ["c", "a", "b"]);
         assert!(rotated(&[], 3).is_empty());
+    }
+
+    fn backlog(queue: &str, class: &str) -> Backlog {
+        Backlog {
+            name: format!("{queue} {class}"),
+            queue: queue.into(),
+            handler: "noop".into(),
+            tags: vec![],
+        }
+    }
+
+    #[test]
+    fn a_weighted_queue_leads_calls_in_proportion_to_its_weight() {
+        let (m1, m2, d) = (backlog("media", "c1"), backlog("media", "c2"), backlog("default", "c1"));
+        let all = [&m1, &d, &m2];
+        let w = |s: &str| QueueWeight::parse(s).unwrap();
+        let weights = [w("media:3"), w("default")];
+        let mut leads = std::collections::HashMap::new();
+        for turn in 0..400 {
+            let order = offer_order(&all, &weights, turn);
+            assert_eq!(order.len(), 3);
+            *leads
+                .entry(order[0].split(' ').next().unwrap().to_string())
+                .or_insert(0) += 1;
+        }
+        assert_eq!((leads["media"], leads["default"]), (300, 100), "{leads:?}");
+        // No weights: plain rotation. A weighted queue with no backlog here
+        // does not lead.
+        assert_eq!(offer_order(&all, &[], 1), ["default c1", "media c2", "media c1"]);
+        assert_eq!(offer_order(&[&d], &weights, 0), ["default c1"]);
+        // A worker taking from one queue only sees that queue's backlogs.
+        let mut wv = worker("w", 4, 0, false);
+        wv.queues = vec![w("default")];
+        assert!(d.taken_by(&wv) && !m1.taken_by(&wv));
+        wv.queues.clear();
+        assert!(m1.taken_by(&wv), "no queues named: every queue");
     }
 }

@@ -14,6 +14,7 @@ use super::{pause, retry_backoff_ms, RetryDelay};
 use crate::context::Context;
 use crate::handlers::{run_catching_panics, HandlerError, Registry, TaskContext};
 use crate::messages::{AssignBody, CancelBody, ASSIGN, CANCEL};
+use crate::names::QueueWeight;
 use crate::store::keys::WORKER_GROUP;
 use crate::store::{
     Completion, Entry, FinishedState, Heartbeat, Outcome, Refusal, RenewStatus, StartReply, StartedTask, StoreError,
@@ -34,6 +35,8 @@ pub struct WorkerSpec {
     pub id: String,
     pub capacity: u32,
     pub tags: Vec<String>,
+    /// The queues it takes tasks from, weighted; empty: every queue.
+    pub queues: Vec<QueueWeight>,
     pub grace: Duration,
     pub registry: Registry,
 }
@@ -245,6 +248,7 @@ impl Worker {
                 capacity: self.spec.capacity,
                 handlers: &offered,
                 tags: &self.spec.tags,
+                queues: &self.spec.queues,
                 in_flight,
                 draining: self.draining.load(Ordering::SeqCst),
             })

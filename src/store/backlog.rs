@@ -6,7 +6,7 @@
 //! Taking tasks from a backlog is `Store::assign` (leases.rs).
 
 use super::decode::string_list;
-use super::{Result, Store};
+use super::{Result, Store, WorkerView};
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::AsyncCommands;
 use std::time::Duration;
@@ -26,6 +26,13 @@ impl Backlog {
     /// Whether a worker offering `handlers` and `tags` can run its tasks.
     pub fn runs_on(&self, handlers: &[String], tags: &[String]) -> bool {
         handlers.contains(&self.handler) && self.tags.iter().all(|t| tags.contains(t))
+    }
+
+    /// Whether `w` takes its tasks: it runs them, and takes tasks from its
+    /// queue (a worker that names no queue takes from every queue).
+    pub fn taken_by(&self, w: &WorkerView) -> bool {
+        self.runs_on(&w.handlers, &w.tags)
+            && (w.queues.is_empty() || w.queues.iter().any(|q| q.queue.as_str() == self.queue))
     }
 
     /// A backlog from its name and its `P backlogs` value,

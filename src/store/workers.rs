@@ -3,6 +3,7 @@
 
 use super::decode::{num, string_list};
 use super::{Result, Store};
+use crate::names::QueueWeight;
 use redis::AsyncCommands;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -14,6 +15,8 @@ pub struct WorkerView {
     pub id: String,
     pub handlers: Vec<String>,
     pub tags: Vec<String>,
+    /// The queues it takes tasks from, weighted; empty: every queue.
+    pub queues: Vec<QueueWeight>,
     pub capacity: u32,
     /// Slots held by tasks assigned or running (the assign script's credit).
     pub used: u32,
@@ -30,6 +33,8 @@ pub struct Heartbeat<'a> {
     pub capacity: u32,
     pub handlers: &'a [String],
     pub tags: &'a [String],
+    /// The queues it takes tasks from; empty: every queue.
+    pub queues: &'a [QueueWeight],
     pub in_flight: u32,
     pub draining: bool,
 }
@@ -46,7 +51,14 @@ impl Store {
             .arg(serde_json::to_string(hb.tags).expect("strings serialize"))
             .arg(hb.in_flight)
             .arg(if hb.draining { 1 } else { 0 })
-            .arg(env!("CARGO_PKG_VERSION"));
+            .arg(env!("CARGO_PKG_VERSION"))
+            .arg(
+                hb.queues
+                    .iter()
+                    .map(QueueWeight::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
         Self::int("heartbeat", self.call_raw("heartbeat", &inv).await?)?;
         Ok(())
     }
@@ -72,6 +84,10 @@ impl Store {
                 id,
                 handlers: string_list(m.get("handlers")),
                 tags: string_list(m.get("tags")),
+                queues: m
+                    .get("queues")
+                    .map(|q| q.split(',').filter_map(|w| QueueWeight::parse(w).ok()).collect())
+                    .unwrap_or_default(),
                 capacity: num(m.get("cap")),
                 used: num(m.get("used")),
                 in_flight: num(m.get("inflight")),

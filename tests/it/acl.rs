@@ -558,6 +558,7 @@ async fn every_store_call_of_each_role_passes_under_its_user() {
         capacity: 10,
         handlers: &handlers,
         tags: &[],
+        queues: &[],
         in_flight: 0,
         draining: false,
     };

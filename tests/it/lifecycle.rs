@@ -218,6 +218,7 @@ async fn cancel_works_in_every_state() {
             capacity: 1,
             handlers: &handlers,
             tags: &[],
+            queues: &[],
             in_flight: 0,
             draining: false,
         })
@@ -254,6 +255,7 @@ async fn cancel_works_in_every_state() {
             capacity: 1,
             handlers: &handlers,
             tags: &[],
+            queues: &[],
             in_flight: 0,
             draining: true,
         })

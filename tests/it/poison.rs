@@ -82,6 +82,7 @@ async fn one_task_placed_twice_at_once_starts_once() {
                 capacity: 4,
                 handlers: &handlers,
                 tags: &[],
+                queues: &[],
                 in_flight: 0,
                 draining: false,
             })

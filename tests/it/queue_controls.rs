@@ -4,7 +4,9 @@
 //! two distributors and a resume releases; a queue's concurrency limit is
 //! never exceeded, as the handlers themselves see it; a rate limit holds
 //! over ten seconds; a draining queue refuses submissions while its queued
-//! tasks still run; and bad limits are refused, naming the field.
+//! tasks still run; a worker restricted to some queues takes only theirs,
+//! in proportion to their weights; and bad limits are refused, naming the
+//! field.
 
 use crate::api::{code, raw};
 use crate::lifecycle::task;
@@ -106,6 +108,7 @@ async fn a_later_task_of_higher_priority_starts_before_a_backlog_of_100k() {
             capacity: 4,
             handlers: &handlers,
             tags: &[],
+            queues: &[],
             in_flight: 0,
             draining: false,
         })
@@ -344,5 +347,72 @@ async fn queue_changes_are_refused_for_bad_limits_unknown_queues_and_non_admins(
         (json!(false), json!({})),
         "nothing changed: {q}"
     );
+    c.stop().await;
+}
+
+/// A handler that records which queue each of its tasks came from (its
+/// input names it), in the order they start.
+fn recorder(seen: Arc<std::sync::Mutex<Vec<String>>>) -> Registry {
+    let mut reg = Registry::builtins();
+    reg.register(
+        "record",
+        Arc::new(move |_ctx: TaskContext, input: Value| {
+            let seen = seen.clone();
+            async move {
+                seen.lock()
+                    .unwrap()
+                    .push(input.as_str().unwrap_or_default().to_string());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                Ok::<_, HandlerError>(Value::Null)
+            }
+        }),
+    );
+    reg
+}
+
+#[tokio::test]
+async fn a_worker_takes_only_its_queues_and_weighs_them() {
+    let Some(mut c) = Cluster::start(&[]).await else {
+        return;
+    };
+    c.add_distributor("dist-1");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    c.add_worker_of_queues("w-weighted", 1, &[], &["media:3", "default"], recorder(seen.clone()))
+        .await;
+    // Queued before any worker could take them: 200 of each, and 50 of a
+    // queue the worker does not take.
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        tasks.push(in_queue("record", "media", json!("media")));
+        tasks.push(in_queue("record", "default", json!("default")));
+    }
+    tasks.extend((0..50).map(|_| in_queue("record", "other-q", json!("other-q"))));
+    c.client().submit_batch(tasks[..400].to_vec()).await.unwrap();
+    let stray = c.client().submit_batch(tasks[400..].to_vec()).await.unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the weighted worker's first 200 tasks",
+        || async { (seen.lock().unwrap().len() >= 200).then_some(()) },
+    )
+    .await;
+    let first: Vec<String> = seen.lock().unwrap()[..200].to_vec();
+    let media = first.iter().filter(|q| *q == "media").count();
+    // Weight 3 against 1, one slot: about 150 of the first 200 are media.
+    assert!((130..=170).contains(&media), "{media} of the first 200 were media");
+    assert!(!first.iter().any(|q| q == "other-q"), "a queue it does not take");
+    eventually(Duration::from_secs(30), "all 400 of its queues", || async {
+        (seen.lock().unwrap().len() >= 400).then_some(())
+    })
+    .await;
+    for s in &stray.tasks {
+        assert_eq!(c.client().get(&s.id).await.unwrap().state, TaskState::Queued);
+    }
+    // A worker of every queue takes the rest.
+    c.add_worker("w-any", 4, &[], recorder(seen.clone())).await;
+    let ids: Vec<String> = stray.tasks.into_iter().map(|s| s.id).collect();
+    all_succeed(&c, &ids, Duration::from_secs(20)).await;
+    let workers = c.client().workers().await.unwrap().workers;
+    let weighted = workers.iter().find(|w| w.id == "w-weighted").unwrap();
+    assert_eq!(weighted.queues, ["media:3", "default:1"]);
     c.stop().await;
 }

@@ -55,6 +55,7 @@ async fn register(ctx: &Context, wid: &str) {
             capacity: 4,
             handlers: &handlers,
             tags: &[],
+            queues: &[],
             in_flight: 0,
             draining: false,
         })
@@ -1158,6 +1159,7 @@ async fn an_assignment_the_worker_cannot_verify_uses_no_attempt() {
         id: "w-blind".into(),
         capacity: 4,
         tags: vec![],
+        queues: vec![],
         grace: Duration::from_secs(1),
         registry: Registry::builtins(),
     };

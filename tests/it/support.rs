@@ -126,10 +126,27 @@ impl Cluster {
     /// Starts a worker and waits until its first heartbeat is in Redis, so
     /// its handlers are accepted and it can be placed on.
     pub async fn add_worker(&mut self, id: &str, capacity: u32, tags: &[&str], registry: Registry) {
+        self.add_worker_of_queues(id, capacity, tags, &[], registry).await
+    }
+
+    /// [`Cluster::add_worker`] for a worker that takes tasks only from
+    /// `queues` (`<queue>` or `<queue>:<weight>`).
+    pub async fn add_worker_of_queues(
+        &mut self,
+        id: &str,
+        capacity: u32,
+        tags: &[&str],
+        queues: &[&str],
+        registry: Registry,
+    ) {
         let spec = WorkerSpec {
             id: id.to_string(),
             capacity,
             tags: tags.iter().map(|t| t.to_string()).collect(),
+            queues: queues
+                .iter()
+                .map(|q| drover::names::QueueWeight::parse(q).unwrap())
+                .collect(),
             grace: self.settings.worker.grace,
             registry,
         };

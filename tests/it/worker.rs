@@ -198,6 +198,7 @@ async fn an_old_attempt_ending_late_leaves_the_new_attempt_of_the_same_task_runn
         id: "w1".into(),
         capacity: 2,
         tags: vec![],
+        queues: vec![],
         grace: Duration::from_secs(1),
         registry: twice(seen.clone()),
     };
