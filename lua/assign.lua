@@ -46,7 +46,8 @@
 local prefix, envelope, lease, wid, want = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local w = redis.call('HMGET', KEYS[1], 'cap', 'used', 'draining')
 if not w[1] or w[3] == '1' then return { 0, 'gone', '' } end
-local need = math.min(want, tonumber(w[1]) - tonumber(w[2] or '0'))
+local credit = tonumber(w[1]) - tonumber(w[2] or '0')
+local need = math.min(want, credit)
 if need <= 0 then return { 0, 'full', '' } end
 local now = now_ms()
 
@@ -147,7 +148,10 @@ while need > 0 and budget > 0 do
 end
 
 local ids = table.concat(taken_ids, ',')
-local reply = { int(#taken_ids), need > 0 and 'room' or 'full', ids }
+-- 'full' only when the worker's slots are all taken, not when the call
+-- took all it asked for: a worker with more room than one call asks for
+-- is still offered more.
+local reply = { int(#taken_ids), credit - #taken_ids > 0 and 'room' or 'full', ids }
 for _, b in ipairs(backlogs) do
   if b.why then reply[#reply + 1], reply[#reply + 2] = int(b.position), b.why end
 end

@@ -34,7 +34,7 @@ end
 -- A queued task's id stays in its ready list: assign.lua drops it when it
 -- pops it (lazy removal: an LREM would walk the list).
 if state == 'scheduled' then redis.call('ZREM', KEYS[1], id) end
-if state == 'queued' then redis.call('HINCRBY', meta_key(prefix, t[4]), 'queued', -1) end
+if state == 'queued' then lower_count(meta_key(prefix, t[4]), 'queued', 1) end
 redis.call('HINCRBY', KEYS[2], state, -1)
 finish(key, id, t[4], 'cancelled', now, tonumber(t[2]) + 1, nil, nil, t[5], t[6])
 file_finished(prefix, now)

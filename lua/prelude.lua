@@ -233,7 +233,7 @@ end
 -- with a level is in `active` (both are added when a list goes from empty
 -- to not, and removed by assign.lua only once it finds the list empty).
 -- Priorities from LEVEL_MIN to LEVEL_MAX are kept apart; beyond them a
--- task counts as the nearest end (mirrored by task::PRIORITY_LEVELS).
+-- task counts as the nearest end (docs/QUEUES.md, "The backlog as built").
 local LEVEL_MIN, LEVEL_MAX = -10, 10
 local function level_of(prio)
   local p = math.floor(tonumber(prio or '0') or 0)
@@ -299,13 +299,22 @@ end
 -- count, which its concurrency limit is checked against) is lowered once
 -- per call.
 local stopped = {}
+-- Lowers a count in a queue's meta hash by n, never below 0. Tasks of an
+-- earlier build were never counted there (their attempt began before
+-- `run` existed, or they waited in the intake stream), so their ends
+-- must not take the count below what the new layout counted: a negative
+-- `run` would let that many extra tasks past a concurrency limit.
+local function lower_count(key, field, n)
+  if redis.call('HINCRBY', key, field, -n) < 0 then redis.call('HSET', key, field, 0) end
+end
+
 local function stopped_running(q, n)
   q = queue_of(q)
   stopped[q] = (stopped[q] or 0) + n
 end
 local function file_stopped(prefix)
   for q, n in pairs(stopped) do
-    if n ~= 0 then redis.call('HINCRBY', meta_key(prefix, q), 'run', -n) end
+    if n ~= 0 then lower_count(meta_key(prefix, q), 'run', n) end
   end
 end
 

@@ -119,8 +119,6 @@ impl Keys {
     }
 }
 
-/// Consumer group names.
-pub const DISTRIBUTORS_GROUP: &str = "distributors";
 pub const WORKER_GROUP: &str = "worker";
 
 #[cfg(test)]

@@ -122,9 +122,10 @@ impl Store {
     /// unsigned `b` field, the batch's fencing token: it is trusted only
     /// because the record it names must be this worker's and must name this
     /// entry, so a replayed copy of the envelope (another entry) or a forged
-    /// `b` (another batch's record, or none) is refused. A task is accepted only if
-    /// it is `running` at the named version under that token; one that has
-    /// moved on since shows another state, version or token. The entry is
+    /// `b` (another batch's record, or none) is refused. The ids come from the
+    /// entry's unsigned `ids` field, which assign.lua wrote with the record:
+    /// a task is accepted only if it is `running` under that token; one that
+    /// has moved on since shows another state or token. The entry is
     /// acknowledged before any handler runs, so a worker that restarts
     /// under the same id re-reads (from its pending entries) only
     /// assignments it never acted on.

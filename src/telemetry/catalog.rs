@@ -129,7 +129,7 @@ pub const STATE_CONFLICTS: Metric = counter(
     "Transitions refused because the task moved on, by operation.",
     &[Label {
         name: "op",
-        values: &["assign", "start", "cancel", "reap"],
+        values: &["start", "cancel", "reap"],
     }],
 );
 pub const LEASE_EXPIRED: Metric = counter(
