@@ -5,10 +5,8 @@
 
 use crate::lifecycle::task;
 use crate::support::*;
-use drover::context::Context;
 use drover::handlers::{HandlerSpec, Registry};
-use drover::redis_server::Persistence;
-use drover::store::{Heartbeat, StartReply};
+use drover::store::StartReply;
 use drover::task::TaskState;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -67,42 +65,13 @@ async fn poison_tasks_die_after_their_attempts_while_others_flow() {
 
 #[tokio::test]
 async fn one_task_placed_twice_at_once_starts_once() {
-    let Some(redis) = redis(Persistence::None) else { return };
-    let ctx = Context::new(settings(&redis.url(), &[]), "test", "test").unwrap();
-    ctx.store.ping().await.unwrap();
-    let handlers = vec!["noop".to_string()];
-    for w in ["w1", "w2"] {
-        ctx.store
-            .ensure_group(&ctx.store.keys.worker_stream(w), "worker")
-            .await
-            .unwrap();
-        ctx.store
-            .heartbeat(&Heartbeat {
-                worker_id: w,
-                capacity: 4,
-                handlers: &handlers,
-                tags: &[],
-                queues: &[],
-                in_flight: 0,
-                draining: false,
-            })
-            .await
-            .unwrap();
-    }
-    let t = drover::task::NewTask {
-        id: drover::task::TaskId::generate(),
-        handler: "noop".into(),
-        input: "null".into(),
-        tags: vec![],
-        priority: 0,
-        max_attempts: 3,
-        timeout_ms: 1000,
-        run_at_ms: None,
-        idempotency_key: None,
-        queue: drover::names::QueueName::default_queue(),
-        unique_key: None,
-        unique_for_ms: 0,
+    let Some((_redis, ctx)) = crate::taking::store_ctx().await else {
+        return;
     };
+    for w in ["w1", "w2"] {
+        crate::taking::register(&ctx, w).await;
+    }
+    let t = crate::taking::new_task("noop");
     ctx.store.submit(std::slice::from_ref(&t)).await.unwrap();
     // Two distributors place it at once, for w1 and w2: the backlog gives
     // it to one of them only.

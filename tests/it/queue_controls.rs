@@ -13,12 +13,8 @@ use crate::lifecycle::task;
 use crate::support::*;
 use crate::taking::take;
 use drover::api::SubmitRequest;
-use drover::context::Context;
 use drover::handlers::{HandlerError, Registry, TaskContext};
-use drover::names::QueueName;
-use drover::redis_server::Persistence;
-use drover::store::Heartbeat;
-use drover::task::{NewTask, TaskId, TaskState};
+use drover::task::{NewTask, TaskState};
 use reqwest::Method as M;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -69,24 +65,12 @@ async fn all_succeed(c: &Cluster, ids: &[String], within: Duration) {
 
 #[tokio::test]
 async fn a_later_task_of_higher_priority_starts_before_a_backlog_of_100k() {
-    let Some(redis) = redis(Persistence::None) else {
+    let Some((_redis, ctx)) = crate::taking::store_ctx().await else {
         return;
     };
-    let ctx = Context::new(settings(&redis.url(), &[]), "test", "test").unwrap();
-    ctx.store.ping().await.unwrap();
     let task = |priority: i32| NewTask {
-        id: TaskId::generate(),
-        handler: "noop".into(),
-        input: "null".into(),
-        tags: vec![],
         priority,
-        max_attempts: 3,
-        timeout_ms: 10_000,
-        run_at_ms: None,
-        idempotency_key: None,
-        queue: QueueName::default_queue(),
-        unique_key: None,
-        unique_for_ms: 0,
+        ..crate::taking::new_task("noop")
     };
     for _ in 0..100 {
         let batch: Vec<NewTask> = (0..1000).map(|_| task(0)).collect();
@@ -97,23 +81,7 @@ async fn a_later_task_of_higher_priority_starts_before_a_backlog_of_100k() {
     for t in [&low, &high, &higher, &high_again] {
         ctx.store.submit(std::slice::from_ref(t)).await.unwrap();
     }
-    let handlers = vec!["noop".to_string()];
-    ctx.store
-        .ensure_group(&ctx.store.keys.worker_stream("w1"), "worker")
-        .await
-        .unwrap();
-    ctx.store
-        .heartbeat(&Heartbeat {
-            worker_id: "w1",
-            capacity: 4,
-            handlers: &handlers,
-            tags: &[],
-            queues: &[],
-            in_flight: 0,
-            draining: false,
-        })
-        .await
-        .unwrap();
+    crate::taking::register(&ctx, "w1").await;
     let got = take(&ctx, "w1", 4, Duration::from_secs(30)).await;
     let want: Vec<String> = [&higher, &high, &high_again].iter().map(|t| t.id.to_string()).collect();
     assert_eq!(

@@ -5,63 +5,20 @@
 //! the right reason, and trimming never drops an unacknowledged entry.
 
 use crate::support::*;
-use crate::taking::{claim, claim_next_entry, ready_ids, ready_list, started, take, take_batch};
+use crate::taking::{
+    claim, claim_next_entry, new_task, ready_ids, ready_list, register, started, store_ctx, take, take_batch,
+};
 use drover::context::Context;
 use drover::envelope::{Keyring, Rejection};
 use drover::handlers::Registry;
 use drover::messages::{self, AssignBody};
-use drover::names::QueueName;
 use drover::redis_server::Persistence;
 use drover::store::{
-    BacklogStop, Completion, Entry, FinishedState, Heartbeat, Outcome, Refusal, RenewStatus, StartReply, StartedTask,
-    SubmitReply, SubmitStatus, WorkerRoom,
+    BacklogStop, Completion, Entry, FinishedState, Outcome, Refusal, RenewStatus, StartReply, StartedTask, SubmitReply,
+    SubmitStatus, WorkerRoom,
 };
 use drover::task::{NewTask, TaskId, TaskState};
 use std::time::Duration;
-
-fn new_task(handler: &str) -> NewTask {
-    NewTask {
-        id: TaskId::generate(),
-        handler: handler.into(),
-        input: "null".into(),
-        tags: vec![],
-        priority: 0,
-        max_attempts: 3,
-        timeout_ms: 10_000,
-        run_at_ms: None,
-        idempotency_key: None,
-        queue: QueueName::default_queue(),
-        unique_key: None,
-        unique_for_ms: 0,
-    }
-}
-
-async fn store_ctx() -> Option<(drover::redis_server::RedisServer, Context)> {
-    let redis = redis(Persistence::None)?;
-    let ctx = Context::new(settings(&redis.url(), &[]), "test", "test").unwrap();
-    ctx.store.ping().await.unwrap();
-    Some((redis, ctx))
-}
-
-async fn register(ctx: &Context, wid: &str) {
-    ctx.store
-        .ensure_group(&ctx.store.keys.worker_stream(wid), "worker")
-        .await
-        .unwrap();
-    let handlers = vec!["noop".to_string()];
-    ctx.store
-        .heartbeat(&Heartbeat {
-            worker_id: wid,
-            capacity: 4,
-            handlers: &handlers,
-            tags: &[],
-            queues: &[],
-            in_flight: 0,
-            draining: false,
-        })
-        .await
-        .unwrap();
-}
 
 /// A store with worker `w1` registered and `n` noop tasks submitted.
 async fn w1_and_tasks(n: usize) -> Option<(drover::redis_server::RedisServer, Context, Vec<NewTask>)> {

@@ -1,12 +1,65 @@
 //! Taking tasks from the backlog by hand, as a distributor and a worker
-//! do, for tests that drive the store directly: one assign call over every
-//! backlog that may hold tasks, then the worker's read and claim of its
-//! assign entries.
+//! do, for tests that drive the store directly: a store on its own Redis,
+//! a registered worker, one assign call over every backlog that may hold
+//! tasks, then the worker's read and claim of its assign entries.
 
+use crate::support::{redis, settings};
 use drover::context::Context;
 use drover::messages::AssignBody;
-use drover::store::{Assigned, Entry, StartReply, StartedTask};
+use drover::names::QueueName;
+use drover::redis_server::{Persistence, RedisServer};
+use drover::store::{Assigned, Entry, Heartbeat, StartReply, StartedTask};
+use drover::task::{NewTask, TaskId};
 use std::time::Duration;
+
+/// A task of `handler` with no input, in the default queue, as the API
+/// would store it: 3 attempts, a 10 s timeout.
+pub fn new_task(handler: &str) -> NewTask {
+    NewTask {
+        id: TaskId::generate(),
+        handler: handler.into(),
+        input: "null".into(),
+        tags: vec![],
+        priority: 0,
+        max_attempts: 3,
+        timeout_ms: 10_000,
+        run_at_ms: None,
+        idempotency_key: None,
+        queue: QueueName::default_queue(),
+        unique_key: None,
+        unique_for_ms: 0,
+    }
+}
+
+/// A Redis of its own and a context on it, for tests that drive the store.
+pub async fn store_ctx() -> Option<(RedisServer, Context)> {
+    let redis = redis(Persistence::None)?;
+    let ctx = Context::new(settings(&redis.url(), &[]), "test", "test").unwrap();
+    ctx.store.ping().await.unwrap();
+    Some((redis, ctx))
+}
+
+/// Registers worker `wid` as a worker does at start: its stream's group,
+/// and a heartbeat offering `noop` in 4 slots.
+pub async fn register(ctx: &Context, wid: &str) {
+    ctx.store
+        .ensure_group(&ctx.store.keys.worker_stream(wid), "worker")
+        .await
+        .unwrap();
+    let handlers = vec!["noop".to_string()];
+    ctx.store
+        .heartbeat(&Heartbeat {
+            worker_id: wid,
+            capacity: 4,
+            handlers: &handlers,
+            tags: &[],
+            queues: &[],
+            in_flight: 0,
+            draining: false,
+        })
+        .await
+        .unwrap();
+}
 
 /// One assign call for `wid`, taking up to `want` tasks from every backlog
 /// in `P active` (in the order Redis lists them).
