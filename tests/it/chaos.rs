@@ -5,7 +5,8 @@
 //! (no effect applied twice under the same or an older token) and the last
 //! one is the fence of the attempt that succeeded; and nothing is left
 //! behind: no leases or batch records, no scheduled tasks, no id left in a
-//! ready list, and the backlog counts are zero.
+//! ready list, and the backlog counts are zero. Half the tasks are in a
+//! queue with a concurrency limit that is paused and resumed meanwhile.
 
 use crate::lifecycle::task;
 use crate::support::*;
@@ -50,10 +51,13 @@ async fn killing_workers_again_and_again_loses_nothing_and_applies_nothing_twice
     })
     .await;
 
-    let mut req = task("ledger", serde_json::Value::Null);
-    req.max_attempts = Some(20);
+    // Two queues: "open" without limits, and "narrow" with a concurrency
+    // limit of 6 (of 24 slots), paused and resumed while workers die.
     let mut accepted = Vec::new();
-    for _ in 0..4 {
+    for (i, queue) in ["open", "narrow", "open", "narrow"].iter().enumerate() {
+        let mut req = task("ledger", serde_json::Value::Null);
+        req.max_attempts = Some(20);
+        req.queue = Some(queue.to_string());
         accepted.extend(
             client
                 .submit_batch(vec![req.clone(); 500])
@@ -63,12 +67,25 @@ async fn killing_workers_again_and_again_loses_nothing_and_applies_nothing_twice
                 .into_iter()
                 .map(|t| t.id),
         );
+        if i == 1 {
+            let limits = drover::api::QueueLimitsBody {
+                concurrency: Some(6),
+                ..Default::default()
+            };
+            client.set_queue_limits("narrow", &limits).await.unwrap();
+        }
     }
 
     // Chaos: kill -9 a random worker every 700 ms, bring it back under the
-    // same id (so it re-reads what it was sent), twelve times.
+    // same id (so it re-reads what it was sent), twelve times; "narrow" is
+    // paused from the third kill to the eighth.
     let mut kills = 0;
     while kills < 12 {
+        match kills {
+            3 => assert!(client.change_queue("narrow", "pause").await.unwrap().paused),
+            8 => assert!(!client.change_queue("narrow", "resume").await.unwrap().paused),
+            _ => {}
+        }
         tokio::time::sleep(Duration::from_millis(700)).await;
         let i = rand::rng().random_range(0..workers.len());
         workers[i].signal(libc::SIGKILL);
