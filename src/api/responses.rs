@@ -66,14 +66,17 @@ pub struct QueueBody {
 pub struct QueueLimitsBody {
     /// Most of the queue's tasks running at once (at least 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub concurrency: Option<u32>,
     /// Most tasks started per period, as `<count>/<period>`: `100/s`,
     /// `5000/m`, `10/h`, `30/10s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[0-9]{0,3}[1-9][0-9]{0,8}/([smh]|[0-9]{0,3}[1-9][0-9]{0,8}(ms|s|m|h))$")]
     pub rate: Option<String>,
     /// How many may start at once after a quiet spell (the token bucket's
     /// size); with `rate` only. Defaults to the rate's count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub burst: Option<u32>,
 }
 
@@ -369,7 +372,7 @@ mod tests {
         assert_eq!(
             serde_json::to_value(w).unwrap(),
             json!({
-                "id": "w1", "handlers": ["noop"], "tags": [], "capacity": 8, "used": 2,
+                "id": "w1", "handlers": ["noop"], "tags": [], "queues": [], "capacity": 8, "used": 2,
                 "in_flight": 1, "draining": false, "last_heartbeat_ms": 99, "version": "0.1.0"
             })
         );
@@ -382,7 +385,7 @@ mod tests {
         let doc = serde_json::to_value(super::super::ApiDoc::openapi()).unwrap();
         let schemas = &doc["components"]["schemas"];
         let full_worker = json!({
-            "id": "", "handlers": [], "tags": [], "capacity": 0, "used": 0, "in_flight": 0,
+            "id": "", "handlers": [], "tags": [], "queues": [], "capacity": 0, "used": 0, "in_flight": 0,
             "draining": false, "last_heartbeat_ms": 0, "version": ""
         });
         let full_task = serde_json::to_value(TaskBody::from(stored_task(true))).unwrap();

@@ -14,6 +14,9 @@ drover_positive_data_acceptance
       - a batch larger than the coordinator's configured max_batch;
       - `unique_for` without `unique_key`, or a well-formed `unique_for`
         out of range.
+    and PUT /v1/queues/{queue}/limits may answer 400 "burst: only with a
+    rate" for a burst given without a rate (a dependency between two
+    optional fields the document does not state);
     and listing (GET /v1/tasks) may answer 400 with the cursor message for
     a cursor not of the form its page takes: a cursor is an opaque string
     in the document, and whether a page takes a scan cursor (digits) or an
@@ -160,6 +163,14 @@ def _cursor_takes(cursor: str, indexed: bool) -> bool:
     return _digits(score, 16) and 0 < len(task) <= 36 and all(c.isascii() and (c.isalnum() or c == "-") for c in task)
 
 
+def _burst_without_rate(case, message: str) -> bool:
+    """True when a 400 from the limits operation refuses a burst given alone."""
+    if (case.method.upper(), case.operation.path) != ("PUT", "/v1/queues/{queue}/limits"):
+        return False
+    body = case.body if isinstance(case.body, dict) else {}
+    return message == "burst: only with a rate" and body.get("burst") is not None and body.get("rate") is None
+
+
 def _cursor_of_the_wrong_form(case, message: str) -> bool:
     """True when a 400 from the list operation refuses a cursor its page does not take."""
     if (case.method.upper(), case.operation.path) != ("GET", "/v1/tasks") or message != _CURSOR_HELP:
@@ -183,7 +194,7 @@ def drover_positive_data_acceptance(ctx, response, case):
     if status == 422 and (case.method.upper(), case.operation.path) in _SUBMIT_OPERATIONS:
         if _semantic_rejection(case, code, message):
             return None
-    if status == 400 and _cursor_of_the_wrong_form(case, message):
+    if status == 400 and (_cursor_of_the_wrong_form(case, message) or _burst_without_rate(case, message)):
         return None
     raise AssertionError(
         f"Schema-valid request rejected with {status} ({code}: {message}).\n"

@@ -139,6 +139,8 @@ class Worker:
     draining: bool
     last_heartbeat_ms: int
     version: str
+    #: The queues it takes tasks from, as ``<queue>:<weight>``; empty: every queue.
+    queues: list[str] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -153,6 +155,7 @@ class Worker:
             draining=bool(d.get("draining", False)),
             last_heartbeat_ms=int(d.get("last_heartbeat_ms", 0)),
             version=str(d.get("version", "")),
+            queues=list(d.get("queues", [])),
             raw=d,
         )
 
