@@ -104,12 +104,17 @@ pub(super) async fn set_queue_limits(
     .await
 }
 
+/// The largest concurrency limit and bucket size taken, as the OpenAPI
+/// document states them (QueueLimitsBody).
+const MAX_CONCURRENCY: u32 = 1_000_000;
+const MAX_BURST: u32 = 1_000_000_000;
+
 /// The limits a request asks for, or a 400 naming the field that is wrong.
 pub(super) fn queue_limits(req: QueueLimitsBody) -> Result<QueueLimits, ApiError> {
-    if req.concurrency == Some(0) {
-        return Err(ApiError::Malformed(
-            "concurrency: at least 1 (leave it out for no limit)".into(),
-        ));
+    if req.concurrency.is_some_and(|n| !(1..=MAX_CONCURRENCY).contains(&n)) {
+        return Err(ApiError::Malformed(format!(
+            "concurrency: 1 to {MAX_CONCURRENCY} (leave it out for no limit)"
+        )));
     }
     let rate = match req.rate.as_deref() {
         None => None,
@@ -120,7 +125,7 @@ pub(super) fn queue_limits(req: QueueLimitsBody) -> Result<QueueLimits, ApiError
         })?),
     };
     match (req.burst, rate) {
-        (Some(0), _) => Err(ApiError::Malformed("burst: at least 1".into())),
+        (Some(n), _) if !(1..=MAX_BURST).contains(&n) => Err(ApiError::Malformed(format!("burst: 1 to {MAX_BURST}"))),
         (Some(_), None) => Err(ApiError::Malformed("burst: only with a rate".into())),
         (burst, rate) => Ok(QueueLimits {
             concurrency: req.concurrency,
@@ -149,6 +154,8 @@ mod tests {
         assert_eq!(limits("{}").unwrap(), QueueLimits::default());
         for (json, field) in [
             (r#"{"concurrency": 0}"#, "concurrency:"),
+            (r#"{"concurrency": 1000001}"#, "concurrency:"),
+            (r#"{"rate": "1/s", "burst": 1000000001}"#, "burst:"),
             (r#"{"rate": "fast"}"#, "rate:"),
             (r#"{"rate": "0/s"}"#, "rate:"),
             (r#"{"burst": 5}"#, "burst:"),
@@ -158,5 +165,8 @@ mod tests {
             assert!(err.starts_with(field), "{json}: {err}");
         }
         assert!(limits(r#"{"concurency": 5}"#).unwrap_err().contains("unknown field"));
+        // A whole number written as a float is a JSON Schema integer.
+        assert_eq!(limits(r#"{"concurrency": 2858.0}"#).unwrap().concurrency, Some(2858));
+        assert!(limits(r#"{"concurrency": 2.5}"#).is_err());
     }
 }

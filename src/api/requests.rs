@@ -79,7 +79,7 @@ fn tags_schema() -> utoipa::openapi::schema::Array {
 
 /// Integer fields that also accept a JSON number with a zero fraction
 /// (`3.0`): JSON Schema counts it as an integer, so clients may send it.
-mod whole {
+pub(super) mod whole {
     use serde::{Deserialize, Deserializer};
 
     fn whole<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {

@@ -64,9 +64,13 @@ pub struct QueueBody {
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueLimitsBody {
-    /// Most of the queue's tasks running at once (at least 1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1)]
+    /// Most of the queue's tasks running at once (1 to 1000000).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::requests::whole::opt_u32"
+    )]
+    #[schema(minimum = 1, maximum = 1000000)]
     pub concurrency: Option<u32>,
     /// Most tasks started per period, as `<count>/<period>`: `100/s`,
     /// `5000/m`, `10/h`, `30/10s`.
@@ -74,9 +78,14 @@ pub struct QueueLimitsBody {
     #[schema(pattern = r"^[0-9]{0,3}[1-9][0-9]{0,8}/([smh]|[0-9]{0,3}[1-9][0-9]{0,8}(ms|s|m|h))$")]
     pub rate: Option<String>,
     /// How many may start at once after a quiet spell (the token bucket's
-    /// size); with `rate` only. Defaults to the rate's count.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1)]
+    /// size, 1 to 1000000000); with `rate` only. Defaults to the rate's
+    /// count.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::requests::whole::opt_u32"
+    )]
+    #[schema(minimum = 1, maximum = 1000000000)]
     pub burst: Option<u32>,
 }
 

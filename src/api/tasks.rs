@@ -56,6 +56,7 @@ impl ApiState {
         (status = 202, description = "Accepted", body = Submitted),
         (status = 200, description = "Duplicate of an earlier submission with the same key", body = Submitted),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, description = "The queue is draining (code queue_draining): nothing was written", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn submit(
@@ -100,6 +101,7 @@ fn idempotency_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,190}$", description = "Repeat-safe batch: the same key returns the first batch's tasks")),
     responses((status = 202, body = BatchResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, description = "The queue is draining (code queue_draining): nothing was written", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn submit_batch(

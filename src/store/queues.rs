@@ -106,6 +106,9 @@ impl Store {
     /// The live and finished counts of each of `queues`, in two pipelined
     /// reads however many queues: what the `other` metric series sums.
     pub async fn queue_counts(&self, queues: &[QueueName]) -> Result<Vec<QueueCounts>> {
+        if queues.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut con = self.con().await?;
         let mut pipe = redis::pipe();
         for q in queues {
@@ -189,6 +192,11 @@ impl Store {
             pipe.zrange(self.keys.levels(q, class), 0, -1);
         }
         let levels: Vec<Vec<String>> = pipe.query_async(&mut con).await?;
+        if levels.iter().all(Vec::is_empty) {
+            // Backlogs named in `P active` but empty (assign.lua drops a
+            // name only when it finds its backlog empty).
+            return Ok(None);
+        }
         let mut pipe = redis::pipe();
         for (class, levels) in classes.iter().zip(&levels) {
             for level in levels {

@@ -382,3 +382,34 @@ async fn a_worker_takes_only_its_queues_and_weighs_them() {
     assert_eq!(weighted.queues, ["media:3", "default:1"]);
     c.stop().await;
 }
+
+/// Found by schemathesis: a queue whose backlog is still named in
+/// `P active` but holds no level (emptied, not yet dropped by an assign
+/// call) answered 500: its oldest queued age was read with an empty
+/// pipeline. It reads as none queued.
+#[tokio::test]
+async fn a_queue_with_an_emptied_backlog_reads_as_none_queued() {
+    let Some((_redis, ctx)) = crate::taking::store_ctx().await else {
+        return;
+    };
+    let t = drover::task::NewTask {
+        queue: drover::names::QueueName::parse("apz").unwrap(),
+        ..crate::taking::new_task("noop")
+    };
+    ctx.store.submit(std::slice::from_ref(&t)).await.unwrap();
+    let list = crate::taking::ready_list(&ctx, "apz", 0).await;
+    let mut con = ctx.store.con().await.unwrap();
+    let levels = list.replace(":ready:", ":levels:");
+    let levels = &levels[..levels.rfind(':').unwrap()];
+    let _: () = redis::cmd("DEL")
+        .arg(&list)
+        .arg(levels)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let q = ctx.store.queue_state(&t.queue).await.unwrap();
+    assert_eq!(q.oldest_queued, None);
+    let counts = ctx.store.queue_counts(&[t.queue.clone()]).await.unwrap();
+    assert_eq!(counts[0].queued, 1, "the count is the meta hash's");
+    assert!(ctx.store.queue_counts(&[]).await.unwrap().is_empty());
+}
