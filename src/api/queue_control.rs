@@ -98,10 +98,22 @@ pub(super) async fn set_queue_limits(
 ) -> Result<Json<QueueBody>, ApiError> {
     let limit = s.ctx.settings.coordinator.max_body;
     s.change_queue(&headers, queue, "limits", || {
-        let req: QueueLimitsBody = body_json(body, limit)?;
-        Ok(QueueChange::Limits(queue_limits(req)?))
+        let req: serde_json::Value = body_json(body, limit)?;
+        Ok(QueueChange::Limits(queue_limits(limits_body(req)?)?))
     })
     .await
+}
+
+/// The body as limits. Only a JSON object is: serde would also read an
+/// array as the fields in order (found by schemathesis: `[null, null]`
+/// was taken as "no limits").
+fn limits_body(v: serde_json::Value) -> Result<QueueLimitsBody, ApiError> {
+    if !v.is_object() {
+        return Err(ApiError::Malformed(
+            "invalid JSON body: an object of concurrency, rate and burst".into(),
+        ));
+    }
+    serde_json::from_value(v).map_err(|e| ApiError::Malformed(format!("invalid JSON body: {e}")))
 }
 
 /// The largest concurrency limit and bucket size taken, as the OpenAPI
@@ -140,8 +152,8 @@ mod tests {
     use super::*;
 
     fn limits(json: &str) -> Result<QueueLimits, String> {
-        let req: QueueLimitsBody = serde_json::from_str(json).map_err(|e| e.to_string())?;
-        queue_limits(req).map_err(|e| e.to_string())
+        let v: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        queue_limits(limits_body(v).map_err(|e| e.to_string())?).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -168,5 +180,11 @@ mod tests {
         // A whole number written as a float is a JSON Schema integer.
         assert_eq!(limits(r#"{"concurrency": 2858.0}"#).unwrap().concurrency, Some(2858));
         assert!(limits(r#"{"concurrency": 2.5}"#).is_err());
+        for not_an_object in ["[null, null]", "[5]", "null", "3", r#""100/s""#] {
+            assert!(
+                limits(not_an_object).unwrap_err().contains("an object"),
+                "{not_an_object}"
+            );
+        }
     }
 }
