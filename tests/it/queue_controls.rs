@@ -409,7 +409,7 @@ async fn a_queue_with_an_emptied_backlog_reads_as_none_queued() {
         .unwrap();
     let q = ctx.store.queue_state(&t.queue).await.unwrap();
     assert_eq!(q.oldest_queued, None);
-    let counts = ctx.store.queue_counts(&[t.queue.clone()]).await.unwrap();
+    let counts = ctx.store.queue_counts(std::slice::from_ref(&t.queue)).await.unwrap();
     assert_eq!(counts[0].queued, 1, "the count is the meta hash's");
     assert!(ctx.store.queue_counts(&[]).await.unwrap().is_empty());
 }
