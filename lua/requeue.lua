@@ -3,6 +3,10 @@
 -- list holds: those written by builds whose backlog was the intake stream
 -- (they carry that stream's entry id, `ent`, which this removes), so an
 -- upgrade loses none of them.
+-- KEYS: none. Every key is named from the prefix: the task hashes here,
+--       and through the prelude (enqueue_later, file_enqueued) the ready
+--       lists, levels, `P active`, `P backlogs`, the queues' meta hashes
+--       and `P wake`, all under one hash tag.
 -- ARGV[1] key prefix
 -- ARGV[2..] 2 per task: id, expected version
 -- Reply: flat array, one per task: 'queued' | 'conflict' | 'state:<s>' | 'missing'
@@ -23,8 +27,9 @@ for i = 2, #ARGV, 2 do
     redis.call('HDEL', key, 'ent')
     redis.call('HSET', key, 'v', tonumber(t[2]) + 1, 'ut', now)
     enqueue_later(id, t[3], t[4], t[5], t[6])
-    -- The queue's count of queued tasks begins with this layout: a task
-    -- queued before it was never counted there, so the count rises here.
+    -- file_enqueued raises the queue's meta count of queued tasks: a task
+    -- queued by an earlier build was never counted there. (P counts
+    -- already holds it as queued, so it is not raised again.)
     queued = queued + 1
     reply[#reply + 1] = 'queued'
   end

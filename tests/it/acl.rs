@@ -9,7 +9,6 @@ use crate::support::*;
 use drover::acl::{self, Format, GeneratedUser, Options};
 use drover::client::Client;
 use drover::context::Context;
-use drover::names::QueueName;
 use drover::redis_server::{Persistence, RedisServer};
 use drover::store::{
     CancelOutcome, Completion, FinishedState, Heartbeat, Outcome, RenewStatus, RestoreOutcome, StartReply, StartedTask,
@@ -478,18 +477,9 @@ async fn each_role_runs_end_to_end_under_its_own_acl_user() {
 
 fn new_task(handler: &str, run_at_ms: Option<u64>, idem: Option<&str>) -> NewTask {
     NewTask {
-        id: TaskId::generate(),
-        handler: handler.into(),
-        input: "null".into(),
-        tags: vec![],
-        priority: 0,
-        max_attempts: 3,
-        timeout_ms: 10_000,
         run_at_ms,
         idempotency_key: idem.map(String::from),
-        queue: QueueName::default_queue(),
-        unique_key: None,
-        unique_for_ms: 0,
+        ..crate::taking::new_task(handler)
     }
 }
 
